@@ -1,0 +1,42 @@
+"""Writing a module's classification results (``class``, ``acc``, ``Pdz`` files) and scoring them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import metrics
+from .output import OutputWriter
+
+__all__ = ["write_classification"]
+
+
+def write_classification(writer: OutputWriter, probs, category=None, mode: str = "learn") -> dict:
+    """Write ``Pdz_<mode>.txt`` (N x K probabilities), ``class_<mode>.txt`` and, given true
+    labels, ``acc_<mode>.txt`` and ``metrics_<mode>.json``.
+
+    Args:
+        writer: the module's :class:`~serket_pyro.output.OutputWriter`.
+        probs: ``(N, K)`` class probabilities, rows sum to 1.
+        category: ``(N,)`` true labels or ``None``.
+        mode: ``"learn"`` or ``"recog"`` (file suffix, as in the original).
+
+    Returns:
+        metrics: ``accuracy`` (optimal one-to-one label mapping), ``greedy_accuracy`` (the
+        original's swap search), ``ari`` and ``nmi``; empty without ``category``.
+        ``class_<mode>.txt`` holds the predicted classes relabelled by the optimal mapping when
+        ``category`` is given (as the original relabels them), raw class indices otherwise.
+    """
+    if isinstance(probs, torch.Tensor):
+        probs = probs.detach().cpu().numpy()
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = probs.argmax(axis=1)
+    writer.savetxt(f"Pdz_{mode}.txt", probs)
+    if category is None:
+        writer.savetxt(f"class_{mode}.txt", pred)
+        return {}
+    result = metrics.summarize(category, pred)
+    writer.savetxt(f"class_{mode}.txt", metrics.relabel(category, pred))
+    writer.savetxt(f"acc_{mode}.txt", np.array([result["accuracy"]]), fmt="%.6f")
+    writer.save_json(f"metrics_{mode}.json", result)
+    return result

@@ -1,0 +1,140 @@
+"""Running a whole connected graph: outer iterations, seed, progress bar, metrics log, checkpoints.
+
+The tutorial style (``for i in range(5): vae1.update(); gmm1.update()``) needs none of this; the
+:func:`fit` helper does the same loop bottom-up for any graph and adds what a long run needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from .module import Module, connected_modules, update_order
+from .output import atomic_save_json, atomic_torch_save
+from .rng_state import get_rng_state, set_rng_state
+from .seed import set_seed
+
+__all__ = ["fit", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+
+_CKPT_STATE = "state.pt"
+_CKPT_INFO = "checkpoint.json"
+
+
+def _graph_description(modules: list[Module]) -> list[dict]:
+    return [
+        {"name": m.name, "type": type(m).__name__, "config": m.get_config(),
+         "children": [c.name for c in m.children]}
+        for m in modules
+    ]
+
+
+def save_checkpoint(folder, modules: list[Module], iteration: int, history: list[dict]) -> str:
+    """Write ``<folder>/iter_<iteration:03d>/`` with every module's state dict, the RNG states and
+    the metrics history. Files are written atomically, the JSON last: a checkpoint without its JSON
+    is incomplete and ignored by :func:`latest_checkpoint`."""
+    path = os.path.join(os.fspath(folder), f"iter_{iteration:03d}")
+    state = {f"{m.name}/{k}": v for m in modules for k, v in m.full_state_dict().items()}
+    state.update({f"rng/{k}": v for k, v in get_rng_state().items()})
+    atomic_torch_save(os.path.join(path, _CKPT_STATE), state)
+    atomic_save_json(os.path.join(path, _CKPT_INFO),
+                     {"iteration": iteration, "graph": _graph_description(modules), "history": history})
+    return path
+
+
+def latest_checkpoint(folder) -> str | None:
+    """The newest complete checkpoint folder under ``folder``, or ``None``."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        return None
+    done = sorted(d for d in os.listdir(folder)
+                  if d.startswith("iter_") and os.path.isfile(os.path.join(folder, d, _CKPT_INFO)))
+    return os.path.join(folder, done[-1]) if done else None
+
+
+def load_checkpoint(path, modules: list[Module]) -> tuple[int, list[dict]]:
+    """Restore module states and RNG states from a checkpoint folder.
+
+    Returns ``(iteration, history)``. Raises ``ValueError`` when the checkpoint was written by a
+    different graph or is corrupt."""
+    try:
+        with open(os.path.join(path, _CKPT_INFO)) as f:
+            info = json.load(f)
+        state = torch.load(os.path.join(path, _CKPT_STATE), weights_only=True)
+    except (OSError, json.JSONDecodeError, RuntimeError, EOFError) as e:
+        raise ValueError(f"checkpoint {path} is corrupt or incomplete: {e}") from None
+    names = [g["name"] for g in info["graph"]]
+    if names != [m.name for m in modules]:
+        raise ValueError(f"checkpoint {path} holds modules {names}, this graph has {[m.name for m in modules]}")
+    for m in modules:
+        prefix = m.name + "/"
+        m.load_full_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        m.n_updates_ = info["iteration"] + 1
+    set_rng_state({k[4:]: v for k, v in state.items() if k.startswith("rng/")})
+    return info["iteration"], info["history"]
+
+
+def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bool = True,
+        checkpoint_dir=None, resume: bool = False, callback=None) -> list[dict]:
+    """Update every learnable module of the graph connected to ``modules``, bottom-up, ``n_iter`` times.
+
+    Args:
+        modules: any module(s) of the graph (the whole connected graph is run).
+        n_iter: number of outer iterations (5 in every Serket tutorial).
+        seed: seeds python, numpy, torch and Pyro first (ignored when resuming: the checkpoint's
+            RNG state is restored instead).
+        progress: show a progress bar over outer iterations and modules.
+        checkpoint_dir: if given, a checkpoint is written after every outer iteration
+            (see :func:`save_checkpoint`) and ``metrics.jsonl`` gets one line per iteration.
+        resume: continue from the latest complete checkpoint in ``checkpoint_dir``, if any.
+        callback: called as ``callback(iteration, record)`` after each outer iteration.
+
+    Returns:
+        history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``.
+    """
+    if not modules:
+        raise ValueError("fit() needs at least one module of the graph")
+    order = update_order(*modules)
+    if not order:
+        raise ValueError("the graph has no learnable module to update")
+    for m in order:
+        if not m.children:
+            raise ValueError(f"{m.name} has no children: connect it before fitting")
+    allm = [m for m in connected_modules(*modules) if m.learnable]
+
+    start, history = 0, []
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir")
+        ckpt = latest_checkpoint(checkpoint_dir)
+        if ckpt is not None:
+            last, history = load_checkpoint(ckpt, allm)
+            start = last + 1
+    if start == 0:
+        set_seed(seed)
+
+    bar = tqdm(total=(n_iter - start) * len(order), disable=not progress, desc="serket", unit="update")
+    try:
+        for it in range(start, n_iter):
+            t0 = time.perf_counter()
+            record = {"iteration": it}
+            for m in order:
+                bar.set_postfix_str(f"iter {it + 1}/{n_iter} {m.name}")
+                m.update()
+                if m.metrics_:
+                    record[m.name] = dict(m.metrics_)
+                bar.update(1)
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, allm, it, history)
+                with open(os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl"), "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if callback is not None:
+                callback(it, record)
+    finally:
+        bar.close()
+    return history
