@@ -49,6 +49,7 @@ def _atomic_open(path, mode="wb"):
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -114,6 +115,11 @@ class OutputWriter:
             paths.append(os.path.join(self.folder, f"{self.iteration:03d}", filename))
         paths.append(os.path.join(self.folder, filename))
         return paths
+
+    def write_bytes(self, filename, data: bytes) -> None:
+        """Write already formatted content."""
+        for p in self._paths(filename):
+            atomic_write_bytes(p, data)
 
     def savetxt(self, filename, array, fmt=None) -> None:
         for p in self._paths(filename):
