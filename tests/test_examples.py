@@ -1,0 +1,86 @@
+"""Every example script and the CLI run end to end with tiny arguments and write the documented files."""
+
+import argparse
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from serket_pyro import cli
+from serket_pyro.runner import add_tutorial_arguments
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
+TINY = ["--n", "300", "--epochs", "2", "--iterations", "2", "--no-progress"]
+
+CASES = [
+    ("vae_gmm", "module002_gmm", ["module001_vae", "module002_gmm"]),
+    ("vae_gmm_mm", "module002_gmm", ["module001_vae", "module002_gmm", "module003_mm"]),
+    ("vae_gmm_mlda", "module004_mlda", ["module002_vae", "module003_gmm", "module004_mlda"]),
+    ("vae_gmm_mlda_mm", "module004_mlda", ["module002_vae", "module003_gmm", "module004_mlda", "module005_mm"]),
+]
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name,result,folders", CASES)
+def test_example_runs_with_tiny_arguments(tmp_path, data_dir, name, result, folders, capsys):
+    example = load_example(name)
+    args = add_tutorial_arguments(argparse.ArgumentParser()).parse_args(
+        TINY + ["--data-dir", data_dir, "--output", str(tmp_path / "out")])
+    scores = example.main(args)
+    out = capsys.readouterr().out
+    assert "accuracy" in out and result in out
+    assert 0.0 <= scores["accuracy"] <= 1.0 and scores["n"] == 300
+    assert sorted(p for p in os.listdir(tmp_path / "out")) == folders
+    res = tmp_path / "out" / result
+    for f in ("class_learn.txt", "acc_learn.txt", "Pdz_learn.txt"):
+        assert (res / f).exists() and (res / "001" / f).exists()
+    assert np.loadtxt(res / "Pdz_learn.txt").shape == (300, 10)
+    assert float(np.loadtxt(res / "acc_learn.txt")) == pytest.approx(scores["accuracy"], abs=1e-6)
+
+
+def test_examples_defaults_are_the_tutorials():
+    args = add_tutorial_arguments(argparse.ArgumentParser()).parse_args([])
+    assert (args.latent_dim, args.epochs, args.batch_size, args.classes, args.iterations) == (18, 200, 500, 10, 5)
+
+
+def test_cli_run_prints_summary(tmp_path, data_dir, capsys):
+    rc = cli.main(["run", "vae_gmm_mm", *TINY, "--data-dir", data_dir, "--output", str(tmp_path),
+                   "--checkpoint-dir", str(tmp_path / "ckpt")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "vae_gmm_mm: 2 outer iterations" in out and "module002_gmm" in out
+    assert os.path.isdir(tmp_path / "ckpt" / "iter_001")
+
+
+def test_cli_error_is_one_line_and_nonzero(tmp_path, data_dir, capsys):
+    rc = cli.main(["run", "vae_gmm", *TINY, "--latent-dim", "0", "--data-dir", data_dir, "--output",
+                   str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("serket-pyro: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_cli_export_tutorial_data(tmp_path, data_dir):
+    assert cli.main(["export-tutorial-data", str(tmp_path), "--data-dir", data_dir]) == 0
+    cat = np.loadtxt(tmp_path / "category.txt")
+    assert cat.shape == (3000,) and cat[13] == 3
+    assert (tmp_path / "data1.txt").exists() and (tmp_path / "data2.txt").exists()
+
+
+def test_offline_fallback_uses_embedded_subset(tmp_path, monkeypatch):
+    from serket_pyro import datasets
+    from serket_pyro.runner import load_inputs
+
+    def missing(*a, **k):
+        raise datasets.DatasetNotFoundError("serket_tutorial.npz not found")
+
+    monkeypatch.setattr(datasets, "load_tutorial", missing)
+    images, speech, category, source = load_inputs(None, 50)
+    assert images.shape == (50, 784) and speech is None and "embedded" in source
+    assert images.max() <= 1.0 and list(category[:10]) == list(range(10))
