@@ -68,8 +68,8 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def atomic_savetxt(path, array, fmt=None) -> None:
-    """``np.savetxt`` made atomic; integers are written as integers, floats with ``%.8g``."""
+def format_txt(array, fmt=None) -> bytes:
+    """``np.savetxt`` output as bytes; integers are written as integers, floats with ``%.8g``."""
     a = _to_numpy(array)
     if a.ndim == 0:
         a = a.reshape(1)
@@ -77,7 +77,12 @@ def atomic_savetxt(path, array, fmt=None) -> None:
         fmt = "%d" if np.issubdtype(a.dtype, np.integer) or a.dtype == bool else "%.8g"
     buf = io.BytesIO()
     np.savetxt(buf, a, fmt=fmt)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
+
+
+def atomic_savetxt(path, array, fmt=None) -> None:
+    """``np.savetxt`` made atomic."""
+    atomic_write_bytes(path, format_txt(array, fmt))
 
 
 def atomic_save_json(path, obj) -> None:
@@ -122,8 +127,7 @@ class OutputWriter:
             atomic_write_bytes(p, data)
 
     def savetxt(self, filename, array, fmt=None) -> None:
-        for p in self._paths(filename):
-            atomic_savetxt(p, array, fmt)
+        self.write_bytes(filename, format_txt(array, fmt))
 
     def save_json(self, filename, obj) -> None:
         for p in self._paths(filename):

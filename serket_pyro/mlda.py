@@ -1,0 +1,847 @@
+"""Multimodal latent Dirichlet allocation (MLDA): the Serket ``mlda`` module.
+
+Blei, Ng, Jordan, "Latent Dirichlet Allocation", JMLR 3 (2003); Nakamura, Nagai, Iwahashi,
+"Grounding of word meanings in multimodal concepts using LDA", IROS 2009 (the multimodal extension);
+Nakamura, Nagai, Taniguchi, "SERKET: An Architecture for Connecting Stochastic Models to Realize a
+Large-Scale Cognitive Model", Frontiers in Neurorobotics 12:25 (2018).
+
+Generative model (:meth:`MLDA.model`), for ``N`` documents (data points), ``K`` topics and ``M``
+modalities (one per child) with vocabularies of ``V_m`` words::
+
+    theta_d            ~ Dirichlet(alpha, ..., alpha)       d = 1..N       topic proportions (K,)
+    phi_mk             ~ Dirichlet(beta, ..., beta)         m, k           topic-word dist.  (V_m,)
+    for each token i of modality m in document d:
+        z_i            ~ Categorical(theta_d)                              the topic site "z_m"
+        factor  log b[d, z_i]                               the parent's backward message (bias)
+        w_i | z_i      ~ Categorical(phi_m[z_i])                           observed word "w_m"
+
+The parent's message ``b`` (``ClassProbs`` N x K, uniform without one) is a potential on every
+token's topic *without per-token renormalisation*, exactly the product the original's collapsed
+sampler used (``(n_dk + alpha) (n_kw + beta) / (n_k + V beta) * bias``).  It is the only reading
+under which the Gibbs conditional of ``theta`` stays the conjugate ``Dirichlet(alpha + n_d)``,
+and it is the same convention as :mod:`serket_pyro.gmm`.  Given ``theta`` and ``phi`` the topic of
+a token is ``p(z = k) ~ theta_dk b_dk phi_mkw``, i.e. ``Categorical(theta_d x b_d)`` before its word.
+
+**From a child's message to tokens** (``token_rule``).  Each child's forward message is a
+``PointMessage`` of non-negative counts/weights ``x (N, V_m)`` or a ``ClassProbs`` ``(N, K_m)``
+(vocabulary = the child's classes).  A row becomes token counts:
+
+* ``"largest_remainder"`` (default): the row is scaled to total ``T = round(weights[m])`` and
+  rounded by the largest-remainder (Hamilton) method, so every non-empty row has *exactly* ``T``
+  tokens (ties between equal remainders: the lower word index wins);
+* ``"original"``: negative values to 0, the row normalised to sum 1, times ``weights[m]``, truncated
+  to integers (the original; the lost remainders make the totals fall short of the weights);
+* ``"fractional"``: real-valued counts ``x / sum(x) * weights[m]``.  A count ``c = i + r`` is ``i``
+  whole tokens plus one *partial token* of weight ``r`` in (0, 1): every log-factor of that token
+  (``log theta_z + log b_z + log phi_zw``) is multiplied by ``r``.  This is a proper (generalised)
+  posterior, the Dirichlet conditionals take the weighted counts, and the sampler below stays an
+  exact Gibbs sampler for it (the partial token's topic is drawn from ``(theta b phi)^r``).
+
+``weights=None`` (or a ``None`` entry): a ``PointMessage`` child's raw counts are used (under
+``"largest_remainder"`` a row keeps its total ``round(sum(x))``; integer counts are unchanged); a
+``ClassProbs`` child gets as many tokens per document as the count modalities have on average
+(mean over documents of the summed token totals of the ``PointMessage`` children, rounded), or 100
+when every child sends class probabilities.  Negative counts are an error except under
+``token_rule="original"``, which sets them to 0 as the original did.  A document whose row is all
+zero in *some* modalities simply misses those modalities; all-zero rows in *every* modality are an
+error (``ValueError`` listing the documents).  A document can still end with no tokens when the
+``"original"`` truncation rounds a small row to zero; it then keeps its prior (a warning says so).
+
+**Inference** (:meth:`MLDA.update`): a blocked, *uncollapsed* Gibbs sampler, vectorised over all
+tokens (the original collapsed sampler, Griffiths and Steyvers, PNAS 101, 2004, visits tokens one by
+one in Python/Cython; its update on the tutorial corpus did not finish in 8 minutes).  One sweep:
+
+1. ``z | theta, phi, b`` for every token at once: given the parameters the tokens are independent,
+   and the ``c`` tokens of word ``w`` in document ``d`` have topic counts
+   ``Multinomial(c, p ~ theta_d * b_d * phi_m[:, w])``.  Drawn exactly by inverse-CDF sampling of
+   each token (one uniform per token against the entry's cumulative weights, computed once per
+   non-zero ``(d, w)`` entry; entries holding one token need no gather),
+2. ``theta_d | z ~ Dirichlet(alpha + n_d)`` for all documents,
+3. ``phi_mk | z ~ Dirichlet(beta + n_mk)`` for all modalities and topics.
+
+Each step samples a block from its exact full conditional, so the sweep is a valid MCMC kernel
+for the model above (``tests/test_mlda.py`` checks the distribution of the topic counts against
+brute-force enumeration of the collapsed posterior).  The per-token cumulative weights are computed
+in float32 (state and statistics are float64); relative rounding of ~1e-7 in a token's topic
+probabilities is far below any Monte Carlo error.  A chain warm-starts from the previous update's
+last ``theta, phi`` draw (its first step is ``z | theta, phi`` with the *current* counts and
+bias), so a child that changed its message between outer iterations is handled exactly; the first
+update starts from uniform ``theta, phi``, i.e. a uniformly random topic assignment as the original.
+
+**Estimates**.  ``theta_`` (N x K) and ``phi_`` (one K x V_m per modality) are Rao-Blackwellised
+posterior means averaged over the last ``n_average`` sweeps:
+``mean_s (alpha + n_dk^(s)) / (L_d + K alpha)`` and ``mean_s (beta + n_mkw^(s)) / (n_mk^(s) + V_m beta)``
+(the original's estimator ``(n_dk + alpha)`` normalised, from its last sweep only, is
+``n_average=1``).  ``theta_`` includes the parent's message: it is the classification written to
+``Pdz_learn.txt`` / ``class_learn.txt`` / ``acc_learn.txt``.
+
+**Messages**.  A single chain cannot leave evidence out, so the messages that must exclude some
+evidence are computed by *folding in* a document with the learned topics ``phi_`` fixed
+(:func:`fold_in`; the standard fold-in of held-out documents, Wallach et al., "Evaluation methods
+for topic models", ICML 2009): ``theta_d^S`` is the fixed point of
+
+    theta_dk = (alpha + E[n_dk]) / (L_d + K alpha),
+    E[n_dk] = sum_{m in S} sum_w c_dmw theta_dk b_dk phi_mkw / sum_j theta_dj b_dj phi_mjw,
+
+the original's estimator with the sampled counts replaced by their expectation over the tokens of
+the modalities ``S`` (with or without the bias ``b``).  It is the unique maximiser of the concave
+``sum c log(sum_k theta_k b_k phi_kw) + alpha sum_k log theta_k``, found by EM from the uniform
+start.
+
+* forward (to the parent), ``forward="exclusive"`` (default): ``ClassProbs(theta^all)`` folded in
+  from all modalities *without* the bias: the document's topic proportions from its own tokens, so
+  that the parent does not count its own evidence twice.  ``forward="original"``: ``theta_``
+  (includes the parent's message, as the original's ``Pdz``).
+* backward to child ``m``, ``backward="exclusive"`` (default): the distribution over that child's
+  vocabulary predicted from the *other* modalities and the parent,
+  ``Pmdw[m]_dw = sum_k pi_dk phi_mkw`` with ``pi_dk ~ theta^{(-m)}_dk b_dk`` (``theta^{(-m)}``
+  folded in from the modalities other than ``m``, with the bias; ``b`` enters again because a new
+  token of modality ``m`` carries the bias factor too).  It does not echo the child's own evidence.
+  ``backward="original"``: ``Pmdw[m] = theta_ @ phi_m``, which includes the child's own evidence
+  (the original's rule).  A ``ClassProbs`` child (e.g. a GMM) receives ``ClassProbs`` (N x K_m);
+  a learnable child sending counts a ``PointMessage`` of the predicted word distribution
+  (N x V_m, rows sum to 1); an ``Observation`` nothing (``None``: it would ignore it, and a
+  3000 x 2400 prediction would only weigh on memory and checkpoints).  The predictions of every
+  modality are kept in ``predictions_`` and written to ``Pmdw[m]_learn.txt``.
+
+**Files** per update (``writer()``, suffix ``_learn`` or ``_recog``): ``Pdz``, ``class``, ``acc``
+and ``metrics`` (:func:`~serket_pyro.classification.write_classification` of ``theta_``),
+``theta`` (N x K), ``phi[m]`` (K x V_m) and ``Pmdw[m]`` (N x V_m, the backward message / cross-modal
+prediction, the original's name pattern) per modality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import warnings
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.ops.indexing import Vindex
+
+from .classification import write_classification
+from .messages import ClassProbs, GaussianMessage, Message, PointMessage
+from .module import Module
+from .validation import check_category, check_device, check_positive_float, check_positive_int
+
+__all__ = ["MLDA", "to_token_counts", "fold_in", "TOKEN_RULES"]
+
+#: ways of turning a child's row into token counts (see the module docstring)
+TOKEN_RULES = ("largest_remainder", "fractional", "original")
+#: tokens per document for a ClassProbs child when no count modality sets the scale
+DEFAULT_CLASS_TOKENS = 100
+#: dtype of the per-token cumulative topic weights in the z-step (state and counts are float64)
+_DRAW_DTYPE = torch.float32
+
+
+# ----------------------------------------------------------------------------------- tokens
+def to_token_counts(x, weight=None, rule: str = "largest_remainder") -> torch.Tensor:
+    """Turn rows of non-negative counts or weights into token counts.
+
+    Args:
+        x: ``(N, V)`` non-negative finite values (negative values are set to 0 only by
+            ``rule="original"``; the other rules expect them to be checked before).
+        weight: tokens per row (a positive number), or ``None`` for the raw counts.
+        rule: ``"largest_remainder"``, ``"fractional"`` or ``"original"`` (module docstring).
+
+    Returns:
+        ``(N, V)`` float64 counts: integers for ``"largest_remainder"`` and ``"original"``, reals
+        for ``"fractional"``.  All-zero rows stay all zero.  With a ``weight``, every non-empty
+        row sums to exactly ``round(weight)`` (largest remainder), ``weight`` (fractional), or at
+        most ``weight`` (original: truncation).
+    """
+    if rule not in TOKEN_RULES:
+        raise ValueError(f"token rule must be one of {TOKEN_RULES}, got {rule!r}")
+    x = torch.as_tensor(x).to(torch.float64)
+    if x.dim() != 2:
+        raise ValueError(f"counts must be 2-D (N, V), got shape {tuple(x.shape)}")
+    if rule == "original":
+        x = x.clamp_min(0.0)
+        if weight is None:
+            return x.floor()  # the original's cast to int32 (values are non-negative)
+        s = x.sum(1, keepdim=True)
+        s = torch.where(s == 0, torch.ones_like(s), s)
+        return (x / s * float(weight)).floor()
+    s = x.sum(1, keepdim=True)
+    if rule == "fractional":
+        if weight is None:
+            return x.clone()
+        return torch.where(s > 0, x / s.clamp_min(torch.finfo(x.dtype).tiny) * float(weight), torch.zeros_like(x))
+    # largest remainder (Hamilton): floor of the quota, then one more token for the largest remainders
+    if weight is None:
+        if bool((x == x.round()).all()):
+            return x.clone()  # integer counts are kept as they are
+        total = s.round()
+    else:
+        total = torch.where(s > 0, torch.full_like(s, float(round(float(weight)))), torch.zeros_like(s))
+    quota = torch.where(s > 0, x / s.clamp_min(torch.finfo(x.dtype).tiny) * total, torch.zeros_like(x))
+    base = quota.floor()
+    deficit = (total.squeeze(1) - base.sum(1)).round().long().clamp_min(0)  # (N,)
+    if not bool((deficit > 0).any()):
+        return base
+    # rank the words present in each row by (remainder descending, word index ascending)
+    nz = (x > 0).nonzero()
+    doc, word = nz[:, 0], nz[:, 1]  # row-major: sorted by document, then word
+    rem = (quota - base)[doc, word]
+    perm = torch.sort(rem, descending=True, stable=True).indices
+    perm = perm[torch.sort(doc[perm], stable=True).indices]
+    d = doc[perm]
+    start = torch.cumsum(torch.bincount(d, minlength=x.shape[0]), 0) - torch.bincount(d, minlength=x.shape[0])
+    rank = torch.arange(d.shape[0], device=x.device) - start[d]
+    take = perm[rank < deficit[d]]
+    base[doc[take], word[take]] += 1.0
+    return base
+
+
+class _Modality(NamedTuple):
+    """Token layout of one modality (all index tensors int64).
+
+    Non-zero entries ``(doc, word)`` are ordered: first the ``E1`` entries holding exactly one
+    whole token, then the entries with two or more, then those with a partial token only.
+    Whole tokens: the first ``E1`` are the one-token entries (token i = entry i); the remaining
+    ``T - E1`` belong to entries ``tok_entry`` (indices into the entries).  Partial tokens (real
+    counts only): one per entry with a fractional part, ``part_entry`` and weight ``part_weight``.
+    """
+
+    N: int
+    V: int
+    doc: torch.Tensor  # (E,)
+    word: torch.Tensor  # (E,)
+    count: torch.Tensor  # (E,) float64, whole + fractional
+    E1: int
+    tok_entry: torch.Tensor  # (T,) entry of every whole token (the first E1 are arange(E1))
+    tok_doc: torch.Tensor  # (T,)
+    tok_word: torch.Tensor  # (T,)
+    part_entry: torch.Tensor  # (P,)
+    part_weight: torch.Tensor  # (P,) float64 in (0, 1)
+    doc_total: torch.Tensor  # (N,) float64 tokens per document
+
+    @classmethod
+    def build(cls, counts: torch.Tensor) -> "_Modality":
+        N, V = counts.shape
+        nz = (counts > 0).nonzero()
+        doc, word = nz[:, 0], nz[:, 1]
+        c = counts[doc, word]
+        whole = c.floor()
+        frac = c - whole
+        group = torch.where(whole == 1, 0, torch.where(whole >= 2, 1, 2))
+        order = torch.sort(group, stable=True).indices
+        doc, word, c, whole, frac = doc[order], word[order], c[order], whole[order], frac[order]
+        E1 = int((whole == 1).sum())
+        tok_entry = torch.repeat_interleave(torch.arange(doc.shape[0], device=counts.device), whole.long())
+        part_entry = (frac > 0).nonzero().squeeze(1)
+        return cls(N, V, doc, word, c, E1, tok_entry, doc[tok_entry], word[tok_entry], part_entry,
+                   frac[part_entry], counts.sum(1))
+
+    @property
+    def n_tokens(self) -> float:
+        return float(self.count.sum())
+
+
+# ----------------------------------------------------------------------------------- kernels
+def _dirichlet(concentration: torch.Tensor) -> torch.Tensor:
+    """One draw of ``Dirichlet(concentration)`` along the last axis (Gamma normalisation, tiny floor
+    so that a small concentration never gives an all-zero row)."""
+    g = torch.distributions.Gamma(concentration, torch.ones_like(concentration)).sample()
+    g = g.clamp_min(torch.finfo(g.dtype).tiny)
+    return g / g.sum(-1, keepdim=True)
+
+
+def _inverse_cdf(cdf: torch.Tensor) -> torch.Tensor:
+    """One draw per row of unnormalised cumulative weights ``cdf (C, T, K)``: ``(C, T)`` topics.
+
+    ``z = #{k < K-1: F_k <= u}``, ``u ~ U[0, F_K)``, i.e. ``F_{z-1} <= u < F_z``: a topic of zero
+    weight is never drawn."""
+    u = torch.rand(cdf.shape[:-1], dtype=cdf.dtype, device=cdf.device).mul_(cdf[..., -1])
+    below = cdf[..., :-1] <= u.unsqueeze(-1)
+    if cdf.shape[-1] <= 255:  # a byte sum is several times faster than the default int64 one
+        return below.view(torch.uint8).sum(-1, dtype=torch.uint8).long()
+    return below.sum(-1)
+
+
+def _draw_topics(tb: torch.Tensor, phi_t: torch.Tensor, mod: _Modality):
+    """``z | theta, phi, bias`` for every token of one modality, for ``C`` independent chains.
+
+    Args:
+        tb: ``(C, N, K)`` proportional to ``theta_dk * b_dk`` (any positive scale per document,
+            best with the largest entry 1).
+        phi_t: ``(C, V, K)`` proportional to ``phi_kw`` (transposed; any positive scale per word,
+            best with the largest entry 1).
+        mod: the modality's tokens.
+
+    Returns:
+        ``(z_whole (C, T), z_part (C, P))``: topics of the whole tokens (in ``mod.tok_*`` order)
+        and of the partial tokens (``mod.part_*``).
+
+    The cumulative weights are computed in float32 (``_DRAW_DTYPE``); should every topic of some
+    token underflow there, the modality is redone in the dtype of ``tb``.  Rows of K topics are
+    gathered (``index_select`` along the entries), the fast layout for a CPU gather.
+    """
+    C = tb.shape[0]
+    dev = tb.device
+    if mod.doc.shape[0] == 0:
+        empty = torch.zeros(C, 0, dtype=torch.long, device=dev)
+        return empty, empty
+    for dtype in dict.fromkeys((_DRAW_DTYPE, tb.dtype)):
+        w = tb.to(dtype).index_select(1, mod.doc)
+        w.mul_(phi_t.to(dtype).index_select(1, mod.word))  # (C, E, K) entry weights theta * b * phi
+        cdf = w.cumsum(-1)
+        if bool((cdf[..., -1] > 0).all()):  # weights are at most 1: no overflow; NaN fails too
+            break
+    else:
+        raise FloatingPointError("MLDA: a token has zero weight for every topic (underflow); "
+                                 "increase alpha or beta")
+    z1 = _inverse_cdf(cdf[:, : mod.E1])
+    if mod.tok_entry.shape[0] > mod.E1:
+        z2 = _inverse_cdf(cdf.index_select(1, mod.tok_entry[mod.E1:]))
+        z_whole = torch.cat([z1, z2], dim=-1)
+    else:
+        z_whole = z1
+    if mod.part_entry.shape[0]:
+        # a partial token of weight r has topic probabilities ~ (theta b phi)^r
+        lw = w.index_select(1, mod.part_entry).to(torch.float64).log() * mod.part_weight.unsqueeze(-1)
+        lw = lw - lw.amax(-1, keepdim=True)
+        z_part = _inverse_cdf(lw.exp().cumsum(-1))
+    else:
+        z_part = torch.zeros(C, 0, dtype=torch.long, device=dev)
+    return z_whole, z_part
+
+
+def _count_topics(z_whole, z_part, mod: _Modality, K: int):
+    """Topic counts ``n_dk (C, N, K)`` and ``n_kw (C, K, V)`` (float64, weighted by partial tokens)."""
+    C = z_whole.shape[0]
+    N, V = mod.N, mod.V
+    dev = z_whole.device
+    chain = torch.arange(C, device=dev).unsqueeze(1)
+    idx_dk = ((chain * N + mod.tok_doc) * K + z_whole).reshape(-1)
+    idx_kw = ((chain * K + z_whole) * V + mod.tok_word).reshape(-1)
+    ndk = torch.bincount(idx_dk, minlength=C * N * K).to(torch.float64)
+    nkw = torch.bincount(idx_kw, minlength=C * K * V).to(torch.float64)
+    if z_part.shape[1]:
+        pdoc, pword = mod.doc[mod.part_entry], mod.word[mod.part_entry]
+        wts = mod.part_weight.expand(C, -1).reshape(-1)
+        ndk += torch.bincount(((chain * N + pdoc) * K + z_part).reshape(-1), weights=wts, minlength=C * N * K)
+        nkw += torch.bincount(((chain * K + z_part) * V + pword).reshape(-1), weights=wts, minlength=C * K * V)
+    return ndk.view(C, N, K), nkw.view(C, K, V)
+
+
+def _entry_topic_counts(z_whole, z_part, mod: _Modality, K: int) -> torch.Tensor:
+    """Whole-token topic counts per non-zero entry, ``(C, E, K)`` (for tests and diagnostics)."""
+    C, E = z_whole.shape[0], mod.doc.shape[0]
+    chain = torch.arange(C, device=z_whole.device).unsqueeze(1)
+    idx = ((chain * E + mod.tok_entry) * K + z_whole).reshape(-1)
+    return torch.bincount(idx, minlength=C * E * K).view(C, E, K)
+
+
+def _gibbs_sweep(theta, phis, mods: Sequence[_Modality], bias, alpha: float, beta: float,
+                 fixed_phi: bool = False, return_topics: bool = False):
+    """One blocked Gibbs sweep: ``z | theta, phi, b``; ``theta | z``; ``phi | z``.
+
+    Args:
+        theta: ``(C, N, K)`` float64 current draw (``C`` independent chains).
+        phis: per modality ``(C, K, V_m)`` float64 current draws.
+        mods: token layouts, one per modality.
+        bias: ``(N, K)`` parent message probabilities, or ``None`` (uniform).
+        alpha, beta: symmetric Dirichlet concentrations.
+        fixed_phi: keep ``phis`` (recognition with learned topics).
+        return_topics: also return the ``(z_whole, z_part)`` of every modality.
+
+    Returns:
+        ``(theta, phis, ndk (C, N, K), nkws [(C, K, V_m)])`` after the sweep, where the counts are
+        those of the topics drawn in this sweep (``theta`` and ``phis`` are drawn given them).
+    """
+    tb = theta if bias is None else theta * bias
+    tb = tb / tb.amax(-1, keepdim=True)  # (C, N, K), largest entry 1 per document
+    K = theta.shape[-1]
+    ndk = torch.zeros_like(theta)
+    nkws, topics = [], []
+    for phi, mod in zip(phis, mods):
+        ph = (phi / phi.amax(-2, keepdim=True)).transpose(-1, -2).contiguous()  # (C, V, K)
+        zw, zp = _draw_topics(tb, ph, mod)
+        n_dk, n_kw = _count_topics(zw, zp, mod, K)
+        ndk += n_dk
+        nkws.append(n_kw)
+        topics.append((zw, zp))
+    theta = _dirichlet(alpha + ndk)
+    if not fixed_phi:
+        phis = [_dirichlet(beta + n_kw) for n_kw in nkws]
+    out = (theta, phis, ndk, nkws)
+    return out + (topics,) if return_topics else out
+
+
+def fold_in(mods: Sequence[_Modality], phis: Sequence[torch.Tensor], alpha: float, bias=None,
+            tol: float = 1e-8, max_iter: int = 1000) -> torch.Tensor:
+    """Topic proportions of every document from the tokens of ``mods`` with the topics fixed.
+
+    The fixed point of the EM map ``theta_dk <- (alpha + E[n_dk]) / (L_d + K alpha)`` with
+    ``E[n_dk] = sum_m sum_w c_dmw r_dmwk``, ``r_dmwk ~ theta_dk b_dk phi_mkw`` (module docstring),
+    i.e. the unique maximiser of ``sum c log(sum_k theta_k b_k phi_kw) + alpha sum_k log theta_k``,
+    from the uniform start.  Iterations are accelerated per document by SQUAREM (Varadhan and
+    Roland, "Simple and globally convergent methods for accelerating the convergence of any EM
+    algorithm", Scand. J. Statist. 35, 2008; scheme S3 with an EM stabilisation step), until the
+    largest change of one EM step is below ``tol``.
+
+    Args:
+        mods: token layouts of the modalities to use (may hold no tokens: the result is uniform).
+        phis: their ``(K, V_m)`` topic-word distributions.
+        alpha: Dirichlet concentration (> 0).
+        bias: ``(N, K)`` parent message probabilities, or ``None`` (no bias).
+        tol: convergence threshold on the largest change of a probability.
+        max_iter: most SQUAREM steps (3 EM maps each).
+
+    Returns:
+        ``(N, K)`` float64, rows sum to 1.
+    """
+    if not mods:
+        raise ValueError("fold_in needs at least one modality (for the number of documents)")
+    N = mods[0].N
+    K = phis[0].shape[0]
+    dev = phis[0].device
+    out = torch.full((N, K), 1.0 / K, dtype=torch.float64, device=dev)
+    used = [(m, p) for m, p in zip(mods, phis) if m.doc.shape[0] > 0]
+    if not used:
+        return out
+    # the documents are independent given phi: iterate on the not yet converged ones only
+    docs = torch.arange(N, device=dev)  # active documents (positions in ``out``)
+    denom = sum(m.doc_total for m, _ in used).unsqueeze(1) + K * alpha  # (n, 1)
+    b = None if bias is None else bias.to(torch.float64)
+    # per modality: document (position among the active ones) of every entry, phi_mkw per entry
+    # (E, K) and the counts (E, 1), fixed during the iterations
+    pre = [(m.doc, p.T.to(torch.float64).index_select(0, m.word), m.count.unsqueeze(1)) for m, p in used]
+    theta = out.clone()
+
+    def em(th):
+        tb = th if b is None else th * b
+        acc = torch.zeros_like(th)
+        for doc, phw, c in pre:
+            w = tb.index_select(0, doc).mul_(phw)
+            acc.index_add_(0, doc, w.mul_(c / w.sum(1, keepdim=True)))
+        return (alpha + acc) / denom
+
+    tiny = torch.finfo(torch.float64).tiny
+    for _ in range(max_iter):
+        t1 = em(theta)
+        t2 = em(t1)
+        r = t1 - theta
+        v = t2 - t1 - r
+        step = -(r.pow(2).sum(1, keepdim=True) / v.pow(2).sum(1, keepdim=True).clamp_min(tiny)).sqrt()
+        step = step.clamp(max=-1.0)  # -1 is plain EM (t2)
+        x = theta - 2 * step * r + step.pow(2) * v
+        bad = ~(x > 0).all(1, keepdim=True) | ~torch.isfinite(x).all(1, keepdim=True)
+        x = torch.where(bad, t2, x)
+        theta = em(x)
+        delta = (theta - x).abs().amax(1)  # (n,) change of one EM step
+        done = delta < tol
+        if bool(done.all()):
+            out[docs] = theta
+            break
+        if int(done.sum()) * 4 >= docs.shape[0]:  # shrink the problem when a quarter has converged
+            out[docs[done]] = theta[done]
+            keep = ~done
+            pos = torch.full((docs.shape[0],), -1, dtype=torch.long, device=dev)
+            pos[keep] = torch.arange(int(keep.sum()), device=dev)
+            new_pre = []
+            for doc, phw, c in pre:
+                e = keep[doc]
+                new_pre.append((pos[doc[e]], phw[e], c[e]))
+            pre = new_pre
+            docs, theta, denom = docs[keep], theta[keep], denom[keep]
+            b = None if b is None else b[keep]
+    else:
+        out[docs] = theta
+    return out / out.sum(1, keepdim=True)
+
+
+# ------------------------------------------------------------------------------------ module
+class MLDA(Module):
+    """Multimodal LDA with ``K`` topics (classes) over one modality per child.
+
+    Args:
+        K: number of topics (integer >= 1).
+        weights: tokens per document for each child, in ``connect`` order (the original's
+            ``[200, 200]``), or ``None`` / ``None`` entries for the default (module docstring).
+            Its length must equal the number of children (checked in :meth:`update`).
+        itr: Gibbs sweeps per :meth:`update` (>= 1; original 100).
+        category: ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
+        alpha: symmetric Dirichlet concentration of the topic proportions (> 0; original 1).
+        beta: symmetric Dirichlet concentration of the topic-word distributions (> 0; original 1).
+        token_rule: ``"largest_remainder"`` (default), ``"fractional"`` or ``"original"``.
+        forward: ``"exclusive"`` (fold-in without the parent's message, default) or
+            ``"original"`` (``theta_``, which includes it).
+        backward: ``"exclusive"`` (prediction from the other modalities and the parent, default)
+            or ``"original"`` (``theta_ @ phi_m``, includes the child's own evidence).
+        n_average: number of final sweeps whose Rao-Blackwellised estimates are averaged
+            (clipped to ``itr``; 1: last sweep only, the original's estimator).
+        save_predictions: write ``Pmdw[m]_learn.txt`` (N x V_m per modality; 80 MB of text for
+            the tutorial's 3000 x 2400 speech histograms).
+        device: torch device (default CPU).
+        output_root: folder for this module's output folder (default the global output root).
+        mode: ``"learn"`` (files ``*_learn``) or ``"recog"`` (topics ``phi_`` frozen, only the
+            documents' topics are sampled; files ``*_recog``; needs learned or loaded ``phi_``).
+        name: short name (``module%03d_<name>``).
+
+    Learned state: ``theta_ (N, K)``, ``phi_`` (list of ``(K, V_m)``), posterior means (module
+    docstring); the chain's last draw is kept for the warm start.  ``predictions_``: the
+    ``Pmdw[m]`` of the last update (list of ``(N, V_m)``, not part of the state dict).
+    """
+
+    def __init__(self, K, weights=None, itr=100, category=None, *, alpha: float = 1.0, beta: float = 1.0,
+                 token_rule: str = "largest_remainder", forward: str = "exclusive", backward: str = "exclusive",
+                 n_average: int = 10, save_predictions: bool = True, device=None, output_root=None,
+                 mode: str = "learn", name: str = "mlda"):
+        super().__init__(name, output_root=output_root)
+        self.K = check_positive_int(K, "K (number of topics)", self.name)
+        self.weights = self._check_weights(weights)
+        self.itr = check_positive_int(itr, "itr", self.name)
+        self.category = check_category(category, None, self.name)
+        self.alpha = check_positive_float(alpha, "alpha", self.name)
+        self.beta = check_positive_float(beta, "beta", self.name)
+        self.token_rule = self._check_choice(token_rule, "token_rule", TOKEN_RULES)
+        self.forward = self._check_choice(forward, "forward", ("exclusive", "original"))
+        self.backward = self._check_choice(backward, "backward", ("exclusive", "original"))
+        self.n_average = check_positive_int(n_average, "n_average", self.name)
+        self.save_predictions = bool(save_predictions)
+        self.device = check_device(device)
+        self.mode = self._check_choice(mode, "mode", ("learn", "recog"))
+
+        self.theta_: torch.Tensor | None = None
+        self.phi_: list[torch.Tensor] | None = None
+        self._theta_draw: torch.Tensor | None = None  # (N, K) last draw (warm start)
+        self._phi_draw: list[torch.Tensor] | None = None
+        self._token_cache: dict = {}  # child index -> (message, weight, counts, layout)
+        self.predictions_: list[torch.Tensor] | None = None  # Pmdw[m] of the last update (not saved)
+
+    # ------------------------------------------------------------------ checks
+    def _check_choice(self, value, what, choices):
+        if value not in choices:
+            raise ValueError(f"{self.name}: {what} must be one of {choices}, got {value!r}")
+        return value
+
+    def _check_weights(self, weights):
+        if weights is None:
+            return None
+        if isinstance(weights, (str, bytes)) or not isinstance(weights, (Sequence, np.ndarray, torch.Tensor)):
+            raise ValueError(f"{self.name}: weights must be a list with one number per child (or None), "
+                             f"got {weights!r}")
+        out = []
+        for i, w in enumerate(list(np.asarray(weights, dtype=object).reshape(-1))):
+            if w is None:
+                out.append(None)
+                continue
+            if isinstance(w, torch.Tensor):
+                w = w.item()
+            if isinstance(w, bool) or not isinstance(w, numbers.Real):
+                raise ValueError(f"{self.name}: weights[{i}] must be a positive number or None, got {w!r}")
+            out.append(check_positive_float(w, f"weights[{i}]", self.name))
+        if not out:
+            raise ValueError(f"{self.name}: weights is empty")
+        return out
+
+    def _inputs(self):
+        """Children's messages as ``(N, V_m)`` float64 tensors and whether each is ``ClassProbs``."""
+        obs = self.get_observations()
+        if self.weights is not None and len(self.weights) != len(obs):
+            raise ValueError(f"{self.name}: weights has {len(self.weights)} entries but {len(obs)} children are "
+                             f"connected ({', '.join(c.name for c in self.children)})")
+        values, is_class = [], []
+        for child, msg in zip(self.children, obs):
+            if isinstance(msg, ClassProbs):
+                v = msg.probs
+                is_class.append(True)
+            elif isinstance(msg, PointMessage):
+                v = msg.value
+                is_class.append(False)
+            else:
+                kind = "Gaussian" if isinstance(msg, GaussianMessage) else type(msg).__name__
+                raise ValueError(f"{self.name}: the message from {child.name} must be counts (PointMessage N x V) "
+                                 f"or class probabilities (ClassProbs N x K), got a {kind} message")
+            v = torch.as_tensor(v).to(dtype=torch.float64, device=self.device)
+            if v.dim() != 2:
+                raise ValueError(f"{self.name}: the message from {child.name} must be 2-D (N, V), "
+                                 f"got shape {tuple(v.shape)}")
+            if not bool(torch.isfinite(v).all()):
+                bad = int((~torch.isfinite(v)).sum())
+                raise ValueError(f"{self.name}: the counts from {child.name} contain {bad} NaN or infinite value(s)")
+            neg = int((v < 0).sum())
+            if neg and self.token_rule != "original":
+                raise ValueError(f"{self.name}: the counts from {child.name} contain {neg} negative value(s) "
+                                 "(token_rule='original' sets them to 0 as the original did)")
+            if neg:
+                v = v.clamp_min(0.0)
+            values.append(v)
+        sizes = {v.shape[0] for v in values}
+        if len(sizes) != 1:
+            detail = ", ".join(f"{c.name}: N={v.shape[0]}" for c, v in zip(self.children, values))
+            raise ValueError(f"{self.name}: children send different numbers of documents ({detail})")
+        N = values[0].shape[0]
+        empty = torch.stack([v.sum(1) == 0 for v in values]).all(0)
+        if bool(empty.any()):
+            idx = empty.nonzero().squeeze(1).tolist()
+            shown = ", ".join(map(str, idx[:10])) + (" ..." if len(idx) > 10 else "")
+            raise ValueError(f"{self.name}: {len(idx)} of {N} documents have all-zero counts in every modality "
+                             f"(documents {shown}); a document needs tokens in at least one modality")
+        return values, is_class
+
+    def token_weights(self, values, is_class) -> list:
+        """Tokens per document for each child (``None``: raw counts), after the defaults."""
+        given = self.weights if self.weights is not None else [None] * len(values)
+        counts_scale = [float(v.sum(1).mean()) if w is None else w
+                        for v, w, c in zip(values, given, is_class) if not c]
+        default = max(1, round(sum(counts_scale))) if counts_scale else DEFAULT_CLASS_TOKENS
+        return [w if w is not None else (float(default) if c else None) for w, c in zip(given, is_class)]
+
+    def token_counts(self):
+        """The children's current messages as token counts, ``[(N, V_m)]`` float64 (validated),
+        and whether each child sends class probabilities."""
+        counts, is_class, _ = self._tokens()
+        return counts, is_class
+
+    def _tokens(self):
+        """Token counts and layouts of every child.  A child whose message is the same object as
+        in the previous update (an ``Observation``) reuses its counts and layout."""
+        obs = self.get_observations()
+        values, is_class = self._inputs()
+        weights = self.token_weights(values, is_class)
+        cache = getattr(self, "_token_cache", {})
+        counts, mods, new_cache = [], [], {}
+        for i, (msg, v, w) in enumerate(zip(obs, values, weights)):
+            hit = cache.get(i)
+            if hit is not None and hit[0] is msg and hit[1] == w and hit[2].shape == v.shape:
+                c, mod = hit[2], hit[3]
+            else:
+                c = to_token_counts(v, w, self.token_rule)
+                mod = _Modality.build(c)
+            counts.append(c)
+            mods.append(mod)
+            new_cache[i] = (msg, w, c, mod)
+        self._token_cache = new_cache
+        return counts, is_class, mods
+
+    def _bias(self, N):
+        """Parent message as ``(N, K)`` probabilities (float64), or None."""
+        msg = self.get_backward_msg()
+        if msg is None:
+            return None
+        if not isinstance(msg, ClassProbs):
+            raise ValueError(f"{self.name}: the backward message from the parent must be class probabilities "
+                             f"(ClassProbs N x K), got {type(msg).__name__}")
+        p = msg.probs.to(dtype=torch.float64, device=self.device)
+        if tuple(p.shape) != (N, self.K):
+            raise ValueError(f"{self.name}: the parent's backward message has shape {tuple(p.shape)}, "
+                             f"expected (N, K) = ({N}, {self.K})")
+        return p
+
+    # --------------------------------------------------------------- the model
+    def model(self, *counts, bias=None):
+        """The generative model as a Pyro submodel (see the module docstring).
+
+        Sites: ``theta`` (N, K) in plate ``documents``; per modality ``m``: ``phi_m`` (K, V_m) in
+        plate ``topics_m``; the topic ``z_m`` of every token, the factor ``bias_m`` and the
+        observed word ``w_m`` in plate ``tokens_m`` (whole tokens first, then partial ones, as
+        :func:`_token_list`).  Partial tokens (real counts) enter with their weight as a tensor
+        ``poutine.scale``; with integer counts the ``z_m`` can be enumerated
+        (``config_enumerate`` + ``TraceEnum_ELBO``), Pyro's enumeration needing a scalar scale.
+
+        Args:
+            counts: one ``(N, V_m)`` non-negative tensor of token counts per modality.
+            bias: parent message, ``ClassProbs`` or ``(N, K)`` log-probabilities, or ``None``.
+
+        Returns:
+            the list of token topics ``z_m``.
+        """
+        counts = [torch.as_tensor(c, dtype=torch.float64, device=self.device) for c in counts]
+        N, K = counts[0].shape[0], self.K
+        log_b = None
+        if bias is not None:
+            log_b = (bias.log_probs if isinstance(bias, Message) else torch.as_tensor(bias)).to(
+                dtype=torch.float64, device=self.device)
+        with pyro.plate("documents", N):
+            theta = pyro.sample("theta", dist.Dirichlet(torch.full((K,), self.alpha, dtype=torch.float64,
+                                                                   device=self.device)))
+        zs = []
+        for m, c in enumerate(counts):
+            V = c.shape[1]
+            with pyro.plate(f"topics_{m}", K):
+                phi = pyro.sample(f"phi_{m}", dist.Dirichlet(torch.full((V,), self.beta, dtype=torch.float64,
+                                                                        device=self.device)))
+            doc, word, weight = _token_list(c)
+            # partial tokens: a tensor scale (Pyro enumerates z only under a scalar scale, i.e. for
+            # integer counts)
+            scaled = pyro.poutine.scale(scale=weight) if bool((weight != 1).any()) else contextlib.nullcontext()
+            with pyro.plate(f"tokens_{m}", doc.shape[0]), scaled:
+                z = pyro.sample(f"z_{m}", dist.Categorical(Vindex(theta)[doc]))
+                if log_b is not None:
+                    pyro.factor(f"bias_{m}", Vindex(log_b)[doc, z])
+                pyro.sample(f"w_{m}", dist.Categorical(Vindex(phi)[z]), obs=word)
+            zs.append(z)
+        return zs
+
+    # -------------------------------------------------------------- inference
+    def _initial_state(self, N, vocab):
+        """Warm start (last draw of the previous update) or uniform ``theta, phi``."""
+        dev, f64 = self.device, torch.float64
+        if self._theta_draw is not None and self._theta_draw.shape == (N, self.K):
+            theta = self._theta_draw
+        else:
+            theta = torch.full((N, self.K), 1.0 / self.K, dtype=f64, device=dev)
+        if self.mode == "recog":
+            phis = list(self.phi_)
+        elif self._phi_draw is not None and [p.shape[1] for p in self._phi_draw] == vocab:
+            phis = self._phi_draw
+        else:
+            phis = [torch.full((self.K, V), 1.0 / V, dtype=f64, device=dev) for V in vocab]
+        return theta.unsqueeze(0), [p.unsqueeze(0) for p in phis]
+
+    def _sample(self, mods, bias):
+        """``itr`` sweeps; sets the estimates and the chain's last draw."""
+        N, K = mods[0].N, self.K
+        vocab = [m.V for m in mods]
+        theta, phis = self._initial_state(N, vocab)
+        fixed = self.mode == "recog"
+        n_avg = min(self.n_average, self.itr)
+        theta_acc = torch.zeros(N, K, dtype=torch.float64, device=self.device)
+        phi_acc = [torch.zeros(K, V, dtype=torch.float64, device=self.device) for V in vocab]
+        for s in range(self.itr):
+            theta, phis, ndk, nkws = _gibbs_sweep(theta, phis, mods, bias, self.alpha, self.beta, fixed_phi=fixed)
+            if s >= self.itr - n_avg:
+                theta_acc += ((self.alpha + ndk) / (ndk.sum(-1, keepdim=True) + K * self.alpha))[0]
+                if not fixed:
+                    for a, n_kw, V in zip(phi_acc, nkws, vocab):
+                        a += ((self.beta + n_kw) / (n_kw.sum(-1, keepdim=True) + V * self.beta))[0]
+        self.theta_ = theta_acc / n_avg
+        if not fixed:
+            self.phi_ = [a / n_avg for a in phi_acc]
+            self._phi_draw = [p[0] for p in phis]
+        self._theta_draw = theta[0]
+
+    def _require_params(self, vocab):
+        if self.phi_ is None:
+            raise ValueError(f"{self.name} has no topics yet: run update() in learn mode or load_state_dict()")
+        have = [p.shape[1] for p in self.phi_]
+        if have != vocab:
+            raise ValueError(f"{self.name}: the learned topics have vocabularies {have}, the children send {vocab}")
+
+    def update(self) -> None:
+        """One outer iteration: ``itr`` Gibbs sweeps, then messages, files and metrics."""
+        counts, is_class, mods = self._tokens()
+        N = counts[0].shape[0]
+        category = check_category(self.category, N, self.name)
+        bias = self._bias(N)
+        doc_tokens = sum(m.doc_total for m in mods)
+        if bool((doc_tokens == 0).any()):
+            warnings.warn(f"{self.name}: {int((doc_tokens == 0).sum())} document(s) have no tokens after the "
+                          f"'{self.token_rule}' rule; their topics follow the prior", UserWarning, stacklevel=2)
+        vocab = [m.V for m in mods]
+        if self.mode == "recog":
+            self._require_params(vocab)
+        self._sample(mods, bias)
+
+        # messages
+        if self.forward == "exclusive":
+            fwd = fold_in(mods, self.phi_, self.alpha)
+        else:
+            fwd = self.theta_
+        preds = []
+        for m, phi in enumerate(self.phi_):
+            if self.backward == "exclusive":
+                others = [i for i in range(len(mods)) if i != m]
+                if others:
+                    th = fold_in([mods[i] for i in others], [self.phi_[i] for i in others], self.alpha, bias)
+                else:
+                    th = torch.full((N, self.K), 1.0 / self.K, dtype=torch.float64, device=self.device)
+                pi = th if bias is None else th * bias
+                pi = pi / pi.sum(1, keepdim=True)
+            else:
+                pi = self.theta_
+            preds.append(pi @ phi)
+        self.predictions_ = preds
+        self.set_forward_msg(ClassProbs.from_probs(fwd))
+        # an Observation ignores its message: send it nothing (a 3000 x 2400 prediction would only
+        # weigh on memory and checkpoints); Pmdw[m] holds it
+        self.send_backward_msgs([ClassProbs.from_probs(p) if c else (PointMessage(p) if child.learnable else None)
+                                 for p, c, child in zip(preds, is_class, self.children)])
+
+        # files and metrics
+        w = self.writer()
+        md = self.mode
+        metrics = write_classification(w, self.theta_, category, md)
+        w.savetxt(f"theta_{md}.txt", self.theta_)
+        for m, phi in enumerate(self.phi_):
+            w.savetxt(f"phi[{m}]_{md}.txt", phi)
+            if self.save_predictions:
+                w.savetxt(f"Pmdw[{m}]_{md}.txt", preds[m])
+        metrics = {k: float(v) for k, v in metrics.items()}
+        n_tok = sum(m.n_tokens for m in mods)
+        metrics["log_likelihood"] = self._log_likelihood(mods) / max(n_tok, 1.0)
+        metrics["n_tokens"] = n_tok
+        self.metrics_ = metrics
+        self.n_updates_ += 1
+
+    def _log_likelihood(self, mods) -> float:
+        """``sum_tokens log sum_k theta_dk phi_mkw`` with the estimates (no bias), nats."""
+        total = 0.0
+        for mod, phi in zip(mods, self.phi_):
+            if mod.doc.shape[0]:
+                p = (self.theta_.index_select(0, mod.doc) * phi.T.index_select(0, mod.word)).sum(1)
+                total += float((mod.count * p.log()).sum())
+        return total
+
+    # ------------------------------------------------------------ persistence
+    def get_config(self) -> dict:
+        return {"K": self.K, "weights": self.weights, "itr": self.itr, "alpha": self.alpha, "beta": self.beta,
+                "token_rule": self.token_rule, "forward": self.forward, "backward": self.backward,
+                "n_average": self.n_average, "save_predictions": self.save_predictions,
+                "device": str(self.device), "mode": self.mode}
+
+    def state_dict(self) -> dict:
+        if self.phi_ is None:
+            return {}
+        out = {"theta": self.theta_}
+        out.update({f"phi.{m}": p for m, p in enumerate(self.phi_)})
+        if self._theta_draw is not None:
+            out["theta_draw"] = self._theta_draw
+        if self._phi_draw is not None:
+            out.update({f"phi_draw.{m}": p for m, p in enumerate(self._phi_draw)})
+        return {k: v.detach().cpu().clone() for k, v in out.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state:
+            return
+        M = sum(1 for k in state if k.startswith("phi."))
+        if "theta" not in state or M == 0 or any(f"phi.{m}" not in state for m in range(M)):
+            raise ValueError(f"{self.name}: state dict needs 'theta' and 'phi.0', 'phi.1', ...; got {sorted(state)}")
+
+        def t(v):
+            return torch.as_tensor(v).to(dtype=torch.float64, device=self.device)
+
+        theta = t(state["theta"])
+        phis = [t(state[f"phi.{m}"]) for m in range(M)]
+        for name, a in [("theta", theta)] + [(f"phi.{m}", p) for m, p in enumerate(phis)]:
+            if a.dim() != 2 or a.shape[0 if name != "theta" else 1] != self.K:
+                raise ValueError(f"{self.name}: state dict {name} has shape {tuple(a.shape)}, which does not fit "
+                                 f"K={self.K}")
+            if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
+                raise ValueError(f"{self.name}: state dict {name} must be non-negative and finite")
+            if not torch.allclose(a.sum(1), torch.ones_like(a[:, 0]), atol=1e-6):
+                raise ValueError(f"{self.name}: the rows of state dict {name} must sum to 1")
+        self.theta_, self.phi_ = theta, phis
+        self._theta_draw = t(state["theta_draw"]) if "theta_draw" in state else theta
+        if all(f"phi_draw.{m}" in state for m in range(M)):
+            self._phi_draw = [t(state[f"phi_draw.{m}"]) for m in range(M)]
+        else:
+            self._phi_draw = [p.clone() for p in phis]
+
+
+def _token_list(counts: torch.Tensor):
+    """Tokens of an ``(N, V)`` count matrix: ``(doc (T,), word (T,), weight (T,))``; whole tokens
+    (weight 1) first, then one partial token per fractional count (weight = the fraction)."""
+    mod = _Modality.build(counts)
+    doc = torch.cat([mod.tok_doc, mod.doc[mod.part_entry]])
+    word = torch.cat([mod.tok_word, mod.word[mod.part_entry]])
+    weight = torch.cat([torch.ones(mod.tok_doc.shape[0], dtype=torch.float64, device=counts.device),
+                        mod.part_weight])
+    return doc, word, weight
