@@ -165,6 +165,49 @@ def original_message(probs: torch.Tensor, trans: torch.Tensor, bias: torch.Tenso
     return msg
 
 
+def _split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
+                     min_second: float = 0.2, n_spare: int = 2, n_rows: int = 3) -> list[np.ndarray]:
+    """Split moves for EM over transitions (SMEM, Ueda, Nakano, Ghahramani, Hinton 2000).
+
+    EM cannot move a whole group of time steps to another state at once, so a chain whose child
+    merged two classes (state ``j`` followed by ``b1`` or ``b2``) keeps the merge even when an
+    unused state ``u`` could carry one branch and make the chain deterministic.  For each of the
+    ``n_rows`` states whose second most likely successor is most probable (at least
+    ``min_second``), and every one of
+    the ``n_spare`` least used states, the proposal relabels the steps of the most probable path
+    where ``j`` is followed by that successor as ``u`` and re-estimates the transitions from the
+    relabelled path (plus ``alpha``).  The caller runs EM from each proposal and keeps it only if
+    the likelihood increases.
+
+    Args:
+        trans: ``(K, K)`` current transition matrix (rows = from).
+        log_marginals: ``(T, K)`` smoothed log marginals under ``trans``.
+    Returns:
+        list of ``(K, K)`` initial transition matrices.
+    """
+    K = trans.shape[0]
+    path = log_marginals.argmax(1)
+    use = np.bincount(path, minlength=K)
+    spare = np.argsort(use, kind="stable")[:n_spare]
+    second_of = np.argsort(-trans, axis=1, kind="stable")[:, 1]
+    second_p = trans[np.arange(K), second_of]
+    out = []
+    for j in np.argsort(-second_p, kind="stable")[:n_rows]:
+        second = second_of[j]
+        if second_p[j] < min_second:
+            continue
+        steps = np.flatnonzero((path[:-1] == j) & (path[1:] == second))
+        for u in spare:
+            if u == j:
+                continue
+            relabelled = path.copy()
+            relabelled[steps] = u
+            counts = np.zeros((K, K))
+            np.add.at(counts, (relabelled[:-1], relabelled[1:]), 1.0)
+            out.append((counts + alpha) / (counts.sum(1, keepdims=True) + K * alpha))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # the module
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +226,19 @@ class MarkovModel(Module):
         evidence_noise: ``eps``, the probability that the child's message at a step is noise
             (robust likelihood ``(1 - eps) P_t + eps / K``): a float in ``[0, 1)``, or
             ``"learn"`` to estimate it by EM (started at 0.5 in the first update, warm-started
-            after).  0 is the plain HMM.
+            after).  0 is the plain HMM.  Default 0.8: a GMM's class probabilities are far more
+            confident than it is accurate, and maximum likelihood drives ``eps`` to ~0.01 where
+            the chain copies the child's merged classes.  With 0.8 (and split moves) the chain
+            locks onto the cyclic order of the tutorial data, measured in
+            ``benchmarks/tutorials.py``.
         restart: in every update after the first, run EM both from the previous matrix (warm
             start) and from the uniform matrix, and keep the fit with the higher likelihood.  A
             warm start alone cannot undo a relabelling of the child's classes between updates
             (a near-deterministic matrix then declares most of the evidence noise); ``False``
             halves the cost.
+        max_splits: after EM, up to this many accepted split moves (:func:`_split_proposals`):
+            a spare state takes over one branch of a state with two successors, kept only if the
+            likelihood rises; 0 turns them off.
         method: ``"forward_backward"`` (exact, default) or ``"original"``.
         category: optional ``(N,)`` true labels to score the smoothed marginals.
         device: where the messages live (computation is numpy float64 on the CPU: see
@@ -204,7 +254,7 @@ class MarkovModel(Module):
     """
 
     def __init__(self, num_samp: int = 100, name: str = "mm", *, alpha: float = 0.1, itr: int = 100,
-                 tol: float = 1e-6, evidence_noise="learn", restart: bool = True,
+                 tol: float = 1e-6, evidence_noise=0.8, restart: bool = True, max_splits: int = 3,
                  method: str = "forward_backward",
                  category=None, device=None, output_root=None, mode: str = "learn"):
         super().__init__(name, output_root=output_root)
@@ -223,6 +273,7 @@ class MarkovModel(Module):
             evidence_noise = e
         self.evidence_noise = evidence_noise
         self.restart = bool(restart)
+        self.max_splits = check_positive_int(max_splits, "max_splits", self.name, minimum=0)
         if method not in _METHODS:
             raise ValueError(f"{self.name}: method must be one of {_METHODS}, got {method!r}")
         self.method = method
@@ -303,9 +354,9 @@ class MarkovModel(Module):
             A, eps = self.trans_prob_.cpu().numpy().astype(np.float64), float(self.evidence_noise_ or 0.0)
             return (A, eps, *e_step(A, eps), 0)
 
-        def em(A, eps):
+        def em(A, eps, itr=None):
             n_iter = 0
-            for n_iter in range(1, self.itr + 1):
+            for n_iter in range(1, (itr or self.itr) + 1):
                 ev, res = e_step(A, eps)
                 n = res.trans_counts
                 A_new = (n + self.alpha) / (n.sum(1, keepdims=True) + K * self.alpha)
@@ -327,7 +378,18 @@ class MarkovModel(Module):
         if self.trans_prob_ is None or self.restart:
             fits.append(em(uniform, eps_fresh))
         # keep the fit under which the evidence is most probable (the first one on ties)
-        return max(fits, key=lambda f: f[3].log_likelihood)
+        best = max(fits, key=lambda f: f[3].log_likelihood)
+        for _ in range(self.max_splits):
+            # screen the proposals with a few EM steps, finish only the best one
+            screened = [em(A0, best[1], itr=10) for A0 in _split_proposals(best[0], best[3].log_marginals, self.alpha)]
+            if not screened:
+                break
+            challenger = max(screened, key=lambda f: f[3].log_likelihood)
+            challenger = em(challenger[0], challenger[1])
+            if challenger[3].log_likelihood <= best[3].log_likelihood + self.tol:
+                break
+            best = challenger
+        return best
 
     # ------------------------------------------------------------------ update
     def update(self) -> None:
@@ -409,7 +471,7 @@ class MarkovModel(Module):
     # --------------------------------------------------------------- state I/O
     def get_config(self) -> dict:
         return {"num_samp": self.num_samp, "alpha": self.alpha, "itr": self.itr, "tol": self.tol,
-                "evidence_noise": self.evidence_noise, "restart": self.restart, "method": self.method,
+                "evidence_noise": self.evidence_noise, "restart": self.restart, "max_splits": self.max_splits, "method": self.method,
                 "mode": self.mode, "device": str(self.device)}
 
     def state_dict(self) -> dict:

@@ -317,7 +317,7 @@ def test_learned_transitions_recover_known_matrix():
     y = (rng.random(T)[:, None] > np.cumsum(B[z], 1)).sum(1)
     lik = B[:, y].T                                                         # p(y_t | z_t = k)
     assert (lik.argmax(1) == z).mean() < 0.75                                # evidence is noisy
-    _obs, m = mm_on(lik, itr=300, tol=1e-4, evidence_noise=0.0, restart=False)
+    _obs, m = mm_on(lik, itr=300, tol=1e-4, evidence_noise=0.0, restart=False, max_splits=0)
     m.update()
     assert m.n_em_iter_ < 300                                               # converged
     err = np.abs(m.trans_prob_.numpy() - A_true).max()
@@ -375,7 +375,7 @@ def test_learned_evidence_noise_matches_error_rate():
     # fraction f of wrong reports means eps = f K / (K - 1) (the model is exact as conf -> 1)
     z, p = cyclic_evidence(2, conf=0.9999)
     f = (p.argmax(1) != z).mean()
-    _obs, m = mm_on(p)
+    _obs, m = mm_on(p, evidence_noise="learn")
     m.update()
     assert m.evidence_noise_ == pytest.approx(f * 10 / 9, abs=0.02)
 
