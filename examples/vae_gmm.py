@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 import serket_pyro as srk
 from serket_pyro import gmm, vae
-from serket_pyro.runner import add_tutorial_arguments, load_inputs
+from serket_pyro.runner import add_tutorial_arguments, load_inputs, print_result
 
 
 def main(args):
@@ -36,12 +36,7 @@ def main(args):
             m.update()
     seconds = time.perf_counter() - t0
 
-    scores = result.metrics_  # written by the module: acc_learn.txt, metrics_learn.json
-    print(f"VAE+GMM: {args.iterations} iterations in {seconds:.1f} s")
-    print(f"accuracy {scores['accuracy']:.3f} (Hungarian), {scores['greedy_accuracy']:.3f} (original greedy), "
-          f"ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}")
-    print(f"files: {result.output_dir} (class_learn.txt, acc_learn.txt, Pdz_learn.txt)")
-    return scores
+    return print_result("VAE+GMM", result, args.iterations, seconds)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ from . import datasets
 from .output import set_output_root
 from .seed import set_seed
 
-__all__ = ["SYSTEMS", "add_tutorial_arguments", "load_inputs", "build_system", "run_system", "format_summary"]
+__all__ = ["SYSTEMS", "add_tutorial_arguments", "load_inputs", "build_system", "run_system", "format_summary",
+           "write_run_info", "load_recognition_data", "recognise", "cyclic_order"]
 
 #: tutorial systems: name -> (models module, needs speech)
 SYSTEMS = {
@@ -95,9 +96,147 @@ def run_system(name: str, args) -> tuple:
     images, speech, category, source = load_inputs(args.data_dir, args.n)
     system = build_system(name, images, speech, category, args)
     t0 = time.perf_counter()
+    resume = bool(getattr(args, "resume", False))
+    if resume and args.checkpoint_dir is None:
+        raise ValueError("--resume needs --checkpoint-dir (the folder of the interrupted run's checkpoints)")
+    write_run_info(args.output, {"command": "run", "model": name, "mode": "learn", "result": system.result_module.name,
+                                 "checkpoint_dir": None if args.checkpoint_dir is None
+                                 else os.path.abspath(args.checkpoint_dir),
+                                 "data_dir": args.data_dir, "n": args.n, "seed": args.seed, "source": source},
+                   category, images)
     system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress,
-               checkpoint_dir=args.checkpoint_dir)
-    return system, time.perf_counter() - t0, source
+               checkpoint_dir=args.checkpoint_dir, resume=resume)
+    seconds = time.perf_counter() - t0
+    if getattr(args, "save", None):
+        from .persistence import save_graph
+
+        save_graph(args.save, system)
+    return system, seconds, source
+
+
+def write_run_info(output, info: dict, category=None, images=None, n_samples: int = 10) -> None:
+    """``<output>/run.json`` (what ran) and ``<output>/report_inputs.npz`` (true labels and the first
+    ``n_samples`` input images), which ``serket-pyro report`` reads."""
+    from .output import atomic_save_json, atomic_savez
+    from .plots import REPORT_INPUTS, RUN_INFO
+
+    atomic_save_json(os.path.join(output, RUN_INFO), info)
+    arrays = {}
+    if category is not None:
+        arrays["category"] = np.asarray(category, dtype=np.int64)
+    if images is not None:
+        images = np.asarray(images)
+        k = min(n_samples, len(images))
+        arrays["sample_index"] = np.arange(k)
+        arrays["sample_images"] = images[:k].reshape(k, -1).astype(np.float32)
+    if arrays:
+        atomic_savez(os.path.join(output, REPORT_INPUTS), **arrays)
+
+
+def cyclic_order(labels) -> np.ndarray:
+    """Indices that put the points in the tutorials' cyclic label order 0, 1, ..., 9, 0, 1, ...
+    (as far as every label has points left; the remaining points follow in their order)."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    queues = [list(np.flatnonzero(labels == c)) for c in classes]
+    out = []
+    while any(queues):
+        for q in queues:
+            if q:
+                out.append(q.pop(0))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _read_array(path):
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            if len(z.files) != 1:
+                raise ValueError(f"{path} holds {len(z.files)} arrays ({z.files}); give one array per --data")
+            return z[z.files[0]]
+    return np.loadtxt(path, ndmin=2)
+
+
+def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path=None):
+    """Observations and labels for ``serket-pyro recog``.
+
+    ``specs``: each ``mnist-test`` (the 10,000 MNIST test images / 255 and their labels, for the
+    first observation), ``tutorial`` (the tutorial images and speech, all observations in order) or
+    ``[KEY=]PATH`` (.npy, single-array .npz or text; KEY an observation name or system key,
+    otherwise the next observation).  Returns ``(observations dict, category or None, description)``.
+    """
+    obs, category, desc = {}, None, []
+    free = list(obs_names)
+    for spec in specs:
+        if spec == "mnist-test":
+            d = datasets.load_mnist("test", root=data_dir)
+            obs[free.pop(0)] = np.asarray(d.images, dtype=np.float32) / 255.0
+            category = np.asarray(d.labels)
+            desc.append("MNIST test images")
+        elif spec == "tutorial":
+            images, speech, cat, source = load_inputs(data_dir, None, offline_fallback=False)
+            for arr in (images, speech):
+                obs[free.pop(0)] = arr
+            category = cat
+            desc.append(source)
+        else:
+            key, sep, path = spec.partition("=")
+            if not sep:
+                key, path = free[0] if free else None, spec
+            if key is None:
+                raise ValueError(f"--data {spec}: every observation already has data")
+            if key in free:
+                free.remove(key)
+            obs[key] = _read_array(path)
+            desc.append(os.path.basename(path))
+    if category_path is not None:
+        category = _read_array(category_path).reshape(-1)
+    if n is not None:
+        obs = {k: v[:n] for k, v in obs.items()}
+        category = None if category is None else category[:n]
+    return obs, category, ", ".join(desc)
+
+
+def recognise(folder, args):
+    """``serket-pyro recog``: load the saved graph in recognition mode on new data and run it.
+    Returns ``(system, seconds, description)``."""
+    from .persistence import load_graph, read_graph_info
+
+    torch.set_num_threads(args.threads)
+    info = read_graph_info(folder)
+    entries = [e for e in info["modules"] if "observation" in e]
+    keys = {n: k for k, n in ((info.get("system") or {}).get("keys") or [])}
+    names = [keys.get(e["name"], e["name"]) for e in entries]
+    obs, category, desc = load_recognition_data(args.data, names, args.data_dir, None, args.category)
+    order = args.order
+    has_mm = any(e["class"].endswith(".MarkovModel") for e in info["modules"])
+    if order == "auto":
+        order = "cyclic" if has_mm and category is not None else "given"
+    if order == "cyclic":
+        if category is None:
+            raise ValueError("--order cyclic needs true labels (--category or a built-in data set)")
+        idx = cyclic_order(category)
+        obs = {k: v[idx] for k, v in obs.items()}
+        category = category[idx]
+        desc += " (cyclic label order)"
+    if args.n is not None:
+        obs = {k: v[:args.n] for k, v in obs.items()}
+        category = None if category is None else category[:args.n]
+    set_output_root(args.output)
+    set_seed(args.seed)
+    system = load_graph(folder, obs, mode="recog", category=category, output_root=args.output)
+    missing = [k for k in names if k not in obs]
+    if missing:
+        desc += f"; missing modalities {missing} (zero counts)"
+    first = next(iter(obs.values()))
+    write_run_info(args.output, {"command": "recog", "graph": os.path.abspath(folder), "mode": "recog",
+                                 "result": system.result_module.name, "checkpoint_dir": None, "data": args.data,
+                                 "order": order, "n": int(len(first)), "seed": args.seed, "source": desc},
+                   category, first if first.ndim == 2 and first.shape[1] == 784 else None)
+    t0 = time.perf_counter()
+    system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress)
+    return system, time.perf_counter() - t0, desc
 
 
 def format_summary(system, seconds: float, source: str) -> str:
@@ -117,7 +256,19 @@ def format_summary(system, seconds: float, source: str) -> str:
             lines.append(f"{s['name']:<22}{'':>35}  {os.path.relpath(s['folder'])}")
     r = summ[system.result]
     if "accuracy" in r:
+        md = getattr(system.result_module, "mode", "learn")
         lines.append(f"result ({r['name']}): accuracy {r['accuracy']:.3f} "
-                     f"(original's greedy metric {r['greedy_accuracy']:.3f}), class_learn.txt and acc_learn.txt "
+                     f"(original's greedy metric {r['greedy_accuracy']:.3f}), class_{md}.txt and acc_{md}.txt "
                      f"in {os.path.relpath(r['folder'])}")
     return "\n".join(lines)
+
+
+def print_result(title: str, result, iterations: int, seconds: float) -> dict:
+    """Print an example's closing lines (scores of the result module and where its files are)."""
+    scores = result.metrics_  # written by the module: acc_learn.txt, metrics_learn.json
+    print(f"{title}: {iterations} iterations in {seconds:.1f} s")
+    if "accuracy" in scores:
+        print(f"accuracy {scores['accuracy']:.3f} (Hungarian), {scores['greedy_accuracy']:.3f} (original greedy), "
+              f"ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}")
+    print(f"files: {result.output_dir} (class_learn.txt, acc_learn.txt, Pdz_learn.txt)")
+    return scores
