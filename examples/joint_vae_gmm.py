@@ -30,7 +30,7 @@ def main(args):
     system = build(images, category, device=args.device)      # the same modules as message passing
     jm = joint_model(system, chunk_len=args.chunk_len)        # ... composed into one Pyro model
     t0 = time.perf_counter()
-    jm.fit(args.epochs, pretrain_epochs=args.pretrain_epochs, pretrain_kl_weight=0.0, init="kmeans")
+    jm.fit(args.epochs, pretrain_epochs=args.pretrain_epochs, pretrain_kl_weight=1.0, init="kmeans")
     print(f"joint fit: {time.perf_counter() - t0:.1f} s, "
           f"accuracy {accuracy(category, jm.predict().argmax(-1).cpu().numpy()):.3f}")
 

@@ -1,0 +1,153 @@
+"""Joint mode (one Pyro program, VaDE-style) next to message passing, same data and seeds.
+
+    python benchmarks/joint.py --system vae_gmm                  # 3,000 tutorial images
+    python benchmarks/joint.py --system vae_gmm_mm               # tutorial images as a cyclic sequence
+    python benchmarks/joint.py --system vae_gmm --data mnist     # full MNIST, 70,000 images
+    python benchmarks/joint.py --system vae_gmm --data mnist --n 10000 --epochs 20 --skip-mp
+
+Prints accuracy (Hungarian, :func:`serket_pyro.metrics.accuracy`), seconds and peak resident
+memory for the joint fit and (unless ``--skip-mp``) for the message-passing system of
+``serket_pyro.models`` with the same data and seed.  MNIST images stay uint8 in memory (scaled per
+minibatch) so the joint fit's memory is flat in N apart from 784 bytes per image.
+"""
+
+import argparse
+import json
+import os
+import resource
+import tempfile
+import time
+
+import numpy as np
+import pyro
+import torch
+
+import serket_pyro as srk
+from serket_pyro.datasets import load_mnist, load_tutorial
+from serket_pyro.joint import joint_model
+from serket_pyro.metrics import accuracy
+from serket_pyro.models import vae_gmm, vae_gmm_mm
+
+
+class _Enc(torch.nn.Module):
+    def __init__(self, D, L, widths):
+        super().__init__()
+        layers, d = [], D
+        for w in widths:
+            layers += [torch.nn.Linear(d, w), torch.nn.ReLU()]
+            d = w
+        self.body = torch.nn.Sequential(*layers)
+        self.loc, self.logvar = torch.nn.Linear(d, L), torch.nn.Linear(d, L)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.loc(h), torch.exp(0.5 * self.logvar(h))
+
+
+def vade_networks(D, L, widths=(500, 500, 2000)):
+    """VaDE's encoder D-500-500-2000-(L, L) and decoder L-2000-500-500-D (logits)."""
+    layers, d = [], L
+    for w in reversed(widths):
+        layers += [torch.nn.Linear(d, w), torch.nn.ReLU()]
+        d = w
+    return _Enc(D, L, widths), torch.nn.Sequential(*layers, torch.nn.Linear(d, D))
+
+
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def load(args):
+    root = os.environ.get("SERKET_PYRO_DATA", "/work/shared/data")
+    if args.data == "tutorial":
+        d = load_tutorial(root)
+        x, y = (d.images * 255).round().astype(np.uint8), d.category
+    else:
+        tr, te = load_mnist("train", root=root), load_mnist("test", root=root)
+        x, y = np.concatenate([tr.images, te.images]), np.concatenate([tr.labels, te.labels])
+    if args.n:
+        x, y = x[:args.n], y[:args.n]
+    return x, y
+
+
+def run_joint(args, x, y, seed):
+    srk.reset_module_counter()
+    pyro.set_rng_seed(seed)
+    build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
+    with tempfile.TemporaryDirectory() as tmp:
+        # the modules only carry hyperparameters here; data go straight to the joint model (uint8)
+        system = build(x[:2], y[:2], latent_dim=args.latent_dim, batch_size=args.batch_size,
+                       n_classes=args.classes, device=args.device, output_root=tmp)
+        system["gmm"].category = None
+        if args.arch == "vade":  # VaDE's D-500-500-2000-L networks (Jiang et al. 2017)
+            system["vae"].encoder, system["vae"].decoder = vade_networks(x.shape[1], args.latent_dim)
+        jm = joint_model(system, x=torch.from_numpy(x), chunk_len=args.chunk_len, device=args.device)
+        t0 = time.perf_counter()
+        jm.fit(args.epochs, pretrain_epochs=args.pretrain_epochs, pretrain_kl_weight=args.pretrain_kl_weight,
+               init=args.init, lr=args.lr,
+               lr_global=args.lr_global, category=y, eval_every=args.eval_every, progress=args.progress)
+        secs = time.perf_counter() - t0
+        pred = jm.predict().argmax(-1).cpu().numpy()
+    return {"method": "joint", "seed": seed, "accuracy": float(accuracy(y, pred)), "seconds": secs,
+            "accuracy_history": jm.accuracy_history_, "peak_rss_mb": peak_mb()}
+
+
+def run_mp(args, x, y, seed):
+    srk.reset_module_counter()
+    srk.set_seed(seed)
+    build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
+    with tempfile.TemporaryDirectory() as tmp:
+        system = build(x, y, latent_dim=args.latent_dim, epochs=args.mp_epochs, batch_size=args.batch_size,
+                       n_classes=args.classes, device=args.device, output_root=tmp)
+        t0 = time.perf_counter()
+        system.fit(n_iter=args.mp_iterations, seed=seed, progress=False)
+        secs = time.perf_counter() - t0
+        acc = system["gmm"].metrics_["accuracy"]
+    return {"method": "message passing", "seed": seed, "accuracy": float(acc), "seconds": secs,
+            "peak_rss_mb": peak_mb()}
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    x, y = load(args)
+    records = []
+    for seed in args.seeds:
+        runs = [run_joint] + ([] if args.skip_mp else [run_mp])
+        for fn in runs:
+            r = fn(args, x, y, seed)
+            records.append(r)
+            print(f"{args.system} {args.data} N={len(x)} {r['method']} seed {seed}: accuracy {r['accuracy']:.4f}, "
+                  f"{r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(records, f, indent=1)
+    return records
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--system", default="vae_gmm", choices=["vae_gmm", "vae_gmm_mm"])
+    p.add_argument("--data", default="tutorial", choices=["tutorial", "mnist"])
+    p.add_argument("--n", type=int, default=None, help="first n images only")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--latent-dim", type=int, default=18)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--pretrain-epochs", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=300)
+    p.add_argument("--arch", default="tutorial", choices=["tutorial", "vade"],
+                   help="the VAE module's 784-128-L networks or VaDE's 784-500-500-2000-L")
+    p.add_argument("--pretrain-kl-weight", type=float, default=1.0, help="0: autoencoder pretraining (VaDE)")
+    p.add_argument("--init", default="kmeans", choices=["kmeans", "gmm"])
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-global", type=float, default=None)
+    p.add_argument("--chunk-len", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=50)
+    p.add_argument("--mp-epochs", type=int, default=200)
+    p.add_argument("--mp-iterations", type=int, default=5)
+    p.add_argument("--skip-mp", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--json", default=None)
+    main(p.parse_args())

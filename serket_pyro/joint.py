@@ -1,0 +1,500 @@
+"""Joint mode: the VAE, GMM (and Markov model) submodels composed into ONE Pyro program.
+
+In message-passing mode (:func:`serket_pyro.fit`) every module is fitted on its own and the
+modules exchange messages.  The same modules are Pyro submodels whose latent sites are shared:
+the VAE's latent ``z`` is the GMM's data, the GMM's class ``c`` is the Markov chain's state.  This
+module writes the connected graph as one generative model and fits all of it at once by
+stochastic variational inference, with the VAE's encoder as the amortised guide for ``z``.
+
+VAE+GMM (:meth:`JointModel.model`, no Markov model) is VaDE (Jiang, Zheng, Tan, Tang, Zhou,
+"Variational Deep Embedding: An Unsupervised and Generative Approach to Clustering", IJCAI 2017)::
+
+    c_n ~ Categorical(softmax(weight_logits))                       class, K values (enumerated)
+    z_n ~ Normal(means[c_n], scales[c_n])                           (L,) diagonal Gaussian
+    x_n ~ Bernoulli(logits=decoder(z_n))                            (D,) pixels in [0, 1]
+    guide:  z_n ~ Normal(encoder(x_n))                              amortised q(z | x)
+
+The class is summed out exactly, ``log p(z_n) = logsumexp_k [log w_k + log N(z_n | mu_k, s_k)]``
+(the same number :class:`pyro.infer.TraceEnum_ELBO` computes on :meth:`JointModel.model` with
+``c`` enumerated; ``tests/test_joint.py`` checks it).  With ``q(c | x)`` optimal this is VaDE's
+bound; we do not need VaDE's separate ``q(c | x)`` since enumeration is exact.
+
+VAE+GMM+MM replaces the independent classes by a first-order Markov chain over the sequence
+(rows of the data in time order): an HMM whose emissions are the Gaussian latents, which are in
+turn decoded into images::
+
+    c_{-1} ~ Categorical(softmax(weight_logits))
+    c_t | c_{t-1} ~ Categorical(softmax(trans_logits[c_{t-1}]))      t = 0..T-1
+    z_t | c_t ~ Normal(means[c_t], scales[c_t]);  x_t ~ Bernoulli(logits=decoder(z_t))
+
+The chain is summed out by the exact forward algorithm in log space
+(:class:`pyro.distributions.DiscreteHMM`, a parallel scan, Sarkka and Garcia-Fernandez 2019; its
+initial distribution is that of the state *before* the first step, so ``p(c_0) = w @ A``).  The
+minibatches are ``B`` contiguous chunks of ``T = chunk_len`` steps (``pyro.plate("chunks",
+subsample=...)``); links between chunks are dropped in training (an approximation of order
+``1 / T``), prediction runs forward-backward over the whole sequence.
+
+Global parameters (class means, log-scales, weight logits, transition logits) are point estimates
+(``pyro.param`` sites of this :class:`~pyro.nn.PyroModule`), the networks are the VAE's.
+
+Typical use::
+
+    system = models.vae_gmm.build(images, category)
+    jm = joint_model(system)                  # takes the VAE / GMM (/ MM) from the graph
+    jm.fit(pretrain_epochs=50, epochs=100)     # VAE alone, k-means init of the GMM, then joint
+    jm.to_modules()                           # hand the parameters back to the modules
+    pred = jm.predict().argmax(-1)
+
+Training uses a hand-written estimator of the same objective (``elbo="analytic"``): one
+reparameterised draw of ``z`` for the reconstruction and the class/chain marginal, and the
+closed-form entropy of ``q(z | x)`` (lower variance than the sampled ``-log q``, as
+:class:`pyro.infer.TraceMeanField_ELBO`).  ``elbo="pyro"`` runs :class:`pyro.infer.SVI` with
+:class:`pyro.infer.TraceEnum_ELBO` on :meth:`JointModel.model` / :meth:`JointModel.guide`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import pyro
+import pyro.distributions as dist
+from pyro import poutine
+from pyro.nn import PyroModule
+from pyro.ops.indexing import Vindex
+
+from .forward_backward import forward_backward
+from .gmm import GMM, _kmeanspp
+from .mm import MarkovModel
+from .module import Module, Observation, connected_modules
+from .vae import VAE, Decoder, Encoder, GaussianDecoder
+from .validation import check_device, check_positive_float, check_positive_int
+
+__all__ = ["JointModel", "joint_model"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _find_modules(graph):
+    """``(vae, gmm, mm or None)`` from a :class:`~serket_pyro.system.System`, a module of a
+    connected graph, or an iterable of modules."""
+    if hasattr(graph, "modules") and isinstance(getattr(graph, "modules"), dict):
+        mods = list(graph.modules.values())
+    elif isinstance(graph, Module):
+        mods = connected_modules(graph)
+    else:
+        mods = list(graph)
+    vaes = [m for m in mods if isinstance(m, VAE)]
+    gmms = [m for m in mods if isinstance(m, GMM)]
+    mms = [m for m in mods if isinstance(m, MarkovModel)]
+    other = [m.name for m in mods if not isinstance(m, (VAE, GMM, MarkovModel, Observation))]
+    if len(vaes) != 1 or len(gmms) != 1 or len(mms) > 1 or other:
+        raise ValueError(
+            "joint_model supports the graphs VAE -> GMM and VAE -> GMM -> MarkovModel; got "
+            f"{len(vaes)} VAE, {len(gmms)} GMM, {len(mms)} MarkovModel and other modules {other}")
+    vae, gmm = vaes[0], gmms[0]
+    if vae not in gmm.children:
+        raise ValueError(f"joint_model: {gmm.name} must be connected to {vae.name}")
+    mm = mms[0] if mms else None
+    if mm is not None and gmm not in mm.children:
+        raise ValueError(f"joint_model: {mm.name} must be connected to {gmm.name}")
+    return vae, gmm, mm
+
+
+class JointModel(PyroModule):
+    """VAE+GMM (VaDE) or VAE+GMM+MM as one Pyro model with an amortised guide.
+
+    Args:
+        vae: the :class:`~serket_pyro.vae.VAE` module (its networks, trained or not, its
+            ``latent_dim``, ``hidden``, ``likelihood``, ``lr``, ``batch_size``, ``device``).
+        gmm: the :class:`~serket_pyro.gmm.GMM` module (``K``, ``category`` for scores).
+        mm: optional :class:`~serket_pyro.mm.MarkovModel` (rows of the data are a sequence).
+        x: ``(N, D)`` data (numpy or torch; uint8 0..255 is divided by 255 per minibatch, so the
+            full data set is kept in 1 byte per pixel).  Default: the VAE's observation.
+        chunk_len: ``T``, length of the contiguous chunks of the sequence (Markov model only).
+        device: torch device (default: the VAE's).
+
+    Learned parameters (``pyro.param`` sites, prefix ``joint``): ``weight_logits (K,)``,
+    ``means (K, L)``, ``log_scales (K, L)``, ``trans_logits (K, K)`` (with a Markov model), and
+    the ``encoder`` / ``decoder`` networks.
+    """
+
+    def __init__(self, vae: VAE, gmm: GMM, mm: MarkovModel | None = None, x=None, *, chunk_len: int = 100,
+                 device=None):
+        super().__init__("joint")
+        self.vae, self.gmm, self.mm = vae, gmm, mm
+        self.device = check_device(device if device is not None else vae.device)
+        self.K = gmm.K
+        self.L = vae.latent_dim
+        self.likelihood = vae.likelihood
+        self.chunk_len = check_positive_int(chunk_len, "chunk_len", "joint")
+        if x is None:
+            x = vae.children[0].data if vae.children else None
+            if x is None:
+                raise ValueError("joint: no data: connect the VAE to an Observation or pass x")
+        self.x = self._prepare(x)
+        N, D = self.x.shape
+        self.N, self.D = N, D
+        if mm is not None and N < 2:
+            raise ValueError("joint: a Markov model needs at least 2 data points")
+        # networks: copies of the VAE's (trained or not), or the VAE's built-in architecture
+        if vae.encoder_ is not None:
+            enc, dec = copy.deepcopy(vae.encoder_), copy.deepcopy(vae.decoder_)
+        else:
+            enc = copy.deepcopy(vae.encoder) if vae.encoder is not None else Encoder(D, self.L, vae.hidden)
+            if vae.decoder is not None:
+                dec = copy.deepcopy(vae.decoder)
+            elif self.likelihood == "bernoulli":
+                dec = Decoder(self.L, D, vae.hidden)
+            else:
+                dec = GaussianDecoder(self.L, D, vae.hidden)
+        self.encoder, self.decoder = enc.to(self.device), dec.to(self.device)
+        K, L = self.K, self.L
+        f = dict(device=self.device)
+        self.weight_logits = nn.Parameter(torch.zeros(K, **f))
+        self.means = nn.Parameter(torch.randn(K, L, **f))
+        self.log_scales = nn.Parameter(torch.zeros(K, L, **f))
+        self.trans_logits = nn.Parameter(torch.zeros(K, K, **f)) if mm is not None else None
+        self.loss_history_: list[float] = []
+        self.pretrain_history_: list[float] = []
+
+    # ------------------------------------------------------------------ data
+    def _prepare(self, x) -> torch.Tensor:
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        if t.dim() != 2:
+            t = t.reshape(t.shape[0], -1)
+        if t.dtype == torch.uint8:
+            return t  # kept as bytes on the CPU, scaled per minibatch
+        t = t.detach().to(torch.float32)
+        if self.likelihood == "bernoulli" and float(t.max()) > 1.0:
+            if float(t.min()) >= 0 and float(t.max()) <= 255 and bool((t == t.round()).all()):
+                return t.to(torch.uint8)
+            raise ValueError("joint: likelihood='bernoulli' needs data in [0, 1] or 8-bit integers")
+        return t
+
+    def _batch(self, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` (any shape) of the data as float32 on the device, ``idx.shape + (D,)``."""
+        xb = self.x[idx.cpu() if self.x.device.type == "cpu" else idx]
+        xb = xb.to(self.device, non_blocking=True)
+        return xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb
+
+    def _chunk_starts(self) -> torch.Tensor:
+        """Start rows of the contiguous training chunks (Markov model): a grid of step ``T``; the
+        last chunk ends at row ``N`` (it may overlap the previous one)."""
+        T = min(self.chunk_len, self.N)
+        starts = torch.arange(0, self.N - T + 1, T)
+        if int(starts[-1]) + T < self.N:
+            starts = torch.cat([starts, torch.tensor([self.N - T])])
+        return starts
+
+    # ------------------------------------------------------------------ distributions
+    def _scales(self):
+        return self.log_scales.exp()
+
+    def _hmm(self, T: int):
+        return dist.DiscreteHMM(self.weight_logits, self.trans_logits.log_softmax(-1),
+                                dist.Normal(self.means, self._scales()).to_event(1), duration=T)
+
+    def _lik_dist(self, out):
+        if self.likelihood == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False)
+        loc, scale = out
+        return dist.Normal(loc, scale)
+
+    def _neg_log_lik(self, out, x):
+        if self.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
+        loc, scale = out
+        scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
+        return (((x - loc) / scale).pow(2) / 2 + scale.log() + 0.5 * _LOG_2PI).sum(-1)
+
+    def class_log_joint(self, z: torch.Tensor) -> torch.Tensor:
+        """``log w_k + log N(z_n | mu_k, diag s_k^2)``, ``z: (..., L)`` -> ``(..., K)``."""
+        lp = dist.Normal(self.means, self._scales()).log_prob(z.unsqueeze(-2)).sum(-1)
+        return lp + self.weight_logits.log_softmax(-1)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """Log-density of the latents with the discrete classes summed out exactly.
+
+        GMM: ``z: (B, L)`` -> ``(B,)`` ``logsumexp_k``; Markov model: ``z: (B, T, L)`` chunks ->
+        ``(B,)`` forward algorithm."""
+        if self.mm is None:
+            return self.class_log_joint(z).logsumexp(-1)
+        return self._hmm(z.shape[-2]).log_prob(z)
+
+    # ------------------------------------------------------------------ Pyro program
+    def model(self, idx: torch.Tensor | None = None, batch_size: int | None = None):
+        """The joint generative model.  ``idx``: subsample (points, or chunk numbers with a
+        Markov model) or ``None`` for all; the loss is the mean per data point (scaled by
+        ``1 / N``).  Enumerate ``c`` with ``TraceEnum_ELBO(max_plate_nesting=1)``."""
+        pyro.module("joint", self)
+        if self.mm is None:
+            with pyro.plate("data", self.N, subsample=idx, subsample_size=batch_size) as ind, \
+                    poutine.scale(scale=1.0 / self.N):
+                xb = self._batch(ind)
+                c = pyro.sample("c", dist.Categorical(logits=self.weight_logits),
+                                infer={"enumerate": "parallel"})
+                z = pyro.sample("z", dist.Normal(Vindex(self.means)[..., c, :],
+                                                 Vindex(self._scales())[..., c, :]).to_event(1))
+                pyro.sample("x", self._lik_dist(self.decoder(z)).to_event(1), obs=xb)
+        else:
+            starts = self._chunk_starts()
+            T = min(self.chunk_len, self.N)
+            with pyro.plate("chunks", len(starts), subsample=idx, subsample_size=batch_size) as ind, \
+                    poutine.scale(scale=1.0 / (len(starts) * T)):
+                xb = self._batch(starts[ind.cpu()].unsqueeze(-1) + torch.arange(T))
+                z = pyro.sample("z", self._hmm(T))
+                pyro.sample("x", self._lik_dist(self.decoder(z)).to_event(2), obs=xb)
+
+    def guide(self, idx: torch.Tensor | None = None, batch_size: int | None = None):
+        """Amortised guide ``q(z | x) = Normal(encoder(x))`` (same arguments as :meth:`model`)."""
+        pyro.module("joint", self)
+        if self.mm is None:
+            with pyro.plate("data", self.N, subsample=idx, subsample_size=batch_size) as ind, \
+                    poutine.scale(scale=1.0 / self.N):
+                loc, scale = self.encoder(self._batch(ind))
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+        else:
+            starts = self._chunk_starts()
+            T = min(self.chunk_len, self.N)
+            with pyro.plate("chunks", len(starts), subsample=idx, subsample_size=batch_size) as ind, \
+                    poutine.scale(scale=1.0 / (len(starts) * T)):
+                loc, scale = self.encoder(self._batch(starts[ind.cpu()].unsqueeze(-1) + torch.arange(T)))
+                pyro.sample("z", dist.Normal(loc, scale).to_event(2))
+
+    # ------------------------------------------------------------------ hand-written ELBO
+    def elbo_terms(self, xb: torch.Tensor, eps: torch.Tensor | None = None):
+        """Per-point terms of the ELBO for a minibatch ``xb`` ((B, D), or (B, T, D) chunks).
+
+        Returns ``(log p(x | z), log p(z), log q(z | x), entropy of q)``; the first is per point
+        ``(B,)`` / ``(B, T)``, ``log p(z)`` per point (GMM) or per chunk (Markov model), ``log q``
+        and the entropy per point.  ``z = loc + eps * scale`` with ``eps`` standard normal drawn
+        from torch's global RNG as Pyro's guide draws it (the same seed gives the same ``z``)."""
+        loc, scale = self.encoder(xb)
+        if eps is None:
+            eps = torch.empty_like(loc).normal_()
+        z = loc + eps * scale
+        log_px = -self._neg_log_lik(self.decoder(z), xb)
+        log_pz = self.log_prior(z)
+        log_q = (-0.5 * eps.pow(2) - scale.log() - 0.5 * _LOG_2PI).sum(-1)
+        entropy = (scale.log() + 0.5 * (1 + _LOG_2PI)).sum(-1)
+        return log_px, log_pz, log_q, entropy
+
+    def loss(self, xb: torch.Tensor) -> torch.Tensor:
+        """Negative ELBO per data point, averaged over the minibatch (closed-form entropy)."""
+        log_px, log_pz, _, entropy = self.elbo_terms(xb)
+        n = log_px.numel()
+        return -(log_px.sum() + log_pz.sum() + entropy.sum()) / n
+
+    # ------------------------------------------------------------------ training
+    def _epoch_batches(self, batch_size):
+        """Index tensors of one shuffled epoch: points (GMM) or chunk starts expanded to rows."""
+        if self.mm is None:
+            return [(i, None) for i in torch.randperm(self.N).split(batch_size)]
+        starts = self._chunk_starts()
+        T = min(self.chunk_len, self.N)
+        per = max(1, batch_size // T)
+        return [(starts[c].unsqueeze(-1) + torch.arange(T), c) for c in torch.randperm(len(starts)).split(per)]
+
+    def pretrain(self, epochs: int = 50, batch_size: int | None = None, lr: float | None = None,
+                 progress: bool = False, kl_weight: float = 1.0) -> list[float]:
+        """Train the VAE alone (standard Normal prior) for ``epochs`` epochs: the usual first
+        stage of VaDE.  ``kl_weight=0`` trains a deterministic autoencoder on the encoder mean
+        instead (VaDE's pretraining).  Returns the epoch losses (mean loss per point)."""
+        bs = batch_size or self.vae.batch_size
+        opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.decoder.parameters()),
+                               lr=lr or self.vae.lr)
+        losses = []
+        for _ in range(epochs):
+            total = 0.0
+            for i in torch.randperm(self.N).split(bs):
+                xb = self._batch(i)
+                loc, scale = self.encoder(xb)
+                if kl_weight > 0:
+                    z = loc + torch.empty_like(loc).normal_() * scale
+                    kl = 0.5 * (scale.pow(2) + loc.pow(2) - 1 - 2 * scale.log()).sum(-1)
+                    loss = (self._neg_log_lik(self.decoder(z), xb) + kl_weight * kl).mean()
+                else:
+                    loss = self._neg_log_lik(self.decoder(loc), xb).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(i)
+            losses.append(total / self.N)
+            if progress:
+                print(f"pretrain epoch {len(losses)}: {losses[-1]:.2f}", flush=True)
+        self.pretrain_history_.extend(losses)
+        return losses
+
+    @torch.no_grad()
+    def encode(self, batch_size: int = 2000) -> torch.Tensor:
+        """Posterior means ``E q(z | x)`` of all data, ``(N, L)`` on the device."""
+        self.encoder.eval()
+        out = [self.encoder(self._batch(i))[0] for i in torch.arange(self.N).split(batch_size)]
+        self.encoder.train()
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def init_clusters(self, method: str = "kmeans", gmm_itr: int = 30) -> None:
+        """Initialise the class parameters from the latents ``E q(z | x)``.
+
+        ``"kmeans"``: k-means++ (best of 10); ``"gmm"``: a :class:`~serket_pyro.gmm.GMM` module
+        with this GMM's hyperparameters run for ``gmm_itr`` Gibbs sweeps on the latents (files go
+        to a temporary folder).  Means, per-class diagonal scales and weights come from the
+        assignment; with a Markov model the transitions from the counts of consecutive classes
+        (plus 1)."""
+        z = self.encode().double()
+        K = self.K
+        if method == "kmeans":
+            lab = _kmeanspp(z, K)
+        elif method == "gmm":
+            with tempfile.TemporaryDirectory() as tmp:
+                g = GMM(K, itr=gmm_itr, alpha=self.gmm.alpha, kappa0=self.gmm.kappa0, psi0=self.gmm.psi0,
+                        prior_scale=self.gmm.prior_scale, device=z.device, output_root=tmp)
+                g.connect(Observation(z.cpu()))
+                g.update()
+                lab = g.class_log_posterior(z).argmax(-1).to(z.device)
+        else:
+            raise ValueError(f"joint: init must be 'kmeans' or 'gmm', got {method!r}")
+        counts = torch.bincount(lab, minlength=K).double()
+        sums = z.new_zeros(K, self.L).index_add_(0, lab, z)
+        sq = z.new_zeros(K, self.L).index_add_(0, lab, z * z)
+        mean = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], z.mean(0))
+        var = torch.where(counts[:, None] > 1, sq / counts.clamp_min(1)[:, None] - mean ** 2, z.var(0))
+        self.means.copy_(mean.float())
+        self.log_scales.copy_(0.5 * var.clamp_min(1e-4).log().float())
+        self.weight_logits.copy_(((counts + 1) / (counts.sum() + K)).log().float())
+        if self.mm is not None:
+            c = torch.bincount(lab[:-1] * K + lab[1:], minlength=K * K).reshape(K, K).double() + 1.0
+            self.trans_logits.copy_((c / c.sum(1, keepdim=True)).log().float())
+
+    def fit(self, epochs: int = 100, *, pretrain_epochs: int = 0, init: str | None = "kmeans",
+            batch_size: int | None = None, lr: float | None = None, lr_global: float | None = None,
+            pretrain_kl_weight: float = 1.0, elbo: str = "analytic", category=None, eval_every: int = 0,
+            progress: bool = False) -> list[float]:
+        """Fit the joint model.
+
+        Args:
+            epochs: joint epochs (passes over the data).
+            pretrain_epochs: epochs of the VAE alone first (:meth:`pretrain`, with
+                ``pretrain_kl_weight``; 0 pretrains a plain autoencoder as VaDE).
+            init: ``"kmeans"``/``"gmm"`` initialises the class parameters from the (pretrained)
+                latents (:meth:`init_clusters`) before the joint epochs; ``None`` keeps them.
+            batch_size: points per minibatch (default the VAE's; with a Markov model,
+                ``batch_size // chunk_len`` chunks).
+            lr: Adam learning rate of the networks (default the VAE's); ``lr_global`` of the class
+                parameters (default ``lr``).
+            elbo: ``"analytic"`` (hand-written, default) or ``"pyro"`` (SVI with TraceEnum_ELBO).
+            category: true labels to record the accuracy every ``eval_every`` epochs in
+                ``accuracy_history_`` (default the GMM's ``category``).
+        Returns the epoch losses (mean negative ELBO per point).
+        """
+        from .metrics import accuracy
+
+        bs = check_positive_int(batch_size or self.vae.batch_size, "batch_size", "joint")
+        lr = check_positive_float(lr or self.vae.lr, "lr", "joint")
+        lr_g = check_positive_float(lr_global or lr, "lr_global", "joint")
+        if elbo not in ("analytic", "pyro"):
+            raise ValueError(f"joint: elbo must be 'analytic' or 'pyro', got {elbo!r}")
+        category = self.gmm.category if category is None else np.asarray(category)
+        if pretrain_epochs:
+            self.pretrain(pretrain_epochs, bs, lr, progress, pretrain_kl_weight)
+        if init is not None:
+            self.init_clusters(init)
+        nets = list(self.encoder.parameters()) + list(self.decoder.parameters())
+        glob = [p for p in (self.weight_logits, self.means, self.log_scales, self.trans_logits) if p is not None]
+        self.accuracy_history_ = []
+        losses = []
+        if elbo == "pyro":
+            pyro.clear_param_store()
+            svi = pyro.infer.SVI(self.model, self.guide,
+                                 pyro.optim.Adam({"lr": lr}),
+                                 loss=pyro.infer.TraceEnum_ELBO(max_plate_nesting=1) if self.mm is None
+                                 else pyro.infer.Trace_ELBO(max_plate_nesting=1))
+        else:
+            opt = torch.optim.Adam([{"params": nets, "lr": lr}, {"params": glob, "lr": lr_g}])
+        for ep in range(epochs):
+            total, count = 0.0, 0
+            for rows, chunk in self._epoch_batches(bs):
+                n = rows.numel()
+                if elbo == "pyro":
+                    val = svi.step(chunk if self.mm is not None else rows)  # per-point mean
+                else:
+                    loss = self.loss(self._batch(rows))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    val = float(loss.detach())
+                total += val * n
+                count += n
+            losses.append(total / count)
+            if category is not None and eval_every and (ep + 1) % eval_every == 0:
+                self.accuracy_history_.append(float(accuracy(category, self.predict().argmax(-1).cpu().numpy())))
+                if progress:
+                    print(f"epoch {ep + 1}: loss {losses[-1]:.2f} acc {self.accuracy_history_[-1]:.4f}", flush=True)
+            elif progress:
+                print(f"epoch {ep + 1}: loss {losses[-1]:.2f}", flush=True)
+        self.loss_history_.extend(losses)
+        return losses
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(self) -> torch.Tensor:
+        """``log p(c_n | x)``, ``(N, K)`` float64, with ``z_n = E q(z_n | x_n)``: GMM by Bayes'
+        rule per point, Markov model by forward-backward over the whole sequence (CPU numpy)."""
+        z = self.encode()
+        lj = self.class_log_joint(z).double()
+        if self.mm is None:
+            return lj - lj.logsumexp(-1, keepdim=True)
+        log_w = self.weight_logits.log_softmax(-1).double()
+        log_A = self.trans_logits.log_softmax(-1).double()
+        log_init = (log_w.unsqueeze(-1) + log_A).logsumexp(0)  # p(c_0) = w @ A (DiscreteHMM convention)
+        log_obs = lj - log_w  # emission log N(z_t | mu_k, s_k)
+        res = forward_backward(log_init.cpu(), log_A.cpu(), log_obs.cpu())
+        return torch.from_numpy(res.log_marginals).to(z.device)
+
+    @torch.no_grad()
+    def to_modules(self) -> None:
+        """Hand the jointly learned parameters back to the modules: the VAE's ``encoder_`` /
+        ``decoder_`` get these networks' weights (built if the VAE was never trained); the GMM's
+        ``weights_``, ``means_``, ``covariances_`` (diagonal) and ``assignments_``; the Markov
+        model's ``trans_prob_`` (uniform ``init_prob_``, ``evidence_noise_`` 0).  Running the
+        modules afterwards (``mode="recog"``, or a warm-started ``"learn"``) starts from them."""
+        vae, gmm, mm = self.vae, self.gmm, self.mm
+        if vae.encoder_ is None:
+            vae._build(self.D)
+        vae.encoder_.load_state_dict(self.encoder.state_dict())
+        vae.decoder_.load_state_dict(self.decoder.state_dict())
+        if vae.data_scale_ is None:
+            vae.data_scale_ = 1.0 / 255.0 if self.x.dtype == torch.uint8 else 1.0
+        gdev, gdt = gmm.device, gmm.dtype
+        gmm.weights_ = self.weight_logits.softmax(-1).to(gdev, gdt)
+        gmm.means_ = self.means.detach().to(gdev, gdt).clone()
+        gmm.covariances_ = torch.diag_embed(self._scales().pow(2)).to(gdev, gdt)
+        gmm.assignments_ = self.predict().argmax(-1).to(gdev)
+        gmm.last_sample_ = None
+        if mm is not None:
+            mm.trans_prob_ = self.trans_logits.softmax(-1).detach().cpu().double()
+            mm.init_prob_ = torch.full((self.K,), 1.0 / self.K, dtype=torch.float64)
+            mm.evidence_noise_ = 0.0 if mm.evidence_noise == "learn" else float(mm.evidence_noise)
+            mm.n_states_ = self.K
+            mm.log_likelihood_ = float("nan")
+
+
+def joint_model(graph, x=None, **kwargs) -> JointModel:
+    """Compose a VAE -> GMM (-> MarkovModel) graph into one :class:`JointModel`.
+
+    Args:
+        graph: a :class:`~serket_pyro.system.System` (e.g. ``models.vae_gmm.build(...)``), any
+            module of the connected graph, or a list of its modules.
+        x: data (default: the VAE's observation).
+        **kwargs: :class:`JointModel` options (``chunk_len``, ``device``).
+    """
+    vae, gmm, mm = _find_modules(graph)
+    return JointModel(vae, gmm, mm, x, **kwargs)

@@ -1,0 +1,151 @@
+"""Joint mode (serket_pyro.joint): exact discrete marginalisation, module-wise decomposition, smoke runs."""
+
+import itertools
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro import poutine
+
+import serket_pyro as srk
+from serket_pyro.datasets import load_mnist_subset
+from serket_pyro.forward_backward import forward_backward
+from serket_pyro.gmm import GMM, class_log_likelihood
+from serket_pyro.joint import joint_model
+from serket_pyro.mm import MarkovModel
+from serket_pyro.models import vae_gmm, vae_gmm_mm
+from serket_pyro.vae import VAE
+
+
+def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0):
+    torch.manual_seed(seed)
+    x = torch.rand(N, D)
+    obs = srk.Observation(x)
+    v = VAE(L, hidden=5, batch_size=4)
+    g = GMM(K)
+    v.connect(obs)
+    g.connect(v)
+    mods = [obs, v, g]
+    if mm:
+        m = MarkovModel()
+        m.connect(g)
+        mods.append(m)
+    jm = joint_model(mods, chunk_len=chunk_len)
+    with torch.no_grad():  # non-trivial parameters
+        jm.means.normal_()
+        jm.log_scales.uniform_(-0.5, 0.5)
+        jm.weight_logits.normal_()
+        if mm:
+            jm.trans_logits.normal_()
+    return jm, x
+
+
+def test_gmm_class_marginal_equals_brute_force_and_traceenum():
+    jm, x = _tiny()
+    z = torch.randn(7, jm.L)
+    w = jm.weight_logits.softmax(-1)
+    brute = torch.stack([sum(w[k] * dist.Normal(jm.means[k], jm.log_scales[k].exp()).log_prob(z[n]).sum().exp()
+                             for k in range(jm.K)).log() for n in range(7)])
+    assert torch.allclose(jm.log_prior(z), brute, atol=1e-5)
+    # TraceEnum_ELBO on the Pyro program (c enumerated) == the hand-written estimator (same z draw)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(1)
+    pyro_loss = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(jm.model, jm.guide)
+    pyro.set_rng_seed(1)
+    log_px, log_pz, log_q, _ = jm.elbo_terms(x)
+    hand = -(log_px + log_pz - log_q).mean()
+    assert torch.allclose(pyro_loss, hand, rtol=1e-5), (float(pyro_loss), float(hand))
+    # a wrong marginalisation (max over classes instead of log-sum-exp) is visibly different
+    pyro.set_rng_seed(1)
+    loc, scale = jm.encoder(x)
+    zz = loc + torch.randn_like(loc) * scale
+    wrong = jm.class_log_joint(zz).max(-1).values
+    assert (wrong - jm.log_prior(zz)).abs().mean() > 1e-2
+
+
+def test_hmm_forward_equals_brute_force_over_all_class_sequences():
+    jm, x = _tiny(mm=True, K=2, chunk_len=3)
+    T, K = 3, jm.K
+    z = torch.randn(2, T, jm.L)
+    log_w = jm.weight_logits.log_softmax(-1)
+    log_A = jm.trans_logits.log_softmax(-1)
+    emit = dist.Normal(jm.means, jm.log_scales.exp()).log_prob(z.unsqueeze(-2)).sum(-1)  # (2, T, K)
+    for b in range(2):
+        terms = []
+        for seq in itertools.product(range(K), repeat=T + 1):  # c_{-1}, c_0, ..., c_{T-1}
+            lp = log_w[seq[0]] + sum(log_A[seq[t], seq[t + 1]] + emit[b, t, seq[t + 1]] for t in range(T))
+            terms.append(lp)
+        brute = torch.stack(terms).logsumexp(0)
+        assert torch.allclose(jm.log_prior(z)[b], brute, atol=1e-5)
+        # the project's forward-backward with p(c_0) = w @ A gives the same likelihood
+        log_init = (log_w.unsqueeze(-1) + log_A).logsumexp(0)
+        fb = forward_backward(log_init.detach(), log_A.detach(), emit[b].detach())
+        assert abs(fb.log_likelihood - float(brute.detach())) < 1e-5
+
+
+def test_mm_pyro_program_equals_hand_written_loss():
+    jm, x = _tiny(mm=True, N=12, chunk_len=4)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(3)
+    pyro_loss = pyro.infer.Trace_ELBO(max_plate_nesting=1).differentiable_loss(jm.model, jm.guide)
+    pyro.set_rng_seed(3)
+    xb = x[jm._chunk_starts().unsqueeze(-1) + torch.arange(4)]
+    log_px, log_pz, log_q, _ = jm.elbo_terms(xb)
+    hand = -(log_px.sum() + log_pz.sum() - log_q.sum()) / log_px.numel()
+    assert torch.allclose(pyro_loss, hand, rtol=1e-5), (float(pyro_loss), float(hand))
+
+
+def test_joint_log_likelihood_is_sum_of_module_terms():
+    """With c and z fixed, log p(x, z, c) of the joint program = VAE term + GMM term, computed
+    by the modules after ``to_modules()``."""
+    jm, x = _tiny()
+    jm.to_modules()
+    N = x.shape[0]
+    c = torch.randint(jm.K, (N,))
+    z = torch.randn(N, jm.L)
+    tr = poutine.trace(poutine.condition(jm.model, data={"c": c, "z": z})).get_trace()
+    joint = tr.log_prob_sum() * N  # the program is scaled to a per-point mean
+    vae, gmm = jm.vae, jm.gmm
+    vae_term = -vae._neg_log_lik(vae.decoder_(z), x).sum()
+    gmm_ll = class_log_likelihood(z.double(), gmm.means_, torch.linalg.cholesky(gmm.covariances_))
+    gmm_term = (gmm.weights_.log()[c] + gmm_ll[torch.arange(N), c]).sum()
+    assert torch.allclose(joint.double(), vae_term.double() + gmm_term, rtol=1e-5)
+
+
+@pytest.mark.parametrize("system", ["vae_gmm", "vae_gmm_mm"])
+@pytest.mark.parametrize("elbo", ["analytic", "pyro"])
+def test_joint_fit_runs_and_hands_back(system, elbo, tmp_path):
+    d = load_mnist_subset()
+    x, y = d.as_float()[:200], d.category[:200]
+    build = vae_gmm.build if system == "vae_gmm" else vae_gmm_mm.build
+    pyro.set_rng_seed(0)
+    s = build(x, y, epochs=1, batch_size=50, gmm_itr=2, output_root=str(tmp_path))
+    jm = joint_model(s, chunk_len=25)
+    losses = jm.fit(2, pretrain_epochs=1, batch_size=50, elbo=elbo, eval_every=1)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert len(jm.accuracy_history_) == 2
+    logp = jm.predict()
+    assert logp.shape == (200, 10)
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(200, dtype=logp.dtype))
+    jm.to_modules()
+    # the modules recognise with the handed-back parameters
+    for m in ("vae", "gmm", "mm"):
+        if m in s.modules:
+            s[m].mode = "recog"
+    for m in ("vae", "gmm", "mm"):
+        if m in s.modules:
+            s[m].update()
+    assert torch.allclose(s["vae"].forward_msg.loc.float(), jm.encode(), atol=1e-5)
+    if system == "vae_gmm":
+        pred = s["gmm"].forward_msg.log_probs.argmax(-1)
+        assert (pred.cpu() == logp.argmax(-1).cpu()).float().mean() > 0.99
+
+
+def test_joint_model_rejects_other_graphs():
+    obs = srk.Observation(torch.rand(5, 4))
+    v = VAE(2)
+    v.connect(obs)
+    with pytest.raises(ValueError, match="joint_model"):
+        joint_model([obs, v])
