@@ -228,6 +228,29 @@ def _posterior_means(prior: NIWPrior, alpha: float, stats: _Stats):
     return weights, m_n, cov
 
 
+def _log_collapsed_joint(prior: NIWPrior, alpha: float, stats: _Stats, z: torch.Tensor,
+                         bias_log_probs=None) -> float:
+    """``log p(x, z)`` (+ ``sum_n log bias[n, z_n]``) with weights, means and covariances integrated
+    out: Dirichlet-multinomial times the NIW marginal likelihood of every class (Murphy 2007,
+    "Conjugate Bayesian analysis of the Gaussian distribution", eq. 266).  Compares chains."""
+    m_n, kappa_n, nu_n, psi_n = _niw_posterior(prior, stats)
+    D = psi_n.shape[-1]
+    K = stats.counts.shape[-1]
+    n = stats.counts
+    nu0 = torch.as_tensor(prior.df, dtype=n.dtype)
+    kappa0 = torch.as_tensor(prior.kappa, dtype=n.dtype)
+    psi0 = torch.as_tensor(prior.scale, dtype=n.dtype).expand(D, D)
+    lml = (-0.5 * n * D * math.log(math.pi) + torch.mvlgamma(nu_n / 2, D) - torch.mvlgamma(nu0 / 2, D)
+           + 0.5 * nu0 * torch.logdet(psi0) - 0.5 * nu_n * torch.logdet(psi_n)
+           + 0.5 * D * (torch.log(kappa0) - torch.log(kappa_n)))
+    ldm = (math.lgamma(K * alpha) - torch.lgamma(n.sum() + K * alpha)
+           + (torch.lgamma(n + alpha) - math.lgamma(alpha)).sum())
+    total = lml.sum() + ldm
+    if bias_log_probs is not None:
+        total = total + bias_log_probs.gather(-1, z.unsqueeze(-1)).sum()
+    return float(total)
+
+
 def _log_weights(weights: torch.Tensor) -> torch.Tensor:
     return weights.clamp_min(torch.finfo(weights.dtype).tiny).log()
 
@@ -318,6 +341,11 @@ class GMM(Module):
         init: first update's start, ``"kmeans++"`` or ``"random"`` (uniform assignment, original).
         n_average: number of final sweeps whose Rao-Blackwellised parameter estimates are
             averaged (clipped to ``itr``; 1: last sweep only).
+        message_init: with a parent's message, also run a chain started from the message's most
+            probable classes and keep the chain whose last assignment has the higher collapsed
+            posterior density (:func:`_log_collapsed_joint`); lets a confident parent (a Markov
+            chain locked onto the data's order) move whole classes, which single-point Gibbs
+            moves cannot.
         device: torch device (default CPU).  Computation is in float64.
         output_root: folder for this module's output folder (default the global output root).
         mode: ``"learn"`` (sample; files ``*_learn``) or ``"recog"`` (parameters frozen, classes
@@ -339,7 +367,8 @@ class GMM(Module):
     def __init__(self, K, itr=100, category=None, *, input: str = "mean", alpha: float = 1.0,
                  mean_prior=None, kappa0: float = 1.0, nu0: float | None = None, psi0=0.1,
                  prior_scale: str = "absolute", backward: str = "soft", init: str = "kmeans++",
-                 n_average: int = 10, device=None, output_root=None, mode: str = "learn",
+                 n_average: int = 10, message_init: bool = True, device=None, output_root=None,
+                 mode: str = "learn",
                  name: str = "gmm"):
         super().__init__(name, output_root=output_root)
         self.K = check_positive_int(K, "K (number of classes)", self.name)
@@ -358,6 +387,7 @@ class GMM(Module):
         self.backward = self._check_choice(backward, "backward", ("soft", "original"))
         self.init = self._check_choice(init, "init", ("kmeans++", "random"))
         self.n_average = check_positive_int(n_average, "n_average", self.name)
+        self.message_init = bool(message_init)
         self.device = check_device(device)
         self.mode = self._check_choice(mode, "mode", ("learn", "recog"))
         self.dtype = torch.float64
@@ -516,6 +546,24 @@ class GMM(Module):
         weights, means, _, tril = _sample_params(prior, self.alpha, _suff_stats(xc, xx, z, self.K))
         return weights, means, tril
 
+    def _run_chain(self, xc, xx, state, prior, bias) -> dict:
+        """``itr`` Gibbs sweeps from ``state = (weights, means, scale_tril)``.  Returns averaged
+        estimates, the last sample and the collapsed log joint of the last assignment."""
+        weights, means, tril = state
+        D = xc.shape[1]
+        n_avg = min(self.n_average, self.itr)
+        acc = [torch.zeros_like(weights), torch.zeros_like(means),
+               torch.zeros(self.K, D, D, dtype=xc.dtype, device=xc.device)]
+        for s in range(self.itr):
+            z, stats, weights, means, sigma, tril = _gibbs_sweep(xc, xx, weights, means, tril, prior,
+                                                                 self.alpha, bias)
+            if s >= self.itr - n_avg:
+                for a, v in zip(acc, _posterior_means(prior, self.alpha, stats)):
+                    a.add_(v)
+        return {"weights": acc[0] / n_avg, "means": acc[1] / n_avg, "covariances": acc[2] / n_avg, "z": z,
+                "last": {"weights": weights, "means": means, "covariances": sigma},
+                "log_joint": _log_collapsed_joint(prior, self.alpha, stats, z, bias)}
+
     def update(self) -> None:
         """One outer iteration: ``itr`` Gibbs sweeps (learn) or enumeration only (recog), then
         messages, files and metrics."""
@@ -531,21 +579,21 @@ class GMM(Module):
             prior = self._prior(x)
             xc = x - prior.loc
             xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(N, D * D)
-            weights, means, tril = self._initial_state(xc, xx, prior)
-            n_avg = min(self.n_average, self.itr)
-            acc = [torch.zeros_like(weights), torch.zeros_like(means), torch.zeros(self.K, D, D, dtype=x.dtype,
-                                                                                   device=x.device)]
-            for s in range(self.itr):
-                z, stats, weights, means, sigma, tril = _gibbs_sweep(xc, xx, weights, means, tril, prior,
-                                                                     self.alpha, bias)
-                if s >= self.itr - n_avg:
-                    for a, v in zip(acc, _posterior_means(prior, self.alpha, stats)):
-                        a.add_(v)
-            self.weights_ = acc[0] / n_avg
-            self.means_ = acc[1] / n_avg + prior.loc
-            self.covariances_ = acc[2] / n_avg
-            self.assignments_ = z
-            self.last_sample_ = {"weights": weights, "means": means + prior.loc, "covariances": sigma}
+            chains = [self._run_chain(xc, xx, self._initial_state(xc, xx, prior), prior, bias)]
+            if bias is not None and self.message_init:
+                # a second chain started from the parent's message: Gibbs moves single points, so
+                # it cannot move a whole class that the parent assigns elsewhere (e.g. a chain that
+                # has locked onto the digits' order); keep the chain whose final assignment has
+                # the higher collapsed posterior density
+                w0, m0, _, tril0 = _sample_params(prior, self.alpha, _suff_stats(xc, xx, bias.argmax(-1), self.K))
+                chains.append(self._run_chain(xc, xx, (w0, m0, tril0), prior, bias))
+            best = max(chains, key=lambda c: c["log_joint"])
+            self.weights_ = best["weights"]
+            self.means_ = best["means"] + prior.loc
+            self.covariances_ = best["covariances"]
+            self.assignments_ = best["z"]
+            self.last_sample_ = {k: (v + prior.loc if k == "means" else v) for k, v in best["last"].items()}
+            self.chain_log_joint_ = [c["log_joint"] for c in chains]
         else:
             self._require_params()
             if self.means_.shape[1] != D:
@@ -596,7 +644,7 @@ class GMM(Module):
         return {"K": self.K, "itr": self.itr, "input": self.input, "alpha": self.alpha,
                 "mean_prior": j(self.mean_prior), "kappa0": self.kappa0, "nu0": self.nu0, "psi0": j(self.psi0),
                 "prior_scale": self.prior_scale, "backward": self.backward, "init": self.init,
-                "n_average": self.n_average, "device": str(self.device), "mode": self.mode}
+                "n_average": self.n_average, "message_init": self.message_init, "device": str(self.device), "mode": self.mode}
 
     def state_dict(self) -> dict:
         if self.weights_ is None:
