@@ -11,6 +11,7 @@ from .driver import fit, latest_checkpoint, load_checkpoint, save_checkpoint
 from .messages import ClassProbs, GaussianMessage, Message, PointMessage
 from .module import Module, Observation, connected_modules, reset_module_counter, update_order
 from .output import get_output_root, set_output_root
+from .persistence import load_graph, save_graph
 from .seed import set_seed
 
 __version__ = "0.1.0"
@@ -27,6 +28,8 @@ __all__ = [
     "load_checkpoint",
     "latest_checkpoint",
     "set_seed",
+    "save_graph",
+    "load_graph",
     "set_output_root",
     "get_output_root",
     "reset_module_counter",

@@ -2,6 +2,10 @@
 
     serket-pyro run vae_gmm_mm                 # the VAE+GMM+MM tutorial with its settings
     serket-pyro run vae_gmm --n 300 --epochs 2 --iterations 2
+    serket-pyro run vae_gmm_mm --checkpoint-dir ckpt --resume   # continue an interrupted run
+    serket-pyro run vae_gmm_mlda_mm --save trained              # save the trained graph (no pickle)
+    serket-pyro recog trained --data mnist-test --output rec    # recognise new data, parameters frozen
+    serket-pyro report rec                     # PNG plots in rec/report and a one-screen summary
     serket-pyro export-tutorial-data DIR       # data.txt, data1.txt, data2.txt, category.txt
 
 Exit status 0 on success; on a user error, 2 and a one-line message on stderr.
@@ -15,7 +19,7 @@ import sys
 
 import numpy as np
 
-from .runner import SYSTEMS, add_tutorial_arguments, format_summary, run_system
+from .runner import SYSTEMS, add_tutorial_arguments, format_summary, recognise, run_system
 
 __all__ = ["main"]
 
@@ -23,6 +27,31 @@ __all__ = ["main"]
 def _cmd_run(args) -> int:
     system, seconds, source = run_system(args.model, args)
     print(format_summary(system, seconds, source))
+    return 0
+
+
+def _cmd_recog(args) -> int:
+    system, seconds, source = recognise(args.folder, args)
+    print(format_summary(system, seconds, source))
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .persistence import GRAPH_FILE
+    from .plots import make_report
+
+    folder = args.folder
+    if os.path.isfile(os.path.join(folder, GRAPH_FILE)):  # a saved graph: report its training outputs
+        from .persistence import read_graph_info
+
+        outs = {os.path.dirname(e["output_dir"]) for e in read_graph_info(folder)["modules"] if "output_dir" in e}
+        if len(outs) != 1:
+            raise ValueError(f"{folder}: the saved modules wrote to several folders {sorted(outs)}; report one of them")
+        folder = outs.pop()
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder} is not a folder")
+    _, text = make_report(folder, args.out, args.checkpoint_dir)
+    print(text)
     return 0
 
 
@@ -50,7 +79,36 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train one of the Serket tutorial systems")
     run.add_argument("model", choices=sorted(SYSTEMS), help="which tutorial system")
     add_tutorial_arguments(run)
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the latest complete checkpoint in --checkpoint-dir (same results as an "
+                          "uninterrupted run)")
+    run.add_argument("--save", default=None, metavar="FOLDER",
+                     help="save the trained graph there (graph.json + state.pt) for `serket-pyro recog`")
     run.set_defaults(func=_cmd_run)
+    rec = sub.add_parser("recog", help="recognise new data with a saved graph (learned parameters frozen)")
+    rec.add_argument("folder", help="a saved graph (run --save FOLDER, or srk save_graph)")
+    rec.add_argument("--data", action="append", required=True, metavar="SPEC",
+                     help="mnist-test | tutorial | [KEY=]PATH (.npy, .npz, .txt), once per observation in "
+                          "order; an observation read only by MLDA may be left out (missing modality)")
+    rec.add_argument("--category", default=None, metavar="PATH", help="true labels of the data, to score")
+    rec.add_argument("--order", choices=("given", "cyclic"), default="given",
+                     help="cyclic: reorder the points to the tutorials' label cycle 0..9 using the labels (what a "
+                          "Markov model learned; the order then carries the labels, so the score is not fair)")
+    rec.add_argument("--exclude", action="append", default=None, metavar="MODULE",
+                     help="leave a top module out, e.g. --exclude mm for points in an unrelated order")
+    rec.add_argument("--n", type=int, default=None, help="use only the first N points (after ordering)")
+    rec.add_argument("--iterations", type=int, default=2, help="outer iterations of message passing")
+    rec.add_argument("--data-dir", default=None, help="folder of mnist.npz / serket_tutorial.npz")
+    rec.add_argument("--output", default=".", help="folder for the module%%03d_* output folders")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.add_argument("--threads", type=int, default=1)
+    rec.add_argument("--no-progress", action="store_true")
+    rec.set_defaults(func=_cmd_recog)
+    rep = sub.add_parser("report", help="plots (PNG) and a summary table of a run's output folder")
+    rep.add_argument("folder", help="the --output folder of a run or recog (or a saved graph)")
+    rep.add_argument("--out", default=None, help="folder for the PNG files (default FOLDER/report)")
+    rep.add_argument("--checkpoint-dir", default=None, help="read metrics.jsonl there (default: from run.json)")
+    rep.set_defaults(func=_cmd_report)
     exp = sub.add_parser("export-tutorial-data", help="write the tutorial's data*.txt and category.txt")
     exp.add_argument("folder", nargs="?", default=".")
     exp.add_argument("--data-dir", default=None)

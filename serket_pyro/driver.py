@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .module import Module, connected_modules, update_order
-from .output import atomic_save_json, atomic_torch_save
+from .output import atomic_save_json, atomic_torch_save, atomic_write_bytes
 from .rng_state import get_rng_state, set_rng_state
 from .seed import set_seed
 
@@ -131,8 +131,9 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
             history.append(record)
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, allm, it, history)
-                with open(os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl"), "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                # rewritten whole from the history, so a resumed run has every line
+                atomic_write_bytes(os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl"),
+                                   "".join(json.dumps(r) + "\n" for r in history).encode())
             if callback is not None:
                 callback(it, record)
     finally:

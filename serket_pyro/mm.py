@@ -186,6 +186,8 @@ def _split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
         list of ``(K, K)`` initial transition matrices.
     """
     K = trans.shape[0]
+    if K < 2:
+        return []
     path = log_marginals.argmax(1)
     use = np.bincount(path, minlength=K)
     spare = np.argsort(use, kind="stable")[:n_spare]

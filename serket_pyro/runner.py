@@ -15,8 +15,18 @@ from . import datasets
 from .output import set_output_root
 from .seed import set_seed
 
-__all__ = ["SYSTEMS", "add_tutorial_arguments", "load_inputs", "build_system", "run_system", "format_summary",
-           "write_run_info", "load_recognition_data", "recognise", "cyclic_order"]
+__all__ = [
+    "SYSTEMS",
+    "add_tutorial_arguments",
+    "build_system",
+    "cyclic_order",
+    "format_summary",
+    "load_inputs",
+    "load_recognition_data",
+    "recognise",
+    "run_system",
+    "write_run_info",
+]
 
 #: tutorial systems: name -> (models module, needs speech)
 SYSTEMS = {
@@ -78,8 +88,8 @@ def build_system(name: str, images, speech, category, args):
         raise ValueError(f"unknown system {name!r}; choose one of {', '.join(SYSTEMS)}")
     mod_name, needs_speech = SYSTEMS[name]
     build = importlib.import_module(mod_name).build
-    kw = dict(latent_dim=args.latent_dim, epochs=args.epochs, batch_size=args.batch_size,
-              n_classes=args.classes, device=args.device)
+    kw = {"latent_dim": args.latent_dim, "epochs": args.epochs, "batch_size": args.batch_size,
+              "n_classes": args.classes, "device": args.device}
     if needs_speech:
         if speech is None:
             raise ValueError(f"{name} needs the speech modality from serket_tutorial.npz, which was not found; "
@@ -210,9 +220,6 @@ def recognise(folder, args):
     names = [keys.get(e["name"], e["name"]) for e in entries]
     obs, category, desc = load_recognition_data(args.data, names, args.data_dir, None, args.category)
     order = args.order
-    has_mm = any(e["class"].endswith(".MarkovModel") for e in info["modules"])
-    if order == "auto":
-        order = "cyclic" if has_mm and category is not None else "given"
     if order == "cyclic":
         if category is None:
             raise ValueError("--order cyclic needs true labels (--category or a built-in data set)")
@@ -225,14 +232,16 @@ def recognise(folder, args):
         category = None if category is None else category[:args.n]
     set_output_root(args.output)
     set_seed(args.seed)
-    system = load_graph(folder, obs, mode="recog", category=category, output_root=args.output)
+    system = load_graph(folder, obs, mode="recog", category=category, output_root=args.output,
+                        exclude=args.exclude or ())
     missing = [k for k in names if k not in obs]
     if missing:
         desc += f"; missing modalities {missing} (zero counts)"
     first = next(iter(obs.values()))
     write_run_info(args.output, {"command": "recog", "graph": os.path.abspath(folder), "mode": "recog",
                                  "result": system.result_module.name, "checkpoint_dir": None, "data": args.data,
-                                 "order": order, "n": int(len(first)), "seed": args.seed, "source": desc},
+                                 "order": order, "exclude": args.exclude or [], "n": len(first),
+                                 "seed": args.seed, "source": desc},
                    category, first if first.ndim == 2 and first.shape[1] == 784 else None)
     t0 = time.perf_counter()
     system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress)

@@ -1,0 +1,401 @@
+"""Saving a whole connected graph of modules to a folder and loading it back, without pickle.
+
+A saved graph is a folder with two files:
+
+* ``graph.json``: the structure.  For every module (Observations included), in construction
+  order: its class as an importable path (``serket_pyro.gmm.GMM``), its name
+  (``module002_gmm``), its ``get_config()``, its children by name, whether it had true labels
+  (``category``) and how many updates it had done; for every Observation the shape and kind of
+  its data (the data themselves are *not* saved).  Plus the SHA-256 and size of ``state.pt``.
+* ``state.pt``: one flat ``dict[str, Tensor]`` written with :func:`torch.save`:
+  ``<module name>/state/<key>`` (each module's :meth:`~serket_pyro.module.Module.state_dict`),
+  ``<module name>/forward/...`` and ``<module name>/backward<i>/...`` (the messages it holds, see
+  :meth:`~serket_pyro.module.Module.full_state_dict`) and ``rng/...`` (every RNG state).  It loads
+  with ``torch.load(path, weights_only=True)``: no pickled Python objects, only tensors.
+
+``state.pt`` is written first and ``graph.json`` last, both atomically, so a folder with a
+``graph.json`` is complete; a file changed, truncated or corrupted afterwards fails the checksum
+or the parser and :func:`load_graph` raises ``ValueError`` naming the file before anything is
+built (never half-way).
+
+:func:`load_graph` re-creates every module with its saved class, config and name, connects them
+as saved and restores their state.  Two uses:
+
+* **Continue training** with the same data: the messages are restored as well, so the next
+  ``update()`` of the loaded graph computes exactly what the saved graph's next ``update()``
+  would have computed (same seed, same numbers; ``tests/test_persistence.py`` checks it).
+* **Recognition** on new data (``mode="recog"``): every learnable module is rebuilt with
+  ``mode="recog"`` (learned parameters frozen, ``*_recog`` files); messages are not restored
+  (they belong to the training data).  An Observation whose only parents are MLDA modules may be
+  left out: it is replaced by all-zero counts of its saved width, which MLDA treats as a missing
+  modality for every document (recognition from the other modalities: MLDA's forward message is
+  then exactly that of an MLDA without the modality, ``tests/test_persistence.py``).  Other
+  observations (e.g. a VAE's images) are required.  ``exclude=["mm"]`` leaves a top module out,
+  e.g. a Markov model when the new points are not in the training sequence's order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import os
+import re
+
+import torch
+
+from .messages import message_to_tensors
+from .module import Module, Observation, connected_modules
+from .output import atomic_save_json, atomic_write_bytes
+from .rng_state import get_rng_state, set_rng_state
+from .system import System
+from .validation import check_category
+
+__all__ = ["GRAPH_FILE", "STATE_FILE", "load_graph", "read_graph_info", "save_graph"]
+
+GRAPH_FILE = "graph.json"
+STATE_FILE = "state.pt"
+_FORMAT = "serket_pyro.graph"
+_VERSION = 1
+#: packages whose classes load_graph imports without being told (others: ``allowed_packages``)
+_TRUSTED = ("serket_pyro.",)
+
+
+def _class_path(m: Module) -> str:
+    cls = type(m)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _short_name(m: Module) -> str:
+    match = re.fullmatch(r"module\d+_(.*)", m.name)
+    return match.group(1) if match else m.name
+
+
+def _modules_of(target) -> tuple[list[Module], dict | None]:
+    if isinstance(target, System):
+        return connected_modules(*target.modules.values()), {
+            "name": target.name, "result": target.result,
+            "keys": [[k, m.name] for k, m in target.modules.items()]}
+    if isinstance(target, Module):
+        return connected_modules(target), None
+    mods = list(target)
+    if not mods or not all(isinstance(m, Module) for m in mods):
+        raise ValueError("save_graph() takes a System, a Module or a list of modules of one graph")
+    return connected_modules(*mods), None
+
+
+def save_graph(folder, graph) -> str:
+    """Save the whole graph connected to ``graph`` (a :class:`~serket_pyro.system.System`, a
+    module or a list of modules) to ``folder`` (created if needed; existing files replaced).
+
+    Returns the folder path.  Raises ``ValueError`` for a config that is not JSON-serialisable.
+    """
+    modules, system = _modules_of(graph)
+    names = [m.name for m in modules]
+    if len(set(names)) != len(names):
+        raise ValueError(f"save_graph(): module names are not unique: {names}")
+    entries, state = [], {}
+    for m in modules:
+        e = {"name": m.name, "short_name": _short_name(m), "index": m.index, "class": _class_path(m),
+             "learnable": bool(m.learnable), "children": [c.name for c in m.children],
+             "n_updates": int(m.n_updates_)}
+        if isinstance(m, Observation):
+            msg = m.forward_msg
+            first = next(iter(message_to_tensors(msg).values()))
+            e["observation"] = {"kind": type(msg).__name__, "N": int(msg.N), "shape": [int(s) for s in first.shape]}
+        else:
+            e["config"] = m.get_config()
+            e["has_category"] = getattr(m, "category", None) is not None
+            e["output_dir"] = os.path.abspath(m.output_dir)
+        entries.append(e)
+        for k, v in m.full_state_dict().items():
+            if not isinstance(v, torch.Tensor):
+                raise ValueError(  # noqa: TRY004 - the project reports bad inputs as ValueError
+                    f"save_graph(): {m.name} state entry {k!r} is a {type(v).__name__}, not a tensor")
+            state[f"{m.name}/{k}"] = v.detach().cpu().contiguous()
+    state.update({f"rng/{k}": v for k, v in get_rng_state().items()})
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    info = {"format": _FORMAT, "version": _VERSION, "modules": entries, "system": system,
+            "state_file": STATE_FILE, "state_sha256": hashlib.sha256(data).hexdigest(), "state_bytes": len(data)}
+    try:
+        json.dumps(info)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"save_graph(): a module config is not JSON-serialisable: {e}") from None
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    atomic_write_bytes(os.path.join(folder, STATE_FILE), data)
+    atomic_save_json(os.path.join(folder, GRAPH_FILE), info)
+    return folder
+
+
+def read_graph_info(folder) -> dict:
+    """The validated content of ``<folder>/graph.json`` (``ValueError`` naming the file otherwise)."""
+    path = os.path.join(os.fspath(folder), GRAPH_FILE)
+    if not os.path.isfile(path):
+        raise ValueError(f"{path} not found: {folder} is not a saved graph (save it with srk.save_graph)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is corrupt or truncated: {e}") from None
+    if not isinstance(info, dict) or info.get("format") != _FORMAT:
+        raise ValueError(f"{path} is not a serket_pyro graph file")
+    if info.get("version") != _VERSION:
+        raise ValueError(f"{path} has format version {info.get('version')!r}, this serket_pyro reads {_VERSION}")
+    mods = info.get("modules")
+    ok = isinstance(mods, list) and mods and all(
+        isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("class"), str)
+        and isinstance(e.get("children"), list) and ("observation" in e or isinstance(e.get("config"), dict))
+        for e in mods)
+    if not ok:
+        raise ValueError(f"{path} is corrupt: its module list is malformed")
+    names = {e["name"] for e in mods}
+    for e in mods:
+        bad = [c for c in e["children"] if c not in names]
+        if bad:
+            raise ValueError(f"{path} is corrupt: {e['name']} has unknown children {bad}")
+    return info
+
+
+def _read_state(folder, info) -> dict[str, torch.Tensor]:
+    path = os.path.join(os.fspath(folder), info.get("state_file", STATE_FILE))
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ValueError(f"{path} cannot be read: {e}") from None
+    if len(data) != info.get("state_bytes") or hashlib.sha256(data).hexdigest() != info.get("state_sha256"):
+        raise ValueError(f"{path} is corrupt or truncated: its size or SHA-256 differs from the one recorded "
+                         f"in {GRAPH_FILE} ({len(data)} bytes, expected {info.get('state_bytes')})")
+    try:
+        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ValueError(f"{path} is corrupt: {type(e).__name__}: {e}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise ValueError(f"{path} is corrupt: not a flat dict of tensors")
+    return state
+
+
+def _import_class(path: str, allowed: tuple[str, ...]):
+    if not any(path.startswith(p) for p in allowed):
+        raise ValueError(f"{GRAPH_FILE} names class {path}, outside the allowed packages {list(allowed)}; "
+                         "pass allowed_packages=[...] to load_graph to trust it")
+    mod_name, _, cls_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod_name), cls_name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"{GRAPH_FILE} names class {path}, which cannot be imported: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Module)):
+        raise ValueError(f"{GRAPH_FILE} names {path}, which is not a serket_pyro Module")  # noqa: TRY004
+    return cls
+
+
+def _observation_inputs(info, observations) -> dict:
+    """``{observation name: data or None}`` from a list (saved order) or a dict (names or system keys)."""
+    obs_entries = [e for e in info["modules"] if "observation" in e]
+    names = [e["name"] for e in obs_entries]
+    if observations is None:
+        return dict.fromkeys(names)
+    if isinstance(observations, dict):
+        keys = dict((info.get("system") or {}).get("keys") or [])
+        out = dict.fromkeys(names)
+        for k, v in observations.items():
+            name = keys.get(k, k)
+            if name not in out:
+                raise ValueError(f"load_graph(): unknown observation {k!r}; the graph has {names}"
+                                 + (f" (keys {[k for k, n in keys.items() if n in names]})" if keys else ""))
+            out[name] = v
+        return out
+    observations = list(observations)
+    if len(observations) != len(names):
+        raise ValueError(f"load_graph(): the graph has {len(names)} observations {names}, got {len(observations)}")
+    return dict(zip(names, observations))
+
+
+def load_graph(folder, observations=None, *, mode: str | None = None, category=None, messages: bool | None = None,
+               restore_rng: bool = False, output_root=None, device=None, overrides: dict | None = None,
+               allowed_packages=(), exclude=()) -> System:
+    """Re-create a graph saved by :func:`save_graph` on ``observations`` and restore its state.
+
+    Args:
+        folder: the saved graph's folder.
+        observations: the data of every Observation: a list in the saved (construction) order, or
+            a dict keyed by module name (``"module000_obs"``) or, for a saved System, by its keys
+            (``"obs1"``).  ``None`` entries or missing keys: an observation whose parents are all
+            MLDA modules gets all-zero counts of its saved width (a missing modality); any other
+            missing observation is an error.
+        mode: ``"recog"`` rebuilds every learnable module in recognition mode (parameters frozen,
+            ``*_recog`` files), ``"learn"`` in learning mode; ``None`` keeps the saved modes.
+        category: ``(N,)`` true labels of the new data, given to every module that had labels
+            when saved (to score ``acc_recog.txt``); ``None``: no scoring.
+        messages: restore the saved messages and update counts (to continue training on the same
+            data).  ``None``: only when every observation has its saved shape and ``mode`` is not
+            ``"recog"``.
+        restore_rng: also restore the random number generators as they were when saved.
+        output_root: output folder of the re-created modules (default: the global output root).
+        device: torch device for every module (default: the saved one).
+        overrides: ``{module name: {config key: value}}`` replacing saved config entries (e.g.
+            custom ``encoder``/``decoder`` networks of a VAE, which cannot be saved as JSON).
+        allowed_packages: extra module-path prefixes whose classes may be imported (classes of
+            ``serket_pyro`` are always allowed).
+        exclude: modules to leave out (names or System keys), e.g. ``["mm"]`` to recognise points
+            whose order means nothing without the Markov model on top.  Only modules that no
+            kept module reads (parents at the top of the graph, with their own parents) can be
+            left out.
+
+    Returns:
+        a :class:`~serket_pyro.system.System` with the saved keys (module names otherwise) and
+        result module.
+
+    Raises:
+        ValueError: corrupt or truncated files (naming the file), a class that cannot be imported,
+            observations that do not fit the saved graph, a state that does not fit a module.
+    """
+    if mode not in (None, "learn", "recog"):
+        raise ValueError(f"load_graph(): mode must be None, 'learn' or 'recog', got {mode!r}")
+    info = read_graph_info(folder)
+    state = _read_state(folder, info)  # checked before anything is built
+    allowed = _TRUSTED + tuple(allowed_packages)
+    entries = _without(info, exclude)
+    classes = {e["name"]: _import_class(e["class"], allowed) for e in entries}
+    overrides = overrides or {}
+    data = _observation_inputs(info, observations)
+
+    # observations: given data, or zeros for a modality only MLDA modules read
+    parents_of = {e["name"]: [p for p in entries if e["name"] in p["children"]] for e in entries}
+    given_n = set()
+    for e in entries:
+        if "observation" in e and data.get(e["name"]) is not None:
+            d = data[e["name"]]
+            given_n.add(int(d.shape[0]) if hasattr(d, "shape") else len(d))
+    if len(given_n) > 1:
+        raise ValueError(f"load_graph(): the observations have different numbers of data points {sorted(given_n)}")
+    built: dict[str, Module] = {}
+    same_shapes = True
+    for e in entries:
+        if "observation" not in e:
+            continue
+        name, d = e["name"], data.get(e["name"])
+        saved_shape = tuple(e["observation"]["shape"])
+        if d is None:
+            parents = parents_of[name]
+            if not parents or not all(p["class"].endswith(".MLDA") for p in parents):
+                raise ValueError(f"load_graph(): observation {name} is required (only an observation read by MLDA "
+                                 "modules alone can be left out as a missing modality)")
+            if not given_n:
+                raise ValueError("load_graph(): at least one observation must be given")
+            d = torch.zeros((next(iter(given_n)),) + saved_shape[1:], dtype=torch.float64)
+            same_shapes = False
+        obs = classes[name](d)
+        obs.index, obs.name = int(e.get("index", obs.index)), name
+        shape = tuple(next(iter(message_to_tensors(obs.forward_msg).values())).shape)
+        if shape != saved_shape:
+            same_shapes = False
+            if shape[1:] != saved_shape[1:]:
+                raise ValueError(f"load_graph(): observation {name} has data points of shape "
+                                 f"{shape[1:]}, the saved graph was trained on {saved_shape[1:]}")
+        built[name] = obs
+
+    if messages is None:
+        messages = same_shapes and mode != "recog"
+    n_new = next(iter(given_n)) if given_n else None
+    for e in entries:
+        if "observation" in e:
+            continue
+        name = e["name"]
+        cfg = dict(e["config"])
+        cfg.update(overrides.get(name, {}))
+        if cls_vae_custom(cfg):
+            raise ValueError(f"load_graph(): {name} used custom networks ({cfg.get('encoder')}, {cfg.get('decoder')}); "
+                             f"pass overrides={{'{name}': {{'encoder': ..., 'decoder': ...}}}}")
+        if mode is not None and "mode" in cfg:
+            cfg["mode"] = mode
+        if device is not None and "device" in cfg:
+            cfg["device"] = str(device)
+        if e.get("has_category") and category is not None:
+            cfg["category"] = check_category(category, n_new, name)
+        try:
+            m = classes[name](**cfg, output_root=output_root)
+        except TypeError as err:
+            raise ValueError(f"load_graph(): cannot re-create {name} from its saved config: {err}") from None
+        m.index, m.name = int(e.get("index", m.index)), name
+        built[name] = m
+    for e in entries:
+        if e["children"]:
+            built[e["name"]].connect(*(built[c] for c in e["children"]))
+
+    for e in entries:
+        if "observation" in e:
+            continue
+        m = built[e["name"]]
+        prefix = m.name + "/"
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if not messages:
+            sub = {k: v for k, v in sub.items() if k.startswith("state/")}
+        try:
+            m.load_full_state_dict(sub)
+        except (KeyError, RuntimeError, IndexError, TypeError) as err:
+            raise ValueError(f"load_graph(): the saved state of {m.name} does not fit it: {err}") from None
+        m.n_updates_ = int(e.get("n_updates", 0)) if messages else 0
+    if messages:
+        for m in built.values():  # messages must have the data's N
+            for msg in [m.forward_msg, *m._backward_msgs.values()]:
+                if msg is not None and n_new is not None and msg.N != n_new:
+                    raise ValueError(f"load_graph(): saved messages of {m.name} are for N={msg.N}, the data have "
+                                     f"N={n_new}; load with messages=False")
+    if restore_rng:
+        rng = {k[4:]: v for k, v in state.items() if k.startswith("rng/")}
+        if rng:
+            set_rng_state(rng)
+
+    sysinfo = info.get("system") or {}
+    keys = dict(sysinfo.get("keys") or [(e["name"], e["name"]) for e in entries])
+    keys = {k: n for k, n in keys.items() if n in built}
+    modules = {k: built[n] for k, n in keys.items() if n in built}
+    for e in entries:  # modules saved outside the System's dict
+        if e["name"] not in keys.values():
+            modules[e["name"]] = built[e["name"]]
+    result = sysinfo.get("result")
+    if result not in modules:
+        learnable = [k for k, m in modules.items() if m.learnable]
+        result = learnable[-1] if learnable else next(iter(modules))
+    return System(sysinfo.get("name", "graph"), modules, result=result)
+
+
+def _without(info, exclude) -> list[dict]:
+    entries = info["modules"]
+    if not exclude:
+        return entries
+    keys = dict((info.get("system") or {}).get("keys") or [])
+    names = {e["name"] for e in entries}
+    drop = set()
+    for x in exclude:
+        name = keys.get(x, x)
+        if name not in names:
+            raise ValueError(f"load_graph(): cannot exclude unknown module {x!r}")
+        drop.add(name)
+    for e in entries:
+        if e["name"] not in drop and any(c in drop for c in e["children"]):
+            raise ValueError(f"load_graph(): cannot exclude {sorted(drop & set(e['children']))}: "
+                             f"{e['name']} reads them")
+    kept = [e for e in entries if e["name"] not in drop]
+    if not any("observation" not in e for e in kept):
+        raise ValueError("load_graph(): exclude leaves no learnable module")
+    return kept
+
+
+def cls_vae_custom(cfg: dict) -> bool:
+    """A VAE config that names custom networks (class names only: not re-creatable from JSON)."""
+    return isinstance(cfg.get("encoder"), str) or isinstance(cfg.get("decoder"), str)
+
+
+def observation_shapes(folder) -> dict[str, tuple]:
+    """``{observation name: saved data shape}`` of a saved graph."""
+    return {e["name"]: tuple(e["observation"]["shape"]) for e in read_graph_info(folder)["modules"]
+            if "observation" in e}
+

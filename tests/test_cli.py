@@ -1,0 +1,158 @@
+"""The serket-pyro command: run --resume after a real kill, run --save / recog / report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from serket_pyro import cli
+
+TINY = ["--n", "300", "--epochs", "2", "--no-progress"]
+
+
+def _run_cmd(args, env_data):
+    env = dict(os.environ, SERKET_PYRO_DATA=env_data, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "serket_pyro.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
+    """SIGKILL a real `serket-pyro run vae_gmm_mm` after its first checkpoint, resume it, and
+    compare with an uninterrupted run with the same seed."""
+    n_iter = 4
+    args = ["run", "vae_gmm_mm", *TINY, "--iterations", str(n_iter), "--seed", "3", "--data-dir", data_dir]
+    ck, out = tmp_path / "ck", tmp_path / "killed"
+    proc = _run_cmd([*args, "--output", str(out), "--checkpoint-dir", str(ck)], data_dir)
+    first = ck / "iter_000" / "checkpoint.json"
+    t0 = time.monotonic()
+    while not first.exists():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() - t0 < 120, "no checkpoint after 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(d for d in os.listdir(ck) if (ck / d / "checkpoint.json").exists())
+    assert proc.returncode == -signal.SIGKILL
+    assert len(done) < n_iter, f"the run finished before it was killed ({done})"
+
+    rc = cli.main([*args, "--output", str(out), "--checkpoint-dir", str(ck), "--resume"])
+    assert rc == 0
+    clean = _run_cmd([*args, "--output", str(tmp_path / "clean"), "--checkpoint-dir", str(tmp_path / "ck2")], data_dir)
+    assert clean.wait() == 0, clean.stderr.read().decode()[-2000:]
+    for f in ("module002_gmm/Pdz_learn.txt", "module002_gmm/means_learn.txt", "module003_mm/msg_learn.txt",
+              "module003_mm/trans_prob_learn.txt"):
+        np.testing.assert_array_equal(np.loadtxt(out / f), np.loadtxt(tmp_path / "clean" / f))
+    np.testing.assert_array_equal(np.loadtxt(out / "module001_vae" / "z_learn.txt"),
+                                  np.loadtxt(tmp_path / "clean" / "module001_vae" / "z_learn.txt"))
+    # the metrics history of the last checkpoint (metrics.jsonl may miss the line of an iteration
+    # whose checkpoint was written just before the kill: driver.fit appends it after the checkpoint)
+    last = f"iter_{n_iter - 1:03d}"
+    hist = json.loads((ck / last / "checkpoint.json").read_text())["history"]
+    ref = json.loads((tmp_path / "ck2" / last / "checkpoint.json").read_text())["history"]
+    assert [r["iteration"] for r in hist] == list(range(n_iter))
+    for a, b in zip(hist, ref):
+        assert a["module002_gmm"] == b["module002_gmm"] and a["module003_mm"] == b["module003_mm"]
+
+
+def test_resume_needs_checkpoint_dir(tmp_path, data_dir, capsys):
+    rc = cli.main(["run", "vae_gmm", *TINY, "--iterations", "1", "--resume", "--data-dir", data_dir,
+                   "--output", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--resume needs --checkpoint-dir" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_save_recog_report(tmp_path, data_dir, capsys):
+    saved = tmp_path / "saved"
+    assert cli.main(["run", "vae_gmm_mlda_mm", *TINY, "--iterations", "2", "--data-dir", data_dir,
+                     "--output", str(tmp_path / "train"), "--checkpoint-dir", str(tmp_path / "ck"),
+                     "--save", str(saved)]) == 0
+    assert (saved / "graph.json").exists() and (saved / "state.pt").exists()
+    capsys.readouterr()
+    # images alone (speech missing for MLDA), MNIST test set
+    assert cli.main(["recog", str(saved), "--data", "mnist-test", "--n", "200", "--data-dir", data_dir,
+                     "--output", str(tmp_path / "rec"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "missing modalities ['obs2']" in out and "class_recog.txt" in out
+    p = np.loadtxt(tmp_path / "rec" / "module004_mlda" / "Pdz_recog.txt")
+    assert p.shape == (200, 10)
+    assert not (tmp_path / "rec" / "module004_mlda" / "Pdz_learn.txt").exists()
+    # report of the training run: PNGs and a table
+    assert cli.main(["report", str(tmp_path / "train")]) == 0
+    out = capsys.readouterr().out
+    assert "module004_mlda" in out and "<- result" in out
+    pngs = sorted(os.listdir(tmp_path / "train" / "report"))
+    assert pngs == ["confusion_module004_mlda.png", "latent_module002_vae.png", "metrics.png",
+                    "reconstructions_module002_vae.png", "transitions_module005_mm.png"]
+    for f in pngs:
+        assert (tmp_path / "train" / "report" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # report of the recognition run, and of the saved graph (its training outputs)
+    assert cli.main(["report", str(tmp_path / "rec"), "--out", str(tmp_path / "rr")]) == 0
+    assert "recog files" in capsys.readouterr().out
+    assert (tmp_path / "rr" / "confusion_module004_mlda.png").exists()
+    assert cli.main(["report", str(saved), "--out", str(tmp_path / "rs")]) == 0
+    assert "learn files" in capsys.readouterr().out
+
+
+def test_recog_and_report_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["recog", str(tmp_path), "--data", "x.npy"]) == 2
+    err = capsys.readouterr().err
+    assert "graph.json not found" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "graph.json").write_text("{not json")
+    assert cli.main(["recog", str(tmp_path / "g"), "--data", "x.npy"]) == 2
+    assert "graph.json is corrupt" in capsys.readouterr().err
+    assert cli.main(["report", str(tmp_path / "nothing")]) == 2
+    assert cli.main(["report", str(tmp_path)]) == 2
+    assert "no module%03d_*" in capsys.readouterr().err
+
+
+def test_pca_matches_svd_and_plots_are_pngs(tmp_path):
+    from serket_pyro import plots
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 5)) @ np.diag([5.0, 2.0, 0.5, 0.2, 0.1])
+    xy = plots.pca_2d(z)
+    zc = z - z.mean(0)
+    ref = zc @ np.linalg.svd(zc, full_matrices=False)[2][:2].T
+    np.testing.assert_allclose(np.abs(xy), np.abs(ref), rtol=1e-6, atol=1e-8)  # up to the sign of each axis
+    true = np.repeat(np.arange(3), 10)
+    pred = (true + 1) % 3  # a relabelling: accuracy 1 after the best mapping
+    paths = [plots.plot_confusion(true, pred, tmp_path / "c.png"),
+             plots.plot_latents(z, rng.integers(0, 3, 200), tmp_path / "l.png"),
+             plots.plot_transitions(np.eye(3), tmp_path / "t.png"),
+             plots.plot_reconstructions(rng.random((4, 784)), rng.random((4, 784)), tmp_path / "r.png"),
+             plots.plot_metrics({"m": [(0, {"accuracy": 0.5, "ari": 0.1}), (1, {"accuracy": 0.7, "ari": 0.3})]},
+                                tmp_path / "m.png")]
+    for p in paths:
+        with open(p, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert plots.plot_metrics({}, tmp_path / "none.png") is None
+
+
+def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
+    import argparse
+    import importlib.util
+
+    from serket_pyro.runner import add_tutorial_arguments
+
+    path = os.path.join(os.path.dirname(__file__), "..", "examples", "recognition.py")
+    spec = importlib.util.spec_from_file_location("example_recognition", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    parser = add_tutorial_arguments(argparse.ArgumentParser())
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--recog-iterations", type=int, default=2)
+    args = parser.parse_args(["--n", "200", "--epochs", "1", "--iterations", "1", "--n-test", "60",
+                              "--recog-iterations", "1", "--no-progress", "--data-dir", data_dir,
+                              "--output", str(tmp_path)])
+    scores = mod.main(args)
+    out = capsys.readouterr().out
+    assert "images (given order, no MM)" in out and "images+speech" in out
+    assert set(scores) >= {"images given", "images+speech given", "images cyclic"}
+    assert all(0 <= v["mlda"] <= 1 for k, v in scores.items() if isinstance(v, dict))
+    assert (tmp_path / "saved_graph" / "graph.json").exists()
+    assert (tmp_path / "recog_given_images" / "module004_mlda" / "class_recog.txt").exists()
