@@ -84,3 +84,14 @@ def test_offline_fallback_uses_embedded_subset(tmp_path, monkeypatch):
     images, speech, category, source = load_inputs(None, 50)
     assert images.shape == (50, 784) and speech is None and "embedded" in source
     assert images.max() <= 1.0 and list(category[:10]) == list(range(10))
+
+
+def test_objects_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("objects")
+    args = argparse.Namespace(data_dir=data_dir, classes=10, weight=50, itr=5, updates=1, seeds=[0],
+                              output=str(tmp_path), threads=1)
+    rows = example.main(args)
+    assert set(rows) == {"serket-pyro", "original rules"}
+    assert all(0.0 <= a <= 1.0 for acc in rows.values() for a in acc)
+    assert (tmp_path / "ours" / "seed0" / "module003_mlda" / "acc_learn.txt").exists()
+    assert "accuracy" in capsys.readouterr().out
