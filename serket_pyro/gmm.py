@@ -446,17 +446,8 @@ class GMM(Module):
 
     def _bias(self, N):
         """Parent message as ``(N, K)`` normalised log-probabilities, or None."""
-        msg = self.get_backward_msg()
-        if msg is None:
-            return None
-        if not isinstance(msg, ClassProbs):
-            raise ValueError(f"{self.name}: the backward message from the parent must be class probabilities "
-                             f"(ClassProbs N x K), got {type(msg).__name__}")
-        lp = self._tensor(msg.log_probs)
-        if tuple(lp.shape) != (N, self.K):
-            raise ValueError(f"{self.name}: the parent's backward message has shape {tuple(lp.shape)}, "
-                             f"expected (N, K) = ({N}, {self.K})")
-        return lp
+        msg = self.get_class_backward_msg(N, self.K)
+        return None if msg is None else self._tensor(msg.log_probs)
 
     def _prior(self, x: torch.Tensor) -> NIWPrior:
         N, D = x.shape

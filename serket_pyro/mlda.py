@@ -623,17 +623,8 @@ class MLDA(Module):
 
     def _bias(self, N):
         """Parent message as ``(N, K)`` probabilities (float64), or None."""
-        msg = self.get_backward_msg()
-        if msg is None:
-            return None
-        if not isinstance(msg, ClassProbs):
-            raise ValueError(f"{self.name}: the backward message from the parent must be class probabilities "
-                             f"(ClassProbs N x K), got {type(msg).__name__}")
-        p = msg.probs.to(dtype=torch.float64, device=self.device)
-        if tuple(p.shape) != (N, self.K):
-            raise ValueError(f"{self.name}: the parent's backward message has shape {tuple(p.shape)}, "
-                             f"expected (N, K) = ({N}, {self.K})")
-        return p
+        msg = self.get_class_backward_msg(N, self.K)
+        return None if msg is None else msg.probs.to(dtype=torch.float64, device=self.device)
 
     # --------------------------------------------------------------- the model
     def model(self, *counts, bias=None):

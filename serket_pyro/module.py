@@ -24,7 +24,7 @@ import os
 import numpy as np
 import torch
 
-from .messages import Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
+from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
 from .output import OutputWriter, get_output_root
 
 __all__ = ["Module", "Observation", "reset_module_counter", "connected_modules", "update_order"]
@@ -149,6 +149,20 @@ class Module:
     def get_backward_msg(self) -> Message | None:
         """Product of the backward messages of all parents, or ``None`` if none arrived yet."""
         return combine(self._backward_msgs[p.name] for p in self.parents if p.name in self._backward_msgs)
+
+    def get_class_backward_msg(self, N: int, K: int) -> ClassProbs | None:
+        """The parents' combined message, checked to be class probabilities of shape ``(N, K)``
+        (``None`` before any parent has sent one); ``ValueError`` naming this module otherwise."""
+        msg = self.get_backward_msg()
+        if msg is None:
+            return None
+        if not isinstance(msg, ClassProbs):
+            raise ValueError(f"{self.name}: the backward message from the parent must be class probabilities "
+                             f"(ClassProbs N x K), got {type(msg).__name__}")
+        if tuple(msg.log_probs.shape) != (N, K):
+            raise ValueError(f"{self.name}: the parent's backward message has shape {tuple(msg.log_probs.shape)}, "
+                             f"expected (N, K) = ({N}, {K})")
+        return msg
 
     def get_backward_msgs(self) -> dict[str, Message]:
         """Backward messages per parent name (not combined)."""
