@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import pyro
 import torch
 
 import serket_pyro as srk
 from serket_pyro.gmm import GMM, _gibbs_sweep, _suff_stats
+from timing import time_calls
 
 
 def synthetic(n: int, d: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,15 +32,6 @@ def synthetic(n: int, d: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     z = torch.arange(n) % k
     x = centres[z] + torch.randn(n, d, dtype=torch.float64)
     return x, z
-
-
-def _time(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main(args=None) -> list[tuple[str, float, float]]:
@@ -65,9 +56,9 @@ def main(args=None) -> list[tuple[str, float, float]]:
         gmm.connect(obs)
 
         # one full update from scratch (k-means++ start), then warm-started ones
-        first = _time(gmm.update, 1)[0]
+        first = time_calls(gmm.update, 1)[0]
         acc = gmm.metrics_.get("accuracy", float("nan"))
-        warm = _time(gmm.update, a.updates)
+        warm = time_calls(gmm.update, a.updates)
 
         # one sweep, from the learned state
         prior = gmm._prior(x)
@@ -81,8 +72,8 @@ def main(args=None) -> list[tuple[str, float, float]]:
 
         for _ in range(5):
             sweep()
-        sweeps = _time(sweep, a.sweeps)
-        stats_only = _time(lambda: _suff_stats(xc, xx, gmm.assignments_, a.k), a.sweeps)
+        sweeps = time_calls(sweep, a.sweeps)
+        stats_only = time_calls(lambda: _suff_stats(xc, xx, gmm.assignments_, a.k), a.sweeps)
 
     rows.append(("one Gibbs sweep", statistics.median(sweeps), min(sweeps)))
     rows.append(("  of which sufficient statistics", statistics.median(stats_only), min(stats_only)))

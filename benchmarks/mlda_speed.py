@@ -28,7 +28,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 
 import numpy as np
 import pyro
@@ -37,6 +36,7 @@ import torch
 import serket_pyro as srk
 from serket_pyro.messages import ClassProbs
 from serket_pyro.mlda import MLDA, _gibbs_sweep, _Modality, fold_in
+from timing import time_calls
 
 DATA_DIR = os.environ.get("SERKET_PYRO_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 ORIGINAL = {"token_rule": "original", "backward": "original", "forward": "original"}
@@ -54,15 +54,6 @@ def class_modality(category: np.ndarray, K: int = 10, conf: float = 0.6, wrong: 
     return probs / probs.sum(1, keepdims=True)
 
 
-def _time(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def speed(a, root) -> list[tuple[str, float, float]]:
     d = np.load(os.path.join(a.data_dir, "serket_tutorial.npz"))
     hac, category = d["hac"], d["category"]
@@ -71,15 +62,15 @@ def speed(a, root) -> list[tuple[str, float, float]]:
     srk.reset_module_counter()
     mlda = MLDA(10, [200, 200], itr=a.itr, category=category, save_predictions=False, output_root=root)
     mlda.connect(srk.Observation(hac), srk.Observation(ClassProbs.from_probs(probs)))
-    first = _time(mlda.update, 1)[0]
+    first = time_calls(mlda.update, 1)[0]
     acc = mlda.metrics_["accuracy"]
-    warm = _time(mlda.update, a.updates)
+    warm = time_calls(mlda.update, a.updates)
     n_tokens = mlda.metrics_["n_tokens"]
 
     counts, _ = mlda.token_counts()
-    t_tokens = _time(mlda.token_counts, 3)
+    t_tokens = time_calls(mlda.token_counts, 3)
     mods = [_Modality.build(c) for c in counts]
-    t_build = _time(lambda: [_Modality.build(c) for c in counts], 3)
+    t_build = time_calls(lambda: [_Modality.build(c) for c in counts], 3)
     state = [mlda._theta_draw.unsqueeze(0), [p.unsqueeze(0) for p in mlda._phi_draw]]
 
     def sweep():
@@ -88,9 +79,9 @@ def speed(a, root) -> list[tuple[str, float, float]]:
 
     for _ in range(3):
         sweep()
-    sweeps = _time(sweep, a.sweeps)
-    t_fold = _time(lambda: fold_in(mods, mlda.phi_, mlda.alpha), 3)
-    t_fold_hac = _time(lambda: fold_in(mods[:1], mlda.phi_[:1], mlda.alpha), 3)
+    sweeps = time_calls(sweep, a.sweeps)
+    t_fold = time_calls(lambda: fold_in(mods, mlda.phi_, mlda.alpha), 3)
+    t_fold_hac = time_calls(lambda: fold_in(mods[:1], mlda.phi_[:1], mlda.alpha), 3)
 
     rows = [
         ("one Gibbs sweep", statistics.median(sweeps), min(sweeps)),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from functools import partial
 
 import numpy as np
@@ -29,6 +28,7 @@ import serket_pyro as srk
 from serket_pyro.forward_backward import forward_backward, forward_backward_torch
 from serket_pyro.messages import ClassProbs
 from serket_pyro.mm import MarkovModel, markov_model
+from timing import time_calls
 
 
 def cyclic_evidence(n, k, acc=0.65, conf=0.99, seed=0):
@@ -44,12 +44,7 @@ def cyclic_evidence(n, k, acc=0.65, conf=0.99, seed=0):
 
 def timeit(fn, repeats):
     fn()                                                                    # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(time_calls(fn, repeats))
 
 
 def main(args=None):

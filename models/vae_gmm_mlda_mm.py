@@ -3,36 +3,23 @@
 
 from __future__ import annotations
 
-import serket_pyro as srk
-from serket_pyro.gmm import GMM
-from serket_pyro.mlda import MLDA
 from serket_pyro.mm import MarkovModel
+from serket_pyro.models import vae_gmm_mlda
 from serket_pyro.system import System
-from serket_pyro.vae import VAE
 
 __all__ = ["build"]
 
 
-def build(images, speech, category=None, *, latent_dim: int = 18, epochs: int = 200, batch_size: int = 500,
-          n_classes: int = 10, weights=(200, 200), gmm_itr: int = 100, mlda_itr: int = 100, device=None,
-          output_root=None) -> System:
-    """Wire the modules with the tutorial defaults.
+def build(images, speech, category=None, *, device=None, output_root=None, **kwargs) -> System:
+    """The VAE+GMM+MLDA system (:func:`serket_pyro.models.vae_gmm_mlda.build`, same arguments) with
+    a Markov model on the MLDA's topics.
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1], rows in time order.
         speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms).
         category: ``(N,)`` true digits, used only to score.
     """
-    obs1 = srk.Observation(images)
-    obs2 = srk.Observation(speech)
-    vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, device=device, output_root=output_root)
-    gmm1 = GMM(n_classes, itr=gmm_itr, category=category, device=device, output_root=output_root)
-    mlda1 = MLDA(n_classes, list(weights), itr=mlda_itr, category=category, device=device, output_root=output_root)
+    base = vae_gmm_mlda.build(images, speech, category, device=device, output_root=output_root, **kwargs)
     mm1 = MarkovModel(device=device, output_root=output_root)
-    vae1.connect(obs1)
-    gmm1.connect(vae1)
-    mlda1.connect(obs2, gmm1)
-    mm1.connect(mlda1)
-    return System("vae_gmm_mlda_mm",
-                  {"obs1": obs1, "obs2": obs2, "vae": vae1, "gmm": gmm1, "mlda": mlda1, "mm": mm1},
-                  result="mlda")
+    mm1.connect(base["mlda"])
+    return System("vae_gmm_mlda_mm", {**base.modules, "mm": mm1}, result="mlda")

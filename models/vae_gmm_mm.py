@@ -3,28 +3,22 @@ are the result (the Markov chain over the cyclic order sharpens them)."""
 
 from __future__ import annotations
 
-import serket_pyro as srk
-from serket_pyro.gmm import GMM
 from serket_pyro.mm import MarkovModel
+from serket_pyro.models import vae_gmm
 from serket_pyro.system import System
-from serket_pyro.vae import VAE
 
 __all__ = ["build"]
 
 
-def build(images, category=None, *, latent_dim: int = 18, epochs: int = 200, batch_size: int = 500,
-          n_classes: int = 10, gmm_itr: int = 100, device=None, output_root=None) -> System:
-    """Wire the modules with the tutorial defaults.
+def build(images, category=None, *, device=None, output_root=None, **kwargs) -> System:
+    """The VAE+GMM system (:func:`serket_pyro.models.vae_gmm.build`, same arguments) with a Markov
+    model on the GMM's classes.
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1], rows in time order.
         category: ``(N,)`` true digits, used only to score.
     """
-    obs = srk.Observation(images)
-    vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, device=device, output_root=output_root)
-    gmm1 = GMM(n_classes, itr=gmm_itr, category=category, device=device, output_root=output_root)
+    base = vae_gmm.build(images, category, device=device, output_root=output_root, **kwargs)
     mm1 = MarkovModel(device=device, output_root=output_root)
-    vae1.connect(obs)
-    gmm1.connect(vae1)
-    mm1.connect(gmm1)
-    return System("vae_gmm_mm", {"obs": obs, "vae": vae1, "gmm": gmm1, "mm": mm1}, result="gmm")
+    mm1.connect(base["gmm"])
+    return System("vae_gmm_mm", {**base.modules, "mm": mm1}, result="gmm")

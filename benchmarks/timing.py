@@ -1,0 +1,15 @@
+"""Wall-clock timing shared by the speed benchmarks (run them as ``python benchmarks/<name>.py``)."""
+
+import time
+
+__all__ = ["time_calls"]
+
+
+def time_calls(fn, repeat: int) -> list[float]:
+    """Seconds taken by each of ``repeat`` calls of ``fn()``."""
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
