@@ -24,6 +24,7 @@ from scipy.special import logsumexp
 import serket_pyro as srk
 from serket_pyro.forward_backward import forward_backward, forward_backward_torch, viterbi
 from serket_pyro.messages import ClassProbs
+from serket_pyro.metrics import accuracy
 from serket_pyro.mm import MarkovModel, markov_model, original_message, original_transitions
 
 
@@ -351,6 +352,49 @@ def test_cyclic_sequence_locks_on_with_confidently_wrong_evidence():
     m0.update()
     acc0 = ((obs0.get_backward_msg().log_probs.numpy() + np.log(p)).argmax(1) == z).mean()
     assert acc0 < 0.8 and m0.trans_prob_.numpy().max(1).min() < 0.7
+
+
+# Class probabilities of a child that merged digits 4/9 and split 6, rows = true digit: the
+# mean MLDA message at the first update of VAE+GMM+MLDA+MM seed 3, rounded to two decimals.
+_MERGED_CHILD = np.array([
+    [0.01, 0.01, 0.01, 0.01, 0.90, 0.01, 0.01, 0.01, 0.04, 0.00],
+    [0.00, 0.01, 0.01, 0.04, 0.00, 0.00, 0.01, 0.00, 0.02, 0.89],
+    [0.00, 0.00, 0.01, 0.02, 0.00, 0.01, 0.91, 0.01, 0.04, 0.01],
+    [0.00, 0.00, 0.01, 0.03, 0.00, 0.00, 0.01, 0.00, 0.92, 0.00],
+    [0.00, 0.45, 0.49, 0.01, 0.00, 0.00, 0.02, 0.01, 0.01, 0.01],
+    [0.01, 0.01, 0.01, 0.02, 0.01, 0.55, 0.01, 0.01, 0.37, 0.01],
+    [0.50, 0.00, 0.00, 0.01, 0.01, 0.01, 0.01, 0.42, 0.04, 0.00],
+    [0.01, 0.75, 0.16, 0.01, 0.01, 0.01, 0.02, 0.00, 0.02, 0.00],
+    [0.00, 0.01, 0.01, 0.82, 0.00, 0.00, 0.01, 0.01, 0.14, 0.00],
+    [0.01, 0.41, 0.49, 0.01, 0.01, 0.02, 0.01, 0.02, 0.03, 0.00],
+])
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_moment_start_avoids_the_half_period_cycle(seed, monkeypatch):
+    # From the uniform matrix alone, EM on this evidence settles in a 5-cycle (each state covers
+    # digits d and d + 5, accuracy 0.5-0.7); the start from the child's transition statistics finds
+    # the 10-cycle, whose likelihood is higher by hundreds of nats.
+    import serket_pyro.mm as mm_mod
+    rng = np.random.default_rng(seed)
+    T, K = 3000, 10
+    z = np.arange(T) % K
+    C = _MERGED_CHILD / _MERGED_CHILD.sum(1, keepdims=True)
+    c = (rng.random((T, 1)) > np.cumsum(C[z], 1)).sum(1)                  # class ~ C[digit]
+    p = np.full((T, K), 0.02 / (K - 1))
+    p[np.arange(T), c] = 0.98
+
+    def fit():
+        obs, m = mm_on(p)
+        m.update()
+        post = m.forward_msg.log_probs.numpy().argmax(1)
+        return accuracy(z, post), m.log_likelihood_
+
+    acc, ll = fit()
+    monkeypatch.setattr(mm_mod, "_moment_transitions", lambda log_ev, alpha: np.full((K, K), 1.0 / K))
+    acc_uniform, ll_uniform = fit()
+    assert acc == 1.0 and acc_uniform < 0.8, (acc, acc_uniform)
+    assert ll > ll_uniform + 100
 
 
 def test_relabelled_child_is_followed_thanks_to_restart():
