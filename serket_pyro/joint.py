@@ -154,6 +154,10 @@ class JointModel(PyroModule):
                 dec = Decoder(self.L, D, vae.hidden)
             else:
                 dec = GaussianDecoder(self.L, D, vae.hidden)
+        for net in (enc, dec):  # a trained VAE's networks have run on their own: new Pyro contexts
+            for sub in net.modules():
+                if isinstance(sub, PyroModule):
+                    sub._pyro_context = type(sub._pyro_context)()
         self.encoder, self.decoder = enc.to(self.device), dec.to(self.device)
         K, L = self.K, self.L
         f = dict(device=self.device)
@@ -348,9 +352,14 @@ class JointModel(PyroModule):
         with this GMM's hyperparameters run for ``gmm_itr`` Gibbs sweeps on the latents (files go
         to a temporary folder).  Means, per-class diagonal scales and weights come from the
         assignment; with a Markov model the transitions from the counts of consecutive classes
-        (plus 1)."""
-        z = self.encode().double()
+        (plus 1).  ``"modules"``: the GMM's learned ``weights_``, ``means_`` and the diagonal of
+        ``covariances_`` and the Markov model's ``trans_prob_`` (message passing as pre-training:
+        ``system.fit(...)`` first, then :func:`joint_model` copies the trained VAE networks)."""
         K = self.K
+        if method == "modules":
+            self._init_from_modules()
+            return
+        z = self.encode().double()
         if method == "kmeans":
             lab = _kmeanspp(z, K)
         elif method == "gmm":
@@ -361,7 +370,7 @@ class JointModel(PyroModule):
                 g.update()
                 lab = g.class_log_posterior(z).argmax(-1).to(z.device)
         else:
-            raise ValueError(f"joint: init must be 'kmeans' or 'gmm', got {method!r}")
+            raise ValueError(f"joint: init must be 'kmeans', 'gmm' or 'modules', got {method!r}")
         counts = torch.bincount(lab, minlength=K).double()
         sums = z.new_zeros(K, self.L).index_add_(0, lab, z)
         sq = z.new_zeros(K, self.L).index_add_(0, lab, z * z)
@@ -374,6 +383,24 @@ class JointModel(PyroModule):
             c = torch.bincount(lab[:-1] * K + lab[1:], minlength=K * K).reshape(K, K).double() + 1.0
             self.trans_logits.copy_((c / c.sum(1, keepdim=True)).log().float())
 
+    def _init_from_modules(self) -> None:
+        gmm, mm = self.gmm, self.mm
+        if gmm.means_ is None or gmm.means_.shape != (self.K, self.L):
+            raise ValueError("joint: init='modules' needs a GMM fitted on this VAE's latents "
+                             f"(means_ of shape {(self.K, self.L)}); run the message-passing system first")
+        if mm is not None and mm.trans_prob_ is None:
+            raise ValueError("joint: init='modules' needs a fitted Markov model (trans_prob_); "
+                             "run the message-passing system first")
+        if self.vae.encoder_ is None:
+            raise ValueError("joint: init='modules' needs a trained VAE; run the message-passing system first")
+        f = dict(device=self.device, dtype=torch.float32)
+        var = gmm.covariances_.diagonal(dim1=-2, dim2=-1).clamp_min(1e-8)
+        self.means.copy_(gmm.means_.to(**f))
+        self.log_scales.copy_((0.5 * var.log()).to(**f))
+        self.weight_logits.copy_(gmm.weights_.clamp_min(1e-12).log().to(**f))
+        if mm is not None:
+            self.trans_logits.copy_(mm.trans_prob_.clamp_min(1e-12).log().to(**f))
+
     def fit(self, epochs: int = 100, *, pretrain_epochs: int = 0, init: str | None = "kmeans",
             batch_size: int | None = None, lr: float | None = None, lr_global: float | None = None,
             pretrain_kl_weight: float = 1.0, elbo: str = "analytic", category=None, eval_every: int = 0,
@@ -385,7 +412,8 @@ class JointModel(PyroModule):
             pretrain_epochs: epochs of the VAE alone first (:meth:`pretrain`, with
                 ``pretrain_kl_weight``; 0 pretrains a plain autoencoder as VaDE).
             init: ``"kmeans"``/``"gmm"`` initialises the class parameters from the (pretrained)
-                latents (:meth:`init_clusters`) before the joint epochs; ``None`` keeps them.
+                latents, ``"modules"`` from the fitted GMM / Markov model (:meth:`init_clusters`)
+                before the joint epochs; ``None`` keeps them.
             batch_size: points per minibatch (default the VAE's; with a Markov model,
                 ``batch_size // chunk_len`` chunks).
             lr: Adam learning rate of the networks (default the VAE's); ``lr_global`` of the class

@@ -149,3 +149,30 @@ def test_joint_model_rejects_other_graphs():
     v.connect(obs)
     with pytest.raises(ValueError, match="joint_model"):
         joint_model([obs, v])
+
+
+def test_init_from_message_passing_modules(tmp_path):
+    d = load_mnist_subset()
+    x, y = d.as_float()[:200], d.category[:200]
+    pyro.set_rng_seed(0)
+    s = vae_gmm_mm.build(x, y, epochs=2, batch_size=50, gmm_itr=3, output_root=str(tmp_path))
+    jm0 = joint_model(s, chunk_len=25)
+    with pytest.raises(ValueError, match="message-passing system first"):
+        jm0.fit(1, init="modules")
+    s.fit(n_iter=1, progress=False)
+    jm = joint_model(s, chunk_len=25)
+    jm.init_clusters("modules")
+    g, m = s["gmm"], s["mm"]
+    assert torch.allclose(jm.means.double(), g.means_, atol=1e-5)
+    assert torch.allclose(jm.log_scales.exp().double() ** 2, g.covariances_.diagonal(dim1=-2, dim2=-1), rtol=1e-4)
+    assert torch.allclose(jm.trans_logits.softmax(-1).double(), m.trans_prob_, atol=1e-5)
+    # with the message-passing GMM's parameters and networks the joint model classifies as the GMM
+    # does (the GMM's full covariances become diagonal, so not every point)
+    pred = jm.predict().argmax(-1).numpy()
+    jm_gmm = joint_model([s["obs"], s["vae"], g])
+    jm_gmm.init_clusters("modules")
+    own = g.class_log_posterior(torch.as_tensor(s["vae"].forward_msg.loc)).argmax(-1).numpy()
+    assert (jm_gmm.predict().argmax(-1).numpy() == own).mean() > 0.8
+    assert pred.shape == (200,)
+    losses = jm.fit(1, init="modules", batch_size=50)
+    assert np.isfinite(losses).all()
