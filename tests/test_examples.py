@@ -95,3 +95,17 @@ def test_objects_example_runs(tmp_path, data_dir, capsys):
     assert all(0.0 <= a <= 1.0 for acc in rows.values() for a in acc)
     assert (tmp_path / "ours" / "seed0" / "module003_mlda" / "acc_learn.txt").exists()
     assert "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mm,init", [(False, "kmeans"), (True, "modules")])
+def test_joint_example_runs(tmp_path, data_dir, capsys, monkeypatch, mm, init):
+    monkeypatch.setenv("SERKET_PYRO_DATA", data_dir)
+    example = load_example("joint_vae_gmm")
+    args = argparse.Namespace(mm=mm, n=200, init=init, iterations=1, pretrain_epochs=1, epochs=1, chunk_len=20,
+                              seed=0, threads=1, device=None, output=str(tmp_path / "out"))
+    example.main(args)
+    out = capsys.readouterr().out
+    assert "joint fit" in out and "GMM module (recog): accuracy" in out
+    assert ("message passing: accuracy" in out) == (init == "modules")
+    gmm_dir = next(p for p in os.listdir(tmp_path / "out") if p.endswith("_gmm"))
+    assert np.loadtxt(tmp_path / "out" / gmm_dir / "Pdz_recog.txt").shape == (200, 10)
