@@ -40,7 +40,8 @@ the raw evidence.  From uniform alone, the first E-step sees those statistics on
 digits, log-likelihood -6096) that the moment start avoids (the 10-cycle, -5667).  Later updates run EM warm-started
 from the previous matrix and from both fresh starts (``restart=True``) and keep the fit under which the evidence is more probable: a child that
 renames its classes between updates would otherwise leave a near-deterministic warm start stuck.
-For ``N = 3000, K = 10`` an update takes ~0.2 s (forward-backward ~15 ms per EM iteration).
+For ``N = 3000, K = 10`` one EM run takes ~0.2 s (forward-backward ~15 ms per EM iteration); an
+update with its starts and split moves 1-2 s on a loaded 2-core machine (``benchmarks/mm_speed.py``).
 
 Messages (all :class:`~serket_pyro.messages.ClassProbs`, ``(N, K)``):
 
