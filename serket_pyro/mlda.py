@@ -598,8 +598,8 @@ class MLDA(Module):
             (:func:`log_collapsed_joint`, averaged over the last ``n_average`` sweeps) goes on;
             the moves stop when the chain itself wins.  A search over modes, not part of the MCMC
             kernel (as the GMM's ``message_init``).  Default 0 (off).  On the HAC speech alone
-            (3 updates, seeds 0-2) 3 moves give 0.843, 0.848, 0.849 against 0.852, 0.735, 0.846
-            without, at twice the time per update.  In VAE+GMM+MLDA they find states of higher
+            (3 updates, seeds 0-2) 3 moves give 0.845, 0.845, 0.844 against 0.852, 0.735, 0.846
+            without, at about twice the time per update.  In VAE+GMM+MLDA they find states of higher
             probability that copy the GMM's merged classes (200 nearly one-hot image tokens per
             document outweigh the speech), so the accuracy does not change (seeds 0, 1: 0.822,
             0.859 against 0.827, 0.865).
