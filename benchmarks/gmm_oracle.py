@@ -1,0 +1,77 @@
+"""Is VAE+GMM limited by the GMM's search or by the VAE's latent space?
+
+Trains the tutorial VAE (18 latents, 200 epochs, batch 500) once on the 3,000 tutorial images, runs
+the tutorial GMM(10) on its latents with several seeds, and prints for each run the accuracy and
+the exact collapsed log joint ``log p(z_latent, classes)`` (weights, means and covariances
+integrated out, :func:`serket_pyro.gmm._log_collapsed_joint`) of the partition the GMM found, next
+to that of the true digit labels.  If the true partition is *less* probable than what the GMM
+finds, no better sampler, restart rule or split-merge move on the GMM can raise the accuracy: the
+latent space must change.
+
+Usage::
+
+    python benchmarks/gmm_oracle.py                 # VAE seed 0, GMM seeds 0-3, 1 thread
+    python benchmarks/gmm_oracle.py --vae-seed 1 --gmm-seeds 0 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+
+import torch
+
+import serket_pyro as srk
+from serket_pyro.datasets import load_tutorial
+from serket_pyro.gmm import GMM, _log_collapsed_joint, _suff_stats
+from serket_pyro.metrics import accuracy
+from serket_pyro.vae import VAE
+
+
+def collapsed_joint(gmm: GMM, x: torch.Tensor, labels) -> float:
+    """Exact ``log p(x, labels)`` under ``gmm``'s prior (nats)."""
+    prior = gmm._prior(x)
+    xc = x - prior.loc
+    xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(x.shape[0], -1)
+    z = torch.as_tensor(labels, dtype=torch.long)
+    return _log_collapsed_joint(prior, gmm.alpha, _suff_stats(xc, xx, z, gmm.K), z)
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    d = load_tutorial(args.data_dir or os.environ.get("SERKET_PYRO_DATA"))
+    y = d.category
+    with tempfile.TemporaryDirectory() as tmp:
+        srk.set_output_root(tmp)
+        srk.set_seed(args.vae_seed)
+        obs = srk.Observation(d.images)
+        vae = VAE(18, itr=args.epochs, batch_size=500)
+        vae.connect(obs)
+        vae.update()
+        z = vae.forward_msg.loc.detach().to(torch.float64)
+        rows = []
+        for seed in args.gmm_seeds:
+            srk.set_seed(seed)
+            gmm = GMM(10, category=y)
+            gmm.connect(srk.Observation(z.numpy()))
+            gmm.update()
+            found = gmm.assignments_.cpu().numpy()
+            rows.append((seed, accuracy(y, found), collapsed_joint(gmm, z, found)))
+        truth = collapsed_joint(gmm, z, y)
+    print(f"VAE seed {args.vae_seed}, {args.epochs} epochs; true digit labels: collapsed log joint {truth:.0f} nats")
+    print("| GMM seed | accuracy | collapsed log joint of the GMM's partition (nats) | minus the truth's |")
+    print("|---|---|---|---|")
+    for seed, acc, lj in rows:
+        print(f"| {seed} | {acc:.3f} | {lj:.0f} | {lj - truth:+.0f} |")
+    return rows, truth
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vae-seed", type=int, default=0)
+    p.add_argument("--gmm-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=1)
+    main(p.parse_args())
