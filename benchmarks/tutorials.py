@@ -33,7 +33,7 @@ def run_one(name, seed, args, images, speech, category):
     srk.set_output_root(os.path.join(args.output, f"{name}_seed{seed}"))
     srk.set_seed(seed)
     system = build_system(name, images, speech, category, args)
-    if args.mlda_split_merge and "mlda" in system.modules:
+    if args.mlda_split_merge is not None and "mlda" in system.modules:
         system["mlda"].split_merge = args.mlda_split_merge
     t0 = time.perf_counter()
     system.fit(n_iter=args.iterations, seed=seed, progress=False)
@@ -87,6 +87,6 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default="/tmp/serket_pyro_benchmark")
     p.add_argument("--json", default=None, help="write per-run records here")
-    p.add_argument("--mlda-split-merge", type=int, default=0,
-                   help="MLDA split-merge moves per update (MLDA(split_merge=...); default off)")
+    p.add_argument("--mlda-split-merge", type=int, default=None,
+                   help="MLDA split-merge moves per update (MLDA(split_merge=...); default: the module's, 3)")
     main(p.parse_args())
