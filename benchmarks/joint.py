@@ -70,24 +70,29 @@ def load(args):
     return x, y
 
 
+def message_passing(args, x, y, seed, output_root):
+    """The tutorial system of ``args.system`` fitted by message passing (``args.mp_iterations``)."""
+    build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
+    srk.set_seed(seed)
+    system = build(x.astype(np.float64) / 255.0, y, latent_dim=args.latent_dim, epochs=args.mp_epochs,
+                   batch_size=args.batch_size, n_classes=args.classes, device=args.device, output_root=output_root)
+    system.fit(n_iter=args.mp_iterations, seed=seed, progress=False)
+    return system
+
+
 def run_joint(args, x, y, seed):
     srk.reset_module_counter()
     pyro.set_rng_seed(seed)
-    build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         if args.init == "modules":
-            # message passing as pre-training: the tutorial system, then the joint objective from
-            # its VAE networks, GMM and Markov model (timed together)
-            srk.set_seed(seed)
-            system = build(x.astype(np.float64) / 255.0, y, latent_dim=args.latent_dim, epochs=args.mp_epochs,
-                           batch_size=args.batch_size, n_classes=args.classes, device=args.device,
-                           output_root=tmp)
-            system.fit(n_iter=args.mp_iterations, seed=seed, progress=False)
-            mp_acc = system["gmm"].metrics_["accuracy"]
-            pretrain = 0
+            # message passing as pre-training, then the joint objective from its VAE networks, GMM
+            # and Markov model (timed together)
+            system = message_passing(args, x, y, seed, tmp)
+            mp_acc, pretrain = system["gmm"].metrics_["accuracy"], 0
         else:
             # the modules only carry hyperparameters here; data go straight to the joint model (uint8)
+            build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
             system = build(x[:2], y[:2], latent_dim=args.latent_dim, batch_size=args.batch_size,
                            n_classes=args.classes, device=args.device, output_root=tmp)
             system["gmm"].category = None
@@ -107,13 +112,9 @@ def run_joint(args, x, y, seed):
 
 def run_mp(args, x, y, seed):
     srk.reset_module_counter()
-    srk.set_seed(seed)
-    build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
     with tempfile.TemporaryDirectory() as tmp:
-        system = build(x, y, latent_dim=args.latent_dim, epochs=args.mp_epochs, batch_size=args.batch_size,
-                       n_classes=args.classes, device=args.device, output_root=tmp)
         t0 = time.perf_counter()
-        system.fit(n_iter=args.mp_iterations, seed=seed, progress=False)
+        system = message_passing(args, x, y, seed, tmp)
         secs = time.perf_counter() - t0
         acc = system["gmm"].metrics_["accuracy"]
     return {"method": "message passing", "seed": seed, "accuracy": float(acc), "seconds": secs,

@@ -424,7 +424,7 @@ def _restricted_split(hists: Sequence[torch.Tensor], alpha: float, beta: float, 
     return theta[0, :, 1] > theta[0, :, 0]
 
 
-def _split_merge_proposals(theta: torch.Tensor, phis, mods: Sequence[_Modality], alpha: float, beta: float,
+def _split_merge_proposals(theta: torch.Tensor, phis, hists: Sequence[torch.Tensor], alpha: float, beta: float,
                            n_split: int = 3):
     """Split-merge proposals for the topics (Jain and Neal, J. Comput. Graph. Stat. 13, 2004;
     Ueda, Nakano, Ghahramani, Hinton, Neural Computation 12, 2000).
@@ -439,19 +439,14 @@ def _split_merge_proposals(theta: torch.Tensor, phis, mods: Sequence[_Modality],
 
     Args:
         theta: ``(N, K)``, phis: per modality ``(K, V_m)``: the chain's current draw.
+        hists: per modality ``(N, V_m)`` float64 token counts (:meth:`MLDA.token_counts`).
     Returns:
         list of ``(theta (N, K), [phi_m (K, V_m)])`` starting points (at most ``n_split``).
     """
     N, K = theta.shape
     if K < 3:
         return []
-    dev, f64 = theta.device, theta.dtype
-    hists = []
-    for mod in mods:
-        h = torch.zeros(N, mod.V, dtype=f64, device=dev)
-        h.index_put_((mod.doc, mod.word), mod.count.to(f64), accumulate=True)
-        hists.append(h)
-    dist_ = torch.zeros(K, K, dtype=f64, device=dev)
+    dist_ = torch.zeros(K, K, dtype=theta.dtype, device=theta.device)
     for phi in phis:
         r = phi.clamp_min(0).sqrt()
         dist_ += (1 - (r @ r.T).clamp(max=1)).clamp_min(0).sqrt()
@@ -819,45 +814,46 @@ class MLDA(Module):
             phis = [torch.full((self.K, V), 1.0 / V, dtype=f64, device=dev) for V in vocab]
         return theta.unsqueeze(0), [p.unsqueeze(0) for p in phis]
 
-    def _run(self, theta, phis, mods, bias, sweeps):
+    def _run(self, theta, phis, mods, bias, sweeps, score=False):
         """``sweeps`` sweeps of ``C`` chains; returns the last draw, the Rao-Blackwellised estimates
-        of every chain averaged over the last ``n_average`` sweeps and the mean collapsed log
-        joint over those sweeps, ``(C,)``."""
+        of every chain averaged over the last ``n_average`` sweeps and (``score=True``) the mean
+        collapsed log joint over those sweeps, ``(C,)``, else ``None``."""
         K = self.K
         fixed = self.mode == "recog"
         n_avg = min(self.n_average, sweeps)
         theta_acc = torch.zeros_like(theta)
         phi_acc = [torch.zeros_like(p) for p in phis]
-        score = torch.zeros(theta.shape[0], dtype=torch.float64, device=theta.device)
+        total = torch.zeros(theta.shape[0], dtype=torch.float64, device=theta.device) if score else None
         for s in range(sweeps):
             theta, phis, ndk, nkws = _gibbs_sweep(theta, phis, mods, bias, self.alpha, self.beta, fixed_phi=fixed)
             if s >= sweeps - n_avg:
                 theta_acc += (self.alpha + ndk) / (ndk.sum(-1, keepdim=True) + K * self.alpha)
-                score += log_collapsed_joint(ndk, nkws, self.alpha, self.beta, bias)
+                if score:
+                    total += log_collapsed_joint(ndk, nkws, self.alpha, self.beta, bias)
                 if not fixed:
                     for acc, n_kw in zip(phi_acc, nkws):
                         acc += (self.beta + n_kw) / (n_kw.sum(-1, keepdim=True) + n_kw.shape[-1] * self.beta)
-        return theta, phis, theta_acc / n_avg, [a / n_avg for a in phi_acc], score / n_avg
+        return theta, phis, theta_acc / n_avg, [a / n_avg for a in phi_acc], (total / n_avg if score else None)
 
-    def _sample(self, mods, bias):
+    def _sample(self, mods, bias, counts):
         """``itr`` sweeps, then up to ``split_merge`` accepted split-merge moves; sets the estimates
         and the chain's last draw."""
         N = mods[0].N
         theta, phis = self._initial_state(N, [m.V for m in mods])
         fixed = self.mode == "recog"
-        theta, phis, theta_est, phi_est, score = self._run(theta, phis, mods, bias, self.itr)
+        theta, phis, theta_est, phi_est, _ = self._run(theta, phis, mods, bias, self.itr)
         self.split_merge_accepted_ = 0
         sweeps = max(self.itr // 5, min(self.n_average, self.itr))
         # a parent's class message (e.g. a Markov chain's) already moves whole topics, and the
         # moves would double the Markov-model tutorial's time for the same result
         for _ in range(0 if fixed or bias is not None else self.split_merge):
-            props = _split_merge_proposals(theta[0], [p[0] for p in phis], mods, self.alpha, self.beta)
+            props = _split_merge_proposals(theta[0], [p[0] for p in phis], counts, self.alpha, self.beta)
             if not props:
                 break
             # the current chain goes on next to the proposals, so all compete after equal sweeps
             th = torch.stack([theta[0]] + [t for t, _ in props])
             ph = [torch.stack([p[0]] + [q[m] for _, q in props]) for m, p in enumerate(phis)]
-            th, ph, th_est, ph_est, sc = self._run(th, ph, mods, bias, sweeps)
+            th, ph, th_est, ph_est, sc = self._run(th, ph, mods, bias, sweeps, score=True)
             best = int(sc.argmax())
             theta, phis = th[best:best + 1], [p[best:best + 1] for p in ph]
             theta_est, phi_est = th_est[best:best + 1], [p[best:best + 1] for p in ph_est]
@@ -890,7 +886,7 @@ class MLDA(Module):
         vocab = [m.V for m in mods]
         if self.mode == "recog":
             self._require_params(vocab)
-        self._sample(mods, bias)
+        self._sample(mods, bias, counts)
 
         # messages
         if self.forward == "exclusive":
