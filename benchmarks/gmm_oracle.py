@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/gmm_oracle.py                 # VAE seed 0, GMM seeds 0-3, 1 thread
     python benchmarks/gmm_oracle.py --vae-seed 1 --gmm-seeds 0 1
+    python benchmarks/gmm_oracle.py --deskew         # on deskewed images (VAE(deskew=True))
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def main(args):
         srk.set_output_root(tmp)
         srk.set_seed(args.vae_seed)
         obs = srk.Observation(d.images)
-        vae = VAE(18, itr=args.epochs, batch_size=500)
+        vae = VAE(18, itr=args.epochs, batch_size=500, deskew=args.deskew)
         vae.connect(obs)
         vae.update()
         z = vae.forward_msg.loc.detach().to(torch.float64)
@@ -59,7 +60,7 @@ def main(args):
             found = gmm.assignments_.cpu().numpy()
             rows.append((seed, accuracy(y, found), collapsed_joint(gmm, z, found)))
         truth = collapsed_joint(gmm, z, y)
-    print(f"VAE seed {args.vae_seed}, {args.epochs} epochs; true digit labels: collapsed log joint {truth:.0f} nats")
+    print(f"VAE seed {args.vae_seed}, {args.epochs} epochs{', deskewed images' if args.deskew else ''}; true digit labels: collapsed log joint {truth:.0f} nats")
     print("| GMM seed | accuracy | collapsed log joint of the GMM's partition (nats) | minus the truth's |")
     print("|---|---|---|---|")
     for seed, acc, lj in rows:
@@ -74,4 +75,5 @@ if __name__ == "__main__":
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--deskew", action="store_true", help="VAE(deskew=True): deskewed images")
     main(p.parse_args())

@@ -23,7 +23,8 @@ def main(args):
     print(f"data: {len(images)} points from {source}")
 
     obs = srk.Observation(images)
-    vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, device=args.device)
+    vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, deskew=args.deskew,
+                   device=args.device)
     gmm1 = gmm.GMM(args.classes, category=category, device=args.device)
     vae1.connect(obs)  # connect obs to vae1
     gmm1.connect(vae1)  # connect vae1 to gmm1

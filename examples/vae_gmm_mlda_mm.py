@@ -24,7 +24,8 @@ def main(args):
 
     obs1 = srk.Observation(images)  # image data
     obs2 = srk.Observation(speech)  # speech data
-    vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, device=args.device)
+    vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, deskew=args.deskew,
+                   device=args.device)
     gmm1 = gmm.GMM(args.classes, category=category, device=args.device)
     mlda1 = mlda.MLDA(args.classes, [200, 200], category=category, device=args.device)
     mm1 = mm.MarkovModel(device=args.device)

@@ -11,15 +11,17 @@ __all__ = ["build"]
 
 
 def build(images, category=None, *, latent_dim: int = 18, epochs: int = 200, batch_size: int = 500,
-          n_classes: int = 10, gmm_itr: int = 100, device=None, output_root=None) -> System:
+          n_classes: int = 10, gmm_itr: int = 100, deskew: bool = False, device=None, output_root=None) -> System:
     """Wire the modules with the tutorial defaults.
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1].
+        deskew: the VAE deskews the images first (``VAE(deskew=True)``).
         category: ``(N,)`` true digits, used only to score (``acc_learn.txt``).
     """
     obs = srk.Observation(images)
-    vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, device=device, output_root=output_root)
+    vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, deskew=deskew, device=device,
+               output_root=output_root)
     gmm1 = GMM(n_classes, itr=gmm_itr, category=category, device=device, output_root=output_root)
     vae1.connect(obs)
     gmm1.connect(vae1)

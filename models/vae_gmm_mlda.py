@@ -13,18 +13,20 @@ __all__ = ["build"]
 
 
 def build(images, speech, category=None, *, latent_dim: int = 18, epochs: int = 200, batch_size: int = 500,
-          n_classes: int = 10, weights=(200, 200), gmm_itr: int = 100, mlda_itr: int = 100, device=None,
-          output_root=None) -> System:
+          n_classes: int = 10, weights=(200, 200), gmm_itr: int = 100, mlda_itr: int = 100, deskew: bool = False,
+          device=None, output_root=None) -> System:
     """Wire the modules with the tutorial defaults.
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1].
         speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms).
+        deskew: the VAE deskews the images first (``VAE(deskew=True)``).
         category: ``(N,)`` true digits, used only to score.
     """
     obs1 = srk.Observation(images)
     obs2 = srk.Observation(speech)
-    vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, device=device, output_root=output_root)
+    vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, deskew=deskew, device=device,
+               output_root=output_root)
     gmm1 = GMM(n_classes, itr=gmm_itr, category=category, device=device, output_root=output_root)
     mlda1 = MLDA(n_classes, list(weights), itr=mlda_itr, category=category, device=device, output_root=output_root)
     vae1.connect(obs1)

@@ -41,8 +41,9 @@ points; one sweep is
    decomposition).  An empty class draws from the prior and can be revived by the next z-step
    (the original's collapsed sampler without a Dirichlet pseudo-count let empty classes die).
 
-The first update starts from k-means++ (or a random assignment, as the original), followed by one
-draw of the parameters given that assignment; later updates warm-start from the previous update's
+The first update runs ``n_init`` chains (default 4), each started from k-means++ (or a random
+assignment, as the original) and one draw of the parameters given that assignment, and keeps the
+chain whose final assignment has the highest collapsed posterior density; later updates warm-start from the previous update's
 last draw (``last_sample_``), so that with unchanged inputs ``u`` updates are one Markov chain of
 ``u * itr`` sweeps.  The NIW prior mean (data mean by default) is recomputed from the current input
 at every update.  A sweep costs O(N K D^2) tensor operations: about 5 ms for N = 3000, D = 18,
@@ -341,6 +342,11 @@ class GMM(Module):
         init: first update's start, ``"kmeans++"`` or ``"random"`` (uniform assignment, original).
         n_average: number of final sweeps whose Rao-Blackwellised parameter estimates are
             averaged (clipped to ``itr``; 1: last sweep only).
+        n_init: at a cold start (the first update), the number of chains started from independent
+            k-means++ (or random) initialisations; the chain whose final assignment has the highest
+            collapsed posterior density (:func:`_log_collapsed_joint`) is kept.  Guards against a
+            chain stuck with two clusters merged and another split (costs ``n_init`` times the
+            first update's sweeps; later updates run one warm chain).
         message_init: with a parent's message, also run a chain started from the message's most
             probable classes and keep the chain whose last assignment has the higher collapsed
             posterior density (:func:`_log_collapsed_joint`); lets a confident parent (a Markov
@@ -367,7 +373,7 @@ class GMM(Module):
     def __init__(self, K, itr=100, category=None, *, input: str = "mean", alpha: float = 1.0,
                  mean_prior=None, kappa0: float = 1.0, nu0: float | None = None, psi0=0.1,
                  prior_scale: str = "absolute", backward: str = "soft", init: str = "kmeans++",
-                 n_average: int = 10, message_init: bool = True, device=None, output_root=None,
+                 n_average: int = 10, n_init: int = 4, message_init: bool = True, device=None, output_root=None,
                  mode: str = "learn",
                  name: str = "gmm"):
         super().__init__(name, output_root=output_root)
@@ -387,6 +393,7 @@ class GMM(Module):
         self.backward = self._check_choice(backward, "backward", ("soft", "original"))
         self.init = self._check_choice(init, "init", ("kmeans++", "random"))
         self.n_average = check_positive_int(n_average, "n_average", self.name)
+        self.n_init = check_positive_int(n_init, "n_init", self.name)
         self.message_init = bool(message_init)
         self.device = check_device(device)
         self.mode = self._check_choice(mode, "mode", ("learn", "recog"))
@@ -537,6 +544,13 @@ class GMM(Module):
         weights, means, _, tril = _sample_params(prior, self.alpha, _suff_stats(xc, xx, z, self.K))
         return weights, means, tril
 
+    def _is_cold(self, D: int) -> bool:
+        """Whether the next chain starts from scratch (no previous draw or estimate of this shape)."""
+        for params in (self.last_sample_, None if self.weights_ is None else {"means": self.means_}):
+            if params is not None and params["means"].shape == (self.K, D):
+                return False
+        return True
+
     def _run_chain(self, xc, xx, state, prior, bias) -> dict:
         """``itr`` Gibbs sweeps from ``state = (weights, means, scale_tril)``.  Returns averaged
         estimates, the last sample and the collapsed log joint of the last assignment."""
@@ -570,7 +584,9 @@ class GMM(Module):
             prior = self._prior(x)
             xc = x - prior.loc
             xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(N, D * D)
-            chains = [self._run_chain(xc, xx, self._initial_state(xc, xx, prior), prior, bias)]
+            cold = self._is_cold(D)
+            chains = [self._run_chain(xc, xx, self._initial_state(xc, xx, prior), prior, bias)
+                      for _ in range(self.n_init if cold else 1)]
             if bias is not None and self.message_init:
                 # a second chain started from the parent's message: Gibbs moves single points, so
                 # it cannot move a whole class that the parent assigns elsewhere (e.g. a chain that
@@ -635,7 +651,7 @@ class GMM(Module):
         return {"K": self.K, "itr": self.itr, "input": self.input, "alpha": self.alpha,
                 "mean_prior": j(self.mean_prior), "kappa0": self.kappa0, "nu0": self.nu0, "psi0": j(self.psi0),
                 "prior_scale": self.prior_scale, "backward": self.backward, "init": self.init,
-                "n_average": self.n_average, "message_init": self.message_init, "device": str(self.device), "mode": self.mode}
+                "n_average": self.n_average, "n_init": self.n_init, "message_init": self.message_init, "device": str(self.device), "mode": self.mode}
 
     def state_dict(self) -> dict:
         if self.weights_ is None:

@@ -48,6 +48,7 @@ import pyro.distributions as dist
 from pyro import poutine
 from pyro.nn import PyroModule
 
+from .deskew import deskew as deskew_images
 from .messages import GaussianMessage, PointMessage
 from .module import Module
 from .validation import check_device, check_positive_float, check_positive_int
@@ -169,6 +170,12 @@ class VAE(Module):
             decoder returns logits ``(B, D)``, a Gaussian one ``(loc (B, D), scale)`` with ``scale``
             broadcastable to ``(B, D)``.  Every ``nn.Parameter`` of them is trained: keep fixed
             tensors in buffers (``register_buffer``).
+        deskew: deskew and centre every image before it enters the VAE
+            (:func:`serket_pyro.deskew.deskew`, moment normalisation as in LeCun et al. 1998), in
+            learning and in recognition alike: the VAE then models upright digits, and its latents
+            no longer spend dimensions on slant (the GMM's accuracy on the tutorial images rises
+            from 0.69 to 0.80, ``benchmarks/tutorials.py --deskew``).  Images are ``(N, H*W)``.
+        image_shape: ``(H, W)`` of the images for ``deskew`` (default: square).
         device: torch device for the networks and the computations (CPU by default).
         output_root: folder for this module's output folder (default: the global output root).
         mode: ``"learn"`` (train, then write ``*_learn`` files) or ``"recog"`` (networks frozen,
@@ -191,7 +198,7 @@ class VAE(Module):
     Files (``<output_root>/module%03d_vae/[iteration/]``, suffix ``_learn`` or ``_recog``):
     ``z_<mode>.txt`` (N x L posterior means), ``z_scale_<mode>.txt`` (N x L posterior standard
     deviations), ``x_hat_<mode>.txt`` (N x D reconstructions; 4 decimals for Bernoulli data,
-    ``%.4g`` for Gaussian), and in learning mode ``loss_learn.txt`` (mean per-point negative ELBO
+    ``%.4g`` for Gaussian; with ``deskew`` the reconstructions are of the deskewed images), and in learning mode ``loss_learn.txt`` (mean per-point negative ELBO
     of each epoch of this update) and ``model_learn.pt`` (:meth:`state_dict`, loadable with
     ``torch.load(path, weights_only=True)``).
 
@@ -201,7 +208,7 @@ class VAE(Module):
 
     def __init__(self, latent_dim, itr=200, batch_size=500, *, hidden=128, lr=1e-3, kl_weight=1.0,
                  likelihood="bernoulli", forward="mean", elbo="analytic", encoder=None, decoder=None,
-                 device=None, output_root=None, mode="learn", progress=False):
+                 deskew=False, image_shape=None, device=None, output_root=None, mode="learn", progress=False):
         super().__init__("vae", output_root=output_root)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim", self.name)
         self.itr = check_positive_int(itr, "itr", self.name)
@@ -216,6 +223,15 @@ class VAE(Module):
         for net, what in ((encoder, "encoder"), (decoder, "decoder")):
             if net is not None and not isinstance(net, nn.Module):
                 raise ValueError(f"{self.name}: {what} must be a torch.nn.Module, got {type(net).__name__}")
+        if not isinstance(deskew, bool):
+            raise ValueError(f"{self.name}: deskew must be True or False, got {deskew!r}")
+        if image_shape is not None:
+            if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2
+                    or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in image_shape)):
+                raise ValueError(f"{self.name}: image_shape must be (H, W) with positive integers, got {image_shape!r}")
+            image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.deskew = deskew
+        self.image_shape = image_shape
         self.likelihood = likelihood
         self.forward = forward
         self.elbo = elbo
@@ -242,6 +258,7 @@ class VAE(Module):
             "likelihood": self.likelihood, "forward": self.forward, "elbo": self.elbo,
             "encoder": None if self.encoder is None else type(self.encoder).__name__,
             "decoder": None if self.decoder is None else type(self.decoder).__name__,
+            "deskew": self.deskew, "image_shape": None if self.image_shape is None else list(self.image_shape),
             "device": str(self.device), "mode": self.mode, "progress": self.progress,
         }
 
@@ -438,6 +455,11 @@ class VAE(Module):
                              f"the training data were scaled by {self.data_scale_:g}")
         if scale != 1.0:
             x = x / 255.0  # division, so that uint8 images give exactly the floats of images / 255.
+        if self.deskew:
+            try:
+                x = torch.from_numpy(deskew_images(x.cpu(), self.image_shape))
+            except ValueError as e:
+                raise ValueError(f"{self.name}: {e}") from None
         return x.to(device=self.device, dtype=torch.float32), scale
 
     def _prior_tensors(self, N: int):
