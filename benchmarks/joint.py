@@ -4,6 +4,7 @@
     python benchmarks/joint.py --system vae_gmm_mm               # tutorial images as a cyclic sequence
     python benchmarks/joint.py --system vae_gmm --data mnist     # full MNIST, 70,000 images
     python benchmarks/joint.py --system vae_gmm --data mnist --n 10000 --epochs 20 --skip-mp
+    python benchmarks/joint.py --system vae_gmm --deskew         # deskewed images (VAE(deskew=True))
 
 Prints accuracy (Hungarian, :func:`serket_pyro.metrics.accuracy`), seconds and peak resident
 memory for the joint fit and (unless ``--skip-mp``) for the message-passing system of
@@ -75,7 +76,8 @@ def message_passing(args, x, y, seed, output_root):
     build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
     srk.set_seed(seed)
     system = build(x.astype(np.float64) / 255.0, y, latent_dim=args.latent_dim, epochs=args.mp_epochs,
-                   batch_size=args.batch_size, n_classes=args.classes, device=args.device, output_root=output_root)
+                   batch_size=args.batch_size, n_classes=args.classes, deskew=args.deskew, device=args.device,
+                   output_root=output_root)
     system.fit(n_iter=args.mp_iterations, seed=seed, progress=False)
     return system
 
@@ -94,7 +96,7 @@ def run_joint(args, x, y, seed):
             # the modules only carry hyperparameters here; data go straight to the joint model (uint8)
             build = vae_gmm.build if args.system == "vae_gmm" else vae_gmm_mm.build
             system = build(x[:2], y[:2], latent_dim=args.latent_dim, batch_size=args.batch_size,
-                           n_classes=args.classes, device=args.device, output_root=tmp)
+                           n_classes=args.classes, deskew=args.deskew, device=args.device, output_root=tmp)
             system["gmm"].category = None
             if args.arch == "vade":  # VaDE's D-500-500-2000-L networks (Jiang et al. 2017)
                 system["vae"].encoder, system["vae"].decoder = vade_networks(x.shape[1], args.latent_dim)
@@ -161,6 +163,8 @@ if __name__ == "__main__":
     p.add_argument("--mp-epochs", type=int, default=200)
     p.add_argument("--mp-iterations", type=int, default=5)
     p.add_argument("--skip-mp", action="store_true")
+    p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=False,
+                   help="VAE(deskew=True): deskewed images, in the joint fit and in message passing")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")

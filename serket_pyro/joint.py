@@ -69,6 +69,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
+from .deskew import deskew as deskew_images
 from .forward_backward import forward_backward
 from .gmm import GMM, _kmeanspp
 from .mm import MarkovModel
@@ -116,7 +117,9 @@ class JointModel(PyroModule):
         gmm: the :class:`~serket_pyro.gmm.GMM` module (``K``, ``category`` for scores).
         mm: optional :class:`~serket_pyro.mm.MarkovModel` (rows of the data are a sequence).
         x: ``(N, D)`` data (numpy or torch; uint8 0..255 is divided by 255 per minibatch, so the
-            full data set is kept in 1 byte per pixel).  Default: the VAE's observation.
+            full data set is kept in 1 byte per pixel).  Default: the VAE's observation.  With
+            ``VAE(deskew=True)`` the images are deskewed once here (8-bit images stay 8-bit:
+            the deskewed intensities are rounded to the nearest of the 256 levels).
         chunk_len: ``T``, length of the contiguous chunks of the sequence (Markov model only).
         device: torch device (default: the VAE's).
 
@@ -173,14 +176,19 @@ class JointModel(PyroModule):
         t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
         if t.dim() != 2:
             t = t.reshape(t.shape[0], -1)
-        if t.dtype == torch.uint8:
-            return t  # kept as bytes on the CPU, scaled per minibatch
-        t = t.detach().to(torch.float32)
-        if self.likelihood == "bernoulli" and float(t.max()) > 1.0:
-            if float(t.min()) >= 0 and float(t.max()) <= 255 and bool((t == t.round()).all()):
-                return t.to(torch.uint8)
-            raise ValueError("joint: likelihood='bernoulli' needs data in [0, 1] or 8-bit integers")
-        return t
+        if t.dtype != torch.uint8:
+            t = t.detach().to(torch.float32)
+            if self.likelihood == "bernoulli" and float(t.max()) > 1.0:
+                if not (float(t.min()) >= 0 and float(t.max()) <= 255 and bool((t == t.round()).all())):
+                    raise ValueError("joint: likelihood='bernoulli' needs data in [0, 1] or 8-bit integers")
+                t = t.to(torch.uint8)
+        if self.vae.deskew:
+            out = torch.empty_like(t)
+            for s in range(0, t.shape[0], 10000):  # bounded float32 buffers for 8-bit data
+                d = torch.from_numpy(deskew_images(t[s:s + 10000], self.vae.image_shape))
+                out[s:s + 10000] = d.round_().clamp_(0, 255).to(torch.uint8) if t.dtype == torch.uint8 else d
+            t = out
+        return t  # 8-bit data stay bytes on the CPU, scaled per minibatch
 
     def _batch(self, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` (any shape) of the data as float32 on the device, ``idx.shape + (D,)``."""

@@ -176,3 +176,23 @@ def test_init_from_message_passing_modules(tmp_path):
     assert pred.shape == (200,)
     losses = jm.fit(1, init="modules", batch_size=50)
     assert np.isfinite(losses).all()
+
+
+def test_joint_model_deskews_like_the_vae(tmp_path):
+    """With VAE(deskew=True) the joint model fits the deskewed images, and the modules it hands
+    back encode exactly as the joint model does (the VAE deskews in recognition too)."""
+    from serket_pyro.deskew import deskew
+
+    d = load_mnist_subset()
+    x, y = d.as_float()[:100], d.category[:100]
+    pyro.set_rng_seed(0)
+    s = vae_gmm.build(x, y, epochs=1, batch_size=50, gmm_itr=2, deskew=True, output_root=str(tmp_path))
+    jm = joint_model(s)
+    assert torch.allclose(jm.x, torch.from_numpy(deskew(x)))
+    jm.fit(1, batch_size=50)
+    x8 = joint_model(s, x=(np.asarray(x) * 255).round().astype(np.uint8)).x  # 8-bit data stay 8-bit
+    assert x8.dtype == torch.uint8 and (x8.float() - jm.x * 255).abs().max() <= 1.0
+    jm.to_modules()
+    s["vae"].mode = "recog"
+    s["vae"].update()
+    assert torch.allclose(s["vae"].forward_msg.loc.float(), jm.encode(), atol=1e-5)
