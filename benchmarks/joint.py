@@ -4,7 +4,7 @@
     python benchmarks/joint.py --system vae_gmm_mm               # tutorial images as a cyclic sequence
     python benchmarks/joint.py --system vae_gmm --data mnist     # full MNIST, 70,000 images
     python benchmarks/joint.py --system vae_gmm --data mnist --n 10000 --epochs 20 --skip-mp
-    python benchmarks/joint.py --system vae_gmm --deskew         # deskewed images (VAE(deskew=True))
+    python benchmarks/joint.py --system vae_gmm --no-deskew      # raw pixels (default: VAE(deskew=True))
 
 Prints accuracy (Hungarian, :func:`serket_pyro.metrics.accuracy`), seconds and peak resident
 memory for the joint fit and (unless ``--skip-mp``) for the message-passing system of
@@ -163,8 +163,9 @@ if __name__ == "__main__":
     p.add_argument("--mp-epochs", type=int, default=200)
     p.add_argument("--mp-iterations", type=int, default=5)
     p.add_argument("--skip-mp", action="store_true")
-    p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=False,
-                   help="VAE(deskew=True): deskewed images, in the joint fit and in message passing")
+    p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
+                   help="VAE(deskew=True), default: deskewed images in the joint fit and in message passing; "
+                        "--no-deskew: raw pixels")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")

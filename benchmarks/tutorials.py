@@ -59,7 +59,7 @@ def main(args):
                 with open(args.json, "w") as f:
                     json.dump(records, f, indent=1)
     print(f"\n{len(images)} points from {source}; {args.iterations} outer iterations, VAE {args.epochs} epochs"
-          f"{' (deskewed images)' if args.deskew else ''}, "
+          f"{' (deskewed images)' if args.deskew else ' (raw pixels)'}, "
           f"{args.threads} thread(s)\n")
     print("| system | accuracy mean | min..max | greedy (original metric) | ARI | NMI | seconds per run | original |")
     print("|---|---|---|---|---|---|---|---|")
@@ -90,6 +90,6 @@ if __name__ == "__main__":
     p.add_argument("--json", default=None, help="write per-run records here")
     p.add_argument("--mlda-split-merge", type=int, default=None,
                    help="MLDA split-merge moves per update (MLDA(split_merge=...); default: the module's, 3)")
-    p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=False,
-                   help="VAE(deskew=True): the VAE deskews the images first")
+    p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
+                   help="VAE(deskew=True), default: the VAE deskews the images first; --no-deskew: raw pixels")
     main(p.parse_args())

@@ -11,12 +11,13 @@ __all__ = ["build"]
 
 
 def build(images, category=None, *, latent_dim: int = 18, epochs: int = 200, batch_size: int = 500,
-          n_classes: int = 10, gmm_itr: int = 100, deskew: bool = False, device=None, output_root=None) -> System:
+          n_classes: int = 10, gmm_itr: int = 100, deskew: bool = True, device=None, output_root=None) -> System:
     """Wire the modules with the tutorial defaults.
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1].
-        deskew: the VAE deskews the images first (``VAE(deskew=True)``).
+        deskew: the VAE deskews the images first (``VAE(deskew=True)``, default; the tutorial
+            feeds raw pixels: ``deskew=False``).
         category: ``(N,)`` true digits, used only to score (``acc_learn.txt``).
     """
     obs = srk.Observation(images)

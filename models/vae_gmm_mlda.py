@@ -13,14 +13,15 @@ __all__ = ["build"]
 
 
 def build(images, speech, category=None, *, latent_dim: int = 18, epochs: int = 200, batch_size: int = 500,
-          n_classes: int = 10, weights=(200, 200), gmm_itr: int = 100, mlda_itr: int = 100, deskew: bool = False,
+          n_classes: int = 10, weights=(200, 200), gmm_itr: int = 100, mlda_itr: int = 100, deskew: bool = True,
           device=None, output_root=None) -> System:
     """Wire the modules with the tutorial defaults.
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1].
         speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms).
-        deskew: the VAE deskews the images first (``VAE(deskew=True)``).
+        deskew: the VAE deskews the images first (``VAE(deskew=True)``, default; the tutorial
+            feeds raw pixels: ``deskew=False``).
         category: ``(N,)`` true digits, used only to score.
     """
     obs1 = srk.Observation(images)

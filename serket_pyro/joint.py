@@ -372,8 +372,8 @@ class JointModel(PyroModule):
             lab = _kmeanspp(z, K)
         elif method == "gmm":
             with tempfile.TemporaryDirectory() as tmp:
-                g = GMM(K, itr=gmm_itr, alpha=self.gmm.alpha, kappa0=self.gmm.kappa0, psi0=self.gmm.psi0,
-                        prior_scale=self.gmm.prior_scale, device=z.device, output_root=tmp)
+                g = GMM(K, itr=gmm_itr, alpha=self.gmm.alpha, kappa0=self.gmm.kappa0, nu0=self.gmm.nu0,
+                        psi0=self.gmm.psi0, prior_scale=self.gmm.prior_scale, device=z.device, output_root=tmp)
                 g.connect(Observation(z.cpu()))
                 g.update()
                 lab = g.class_log_posterior(z).argmax(-1).to(z.device)

@@ -47,8 +47,9 @@ def add_tutorial_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--batch-size", type=int, default=500, help="VAE minibatch size (tutorial: 500)")
     parser.add_argument("--latent-dim", type=int, default=18, help="VAE latent dimensions (tutorial: 18)")
     parser.add_argument("--classes", type=int, default=10, help="GMM / MLDA classes (tutorial: 10)")
-    parser.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=False,
-                        help="the VAE deskews the images first (VAE(deskew=True); the tutorial: no)")
+    parser.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
+                        help="the VAE deskews the images first (VAE(deskew=True), default; "
+                             "--no-deskew: raw pixels as the tutorial)")
     parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
     parser.add_argument("--output", default=".", help="folder for the module%%03d_* output folders (default: .)")
     parser.add_argument("--checkpoint-dir", default=None, help="write a checkpoint after every outer iteration")
@@ -91,7 +92,7 @@ def build_system(name: str, images, speech, category, args):
     mod_name, needs_speech = SYSTEMS[name]
     build = importlib.import_module(mod_name).build
     kw = {"latent_dim": args.latent_dim, "epochs": args.epochs, "batch_size": args.batch_size,
-              "n_classes": args.classes, "deskew": bool(getattr(args, "deskew", False)), "device": args.device}
+              "n_classes": args.classes, "deskew": bool(getattr(args, "deskew", True)), "device": args.device}
     if needs_speech:
         if speech is None:
             raise ValueError(f"{name} needs the speech modality from serket_tutorial.npz, which was not found; "

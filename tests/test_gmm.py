@@ -172,7 +172,8 @@ def test_bartlett_matches_model_prior():
 def test_update_runs_the_tested_kernel(tmp_path):
     """update() from a saved chain state = the kernel above, sweep for sweep (warm start)."""
     x, _ = X5, None
-    g = GMM(2, itr=3, n_average=1, mean_prior=M0, kappa0=KAPPA0, nu0=NU0, psi0=PSI0, alpha=ALPHA)
+    g = GMM(2, itr=3, n_average=1, mean_prior=M0, kappa0=KAPPA0, nu0=NU0, psi0=PSI0, alpha=ALPHA,
+            prior_scale="absolute")
     g.connect(srk.Observation(x))
     w, mu, cov = fixed_params(K=2, D=2, seed=3)
     st = state_of(w, mu, cov)
@@ -226,7 +227,7 @@ def test_pyro_model_log_density_and_enumeration():
     x = torch.tensor(rng.normal(size=(6, 2)))
     bias = torch.tensor(np.log(rng.dirichlet(np.ones(3), size=6)))
     m0, psi0 = np.array([0.1, -0.2]), np.array([[0.4, 0.1], [0.1, 0.3]])
-    g = GMM(3, alpha=1.5, mean_prior=m0, kappa0=2.0, nu0=5.0, psi0=psi0)
+    g = GMM(3, alpha=1.5, mean_prior=m0, kappa0=2.0, nu0=5.0, psi0=psi0, prior_scale="absolute")
     g.load_state_dict(state_of(w, mu, cov))
     prec = torch.linalg.inv(torch.tensor(cov))
     params = {"weights": torch.tensor(w), "precisions": prec, "means": torch.tensor(mu)}
@@ -580,7 +581,7 @@ def test_message_init_chain_moves_a_whole_class():
         srk.reset_module_counter()
         pyro.set_rng_seed(0)
         obs = srk.Observation(x)
-        g = GMM(4, itr=30, message_init=message_init)
+        g = GMM(4, itr=30, message_init=message_init, nu0=4.0, psi0=0.1, prior_scale="absolute")  # original prior
         g.connect(obs)
         g.update()                         # no parent message yet: 3 blobs, a 4th class near-empty
         g._backward_msgs["parent"] = ClassProbs(torch.tensor(bias))
