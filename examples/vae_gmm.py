@@ -1,7 +1,8 @@
 """The Serket VAE+GMM tutorial in serket-pyro.
 
 Run ``python examples/vae_gmm.py`` (tutorial settings) or with small numbers to try it quickly:
-``python examples/vae_gmm.py --n 300 --epochs 2 --iterations 2``.
+``python examples/vae_gmm.py --n 300 --epochs 2 --iterations 2``.  The VAE deskews the images (``deskew=True``);
+``--no-deskew`` feeds raw pixels as the tutorial does.
 """
 
 import argparse

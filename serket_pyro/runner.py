@@ -115,7 +115,8 @@ def run_system(name: str, args) -> tuple:
     write_run_info(args.output, {"command": "run", "model": name, "mode": "learn", "result": system.result_module.name,
                                  "checkpoint_dir": None if args.checkpoint_dir is None
                                  else os.path.abspath(args.checkpoint_dir),
-                                 "data_dir": args.data_dir, "n": args.n, "seed": args.seed, "source": source},
+                                 "data_dir": args.data_dir, "n": args.n, "seed": args.seed, "source": source,
+                                 "deskew": bool(getattr(args, "deskew", True))},
                    category, images)
     system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress,
                checkpoint_dir=args.checkpoint_dir, resume=resume)

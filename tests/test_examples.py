@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+import serket_pyro as srk
 from serket_pyro import cli
 from serket_pyro.runner import add_tutorial_arguments
 
@@ -48,6 +49,24 @@ def test_example_runs_with_tiny_arguments(tmp_path, data_dir, name, result, fold
 def test_examples_defaults_are_the_tutorials():
     args = add_tutorial_arguments(argparse.ArgumentParser()).parse_args([])
     assert (args.latent_dim, args.epochs, args.batch_size, args.classes, args.iterations) == (18, 200, 500, 10, 5)
+    # our one departure, documented in the README: the VAE deskews the digits; --no-deskew undoes it
+    assert args.deskew is True
+    assert add_tutorial_arguments(argparse.ArgumentParser()).parse_args(["--no-deskew"]).deskew is False
+
+
+def test_example_deskew_flag_reaches_the_vae(tmp_path, data_dir):
+    """Same seed, same data: --no-deskew changes what the VAE encodes (the flag is not ignored)."""
+    example = load_example("vae_gmm")
+    z = {}
+    for flag in ("--deskew", "--no-deskew"):
+        srk.reset_module_counter()
+        args = add_tutorial_arguments(argparse.ArgumentParser()).parse_args(
+            ["--n", "100", "--epochs", "1", "--iterations", "1", "--no-progress", flag,
+             "--data-dir", data_dir, "--output", str(tmp_path / flag)])
+        example.main(args)
+        z[flag] = np.loadtxt(tmp_path / flag / "module001_vae" / "z_learn.txt")
+    assert z["--deskew"].shape == (100, 18)
+    assert np.abs(z["--deskew"] - z["--no-deskew"]).max() > 1e-3
 
 
 def test_cli_run_prints_summary(tmp_path, data_dir, capsys):
