@@ -98,7 +98,7 @@ def test_recognition_equals_modules_built_by_hand(trained, tmp_path, data_dir):
 
     srk.set_output_root(tmp_path / "r2")
     obs1, obs2 = srk.Observation(xt), srk.Observation(st)
-    v = VAE(4, itr=2, batch_size=50, mode="recog")
+    v = VAE(4, itr=2, batch_size=50, deskew=True, mode="recog")  # as models.* build it
     g = GMM(10, itr=5, category=ct, mode="recog")
     ml = MLDA(10, [200, 200], itr=5, category=ct, mode="recog")
     mm = MarkovModel(mode="recog")
