@@ -447,3 +447,19 @@ def test_deskew_option_is_the_vae_on_deskewed_images(images, tmp_path):
         m.update()
     _, m = _make(x[:, :780], tmp_path, deskew=True, image_shape=(26, 30))
     m.update()  # rectangular images with their shape
+
+
+def test_deskew_runs_once_per_input(images, tmp_path, monkeypatch):
+    """The observation's unchanged images are deskewed at the first update only; new data are
+    deskewed again."""
+    x, _ = images
+    calls = []
+    real = vae.deskew_images
+    monkeypatch.setattr(vae, "deskew_images", lambda *a, **k: calls.append(1) or real(*a, **k))
+    obs, m = _make(x, tmp_path, deskew=True, itr=1)
+    m.update()
+    m.update()
+    assert len(calls) == 1
+    obs._forward_msg = PointMessage(x[::-1].copy())
+    m.update()
+    assert len(calls) == 2
