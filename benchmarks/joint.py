@@ -5,6 +5,9 @@
     python benchmarks/joint.py --system vae_gmm --data mnist     # full MNIST, 70,000 images
     python benchmarks/joint.py --system vae_gmm --data mnist --n 10000 --epochs 20 --skip-mp
     python benchmarks/joint.py --system vae_gmm --no-deskew      # raw pixels (default: VAE(deskew=True))
+    python benchmarks/joint.py --data mnist --arch vade --latent-dim 10 --batch-size 256 \
+        --pretrain-epochs 20 --pretrain-kl-weight 0 --pretrain-neighbour-weight 10 --neighbours 10 \
+        --init gmm --epochs 10 --skip-mp                          # neighbour-embedding pretraining
 
 Prints accuracy (Hungarian, :func:`serket_pyro.metrics.accuracy`), seconds and peak resident
 memory for the joint fit and (unless ``--skip-mp``) for the message-passing system of
@@ -28,30 +31,7 @@ from serket_pyro.datasets import load_mnist, load_tutorial
 from serket_pyro.joint import joint_model
 from serket_pyro.metrics import accuracy
 from serket_pyro.models import vae_gmm, vae_gmm_mm
-
-
-class _Enc(torch.nn.Module):
-    def __init__(self, D, L, widths):
-        super().__init__()
-        layers, d = [], D
-        for w in widths:
-            layers += [torch.nn.Linear(d, w), torch.nn.ReLU()]
-            d = w
-        self.body = torch.nn.Sequential(*layers)
-        self.loc, self.logvar = torch.nn.Linear(d, L), torch.nn.Linear(d, L)
-
-    def forward(self, x):
-        h = self.body(x)
-        return self.loc(h), torch.exp(0.5 * self.logvar(h))
-
-
-def vade_networks(D, L, widths=(500, 500, 2000)):
-    """VaDE's encoder D-500-500-2000-(L, L) and decoder L-2000-500-500-D (logits)."""
-    layers, d = [], L
-    for w in reversed(widths):
-        layers += [torch.nn.Linear(d, w), torch.nn.ReLU()]
-        d = w
-    return _Enc(D, L, widths), torch.nn.Sequential(*layers, torch.nn.Linear(d, D))
+from serket_pyro.vae import mlp_networks
 
 
 def peak_mb():
@@ -99,17 +79,20 @@ def run_joint(args, x, y, seed):
                            n_classes=args.classes, deskew=args.deskew, device=args.device, output_root=tmp)
             system["gmm"].category = None
             if args.arch == "vade":  # VaDE's D-500-500-2000-L networks (Jiang et al. 2017)
-                system["vae"].encoder, system["vae"].decoder = vade_networks(x.shape[1], args.latent_dim)
+                system["vae"].encoder, system["vae"].decoder = mlp_networks(x.shape[1], args.latent_dim)
             mp_acc, pretrain = None, args.pretrain_epochs
-        jm = joint_model(system, x=torch.from_numpy(x), chunk_len=args.chunk_len, device=args.device)
+        jm = joint_model(system, x=torch.from_numpy(x), chunk_len=args.chunk_len, covariance=args.covariance,
+                         device=args.device)
         jm.fit(args.epochs, pretrain_epochs=pretrain, pretrain_kl_weight=args.pretrain_kl_weight,
+               pretrain_neighbour_weight=args.pretrain_neighbour_weight, n_neighbours=args.neighbours,
                init=args.init, lr=args.lr,
                lr_global=args.lr_global, category=y, eval_every=args.eval_every, progress=args.progress)
         secs = time.perf_counter() - t0
         pred = jm.predict().argmax(-1).cpu().numpy()
     return {"method": "joint" + (" from message passing" if mp_acc is not None else ""), "seed": seed,
             "accuracy": float(accuracy(y, pred)), "seconds": secs, "message_passing_accuracy": mp_acc,
-            "accuracy_history": jm.accuracy_history_, "peak_rss_mb": peak_mb()}
+            "accuracy_history": jm.accuracy_history_, "init_accuracy": jm.init_accuracy_,
+            "peak_rss_mb": peak_mb()}
 
 
 def run_mp(args, x, y, seed):
@@ -128,7 +111,7 @@ def main(args):
     x, y = load(args)
     records = []
     for seed in args.seeds:
-        runs = [run_joint] + ([] if args.skip_mp else [run_mp])
+        runs = ([] if args.skip_joint else [run_joint]) + ([] if args.skip_mp else [run_mp])
         for fn in runs:
             r = fn(args, x, y, seed)
             records.append(r)
@@ -154,6 +137,10 @@ if __name__ == "__main__":
     p.add_argument("--arch", default="tutorial", choices=["tutorial", "vade"],
                    help="the VAE module's 784-128-L networks or VaDE's 784-500-500-2000-L")
     p.add_argument("--pretrain-kl-weight", type=float, default=1.0, help="0: autoencoder pretraining (VaDE)")
+    p.add_argument("--pretrain-neighbour-weight", type=float, default=0.0,
+                   help="> 0: neighbour-embedding pretraining (serket_pyro.neighbour_embedding); 0: VaDE's")
+    p.add_argument("--neighbours", type=int, default=10, help="k of the k-nearest-neighbour graph")
+    p.add_argument("--covariance", default="diag", choices=["full", "diag"], help="class covariances of the joint GMM")
     p.add_argument("--init", default="kmeans", choices=["kmeans", "gmm", "modules"],
                    help="modules: run the message-passing system first and start the joint fit from it")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -163,6 +150,7 @@ if __name__ == "__main__":
     p.add_argument("--mp-epochs", type=int, default=200)
     p.add_argument("--mp-iterations", type=int, default=5)
     p.add_argument("--skip-mp", action="store_true")
+    p.add_argument("--skip-joint", action="store_true", help="message passing only")
     p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
                    help="VAE(deskew=True), default: deskewed images in the joint fit and in message passing; "
                         "--no-deskew: raw pixels")

@@ -53,7 +53,7 @@ from .messages import GaussianMessage, PointMessage
 from .module import Module
 from .validation import check_device, check_positive_float, check_positive_int
 
-__all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "normal_kl"]
+__all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "mlp_networks", "normal_kl"]
 
 _LIKELIHOODS = ("bernoulli", "gaussian")
 _FORWARDS = ("mean", "sample")
@@ -116,6 +116,38 @@ class GaussianDecoder(PyroModule):
 
     def forward(self, z: torch.Tensor):
         return self.fc2(F.relu(self.fc1(z))), self.log_scale.exp()
+
+
+class MLPEncoder(nn.Module):
+    """Deeper amortised posterior: ``D - widths[0] - ... - widths[-1] (relu) - (L, L)``.
+
+    ``forward(x)``: ``x: (B, D)`` -> ``(loc, scale)``, both ``(B, L)``, ``scale = exp(logvar / 2)``.
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int, widths=(500, 500, 2000)):
+        super().__init__()
+        layers, d = [], input_dim
+        for w in widths:
+            layers += [nn.Linear(d, w), nn.ReLU()]
+            d = w
+        self.body = nn.Sequential(*layers)
+        self.loc, self.logvar = nn.Linear(d, latent_dim), nn.Linear(d, latent_dim)
+
+    def forward(self, x: torch.Tensor):
+        h = self.body(x)
+        return self.loc(h), torch.exp(0.5 * self.logvar(h))
+
+
+def mlp_networks(input_dim: int, latent_dim: int, widths=(500, 500, 2000)):
+    """``(encoder, decoder)`` multilayer perceptrons for ``VAE(encoder=..., decoder=...)`` or the
+    joint model: :class:`MLPEncoder` ``D-500-500-2000-(L, L)`` and the mirrored Bernoulli decoder
+    ``L-2000-500-500-D`` (logits), the networks of VaDE (Jiang et al. 2017) by default."""
+    widths = tuple(check_positive_int(w, "widths", "mlp_networks") for w in widths)
+    layers, d = [], latent_dim
+    for w in reversed(widths):
+        layers += [nn.Linear(d, w), nn.ReLU()]
+        d = w
+    return MLPEncoder(input_dim, latent_dim, widths), nn.Sequential(*layers, nn.Linear(d, input_dim))
 
 
 def normal_kl(loc: torch.Tensor, scale: torch.Tensor, prior_loc: torch.Tensor,

@@ -116,13 +116,15 @@ def test_objects_example_runs(tmp_path, data_dir, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("mm,init", [(False, "kmeans"), (True, "modules")])
+@pytest.mark.parametrize("mm,init", [(False, "gmm"), (True, "modules"), (False, "kmeans")])
 def test_joint_example_runs(tmp_path, data_dir, capsys, monkeypatch, mm, init):
     monkeypatch.setenv("SERKET_PYRO_DATA", data_dir)
     example = load_example("joint_vae_gmm")
-    args = argparse.Namespace(mm=mm, n=200, init=init, iterations=1, pretrain_epochs=1, epochs=1, chunk_len=20,
-                              seed=0, threads=1, device=None, output=str(tmp_path / "out"))
-    example.main(args)
+    defaults = example.parser().parse_args([])
+    assert (defaults.init, defaults.neighbour_weight, defaults.latent_dim) == ("gmm", 10.0, 10)
+    argv = ["--n", "200", "--init", init, "--iterations", "1", "--pretrain-epochs", "1", "--epochs", "1",
+            "--chunk-len", "20", "--output", str(tmp_path / "out")] + (["--mm"] if mm else [])
+    example.main(example.parser().parse_args(argv))
     out = capsys.readouterr().out
     assert "joint fit" in out and "GMM module (recog): accuracy" in out
     assert ("message passing: accuracy" in out) == (init == "modules")

@@ -1,6 +1,7 @@
 """Joint mode (serket_pyro.joint): exact discrete marginalisation, module-wise decomposition, smoke runs."""
 
 import itertools
+import math
 
 import numpy as np
 import pyro
@@ -19,7 +20,7 @@ from serket_pyro.models import vae_gmm, vae_gmm_mm
 from serket_pyro.vae import VAE
 
 
-def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0):
+def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0, covariance="full"):
     torch.manual_seed(seed)
     x = torch.rand(N, D)
     obs = srk.Observation(x)
@@ -32,22 +33,46 @@ def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0):
         m = MarkovModel()
         m.connect(g)
         mods.append(m)
-    jm = joint_model(mods, chunk_len=chunk_len)
+    jm = joint_model(mods, chunk_len=chunk_len, covariance=covariance)
     with torch.no_grad():  # non-trivial parameters
         jm.means.normal_()
         jm.log_scales.uniform_(-0.5, 0.5)
+        if jm.tril is not None:
+            jm.tril.uniform_(-0.7, 0.7)  # correlated classes (only the strictly lower part counts)
         jm.weight_logits.normal_()
         if mm:
             jm.trans_logits.normal_()
     return jm, x
 
 
-def test_gmm_class_marginal_equals_brute_force_and_traceenum():
-    jm, x = _tiny()
+def _gauss_log_pdf(z, mean, cov):
+    """log N(z | mean, cov) written out (inverse and determinant), independent of torch.distributions."""
+    d = (z - mean).double()
+    cov = cov.double()
+    return -0.5 * (len(d) * math.log(2 * math.pi) + torch.logdet(cov) + d @ torch.linalg.inv(cov) @ d)
+
+
+def _emissions(jm, z):
+    """(..., K) log N(z | mu_k, Sigma_k) with Sigma_k rebuilt from the raw parameters."""
+    L = torch.diag_embed(jm.log_scales.exp())
+    if jm.tril is not None:
+        L = L + torch.tril(jm.tril, -1)
+    cov = L @ L.transpose(-1, -2)
+    flat = z.reshape(-1, jm.L)
+    out = torch.stack([torch.stack([_gauss_log_pdf(flat[n], jm.means[k], cov[k]) for k in range(jm.K)])
+                       for n in range(len(flat))])
+    return out.reshape(*z.shape[:-1], jm.K).float()
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_gmm_class_marginal_equals_brute_force_and_traceenum(covariance):
+    jm, x = _tiny(covariance=covariance)
+    if covariance == "full":
+        assert (jm.covariances() - torch.diag_embed(jm.covariances().diagonal(dim1=-2, dim2=-1))).abs().max() > 0.1
     z = torch.randn(7, jm.L)
     w = jm.weight_logits.softmax(-1)
-    brute = torch.stack([sum(w[k] * dist.Normal(jm.means[k], jm.log_scales[k].exp()).log_prob(z[n]).sum().exp()
-                             for k in range(jm.K)).log() for n in range(7)])
+    emit = _emissions(jm, z)
+    brute = torch.stack([sum(w[k] * emit[n, k].exp() for k in range(jm.K)).log() for n in range(7)])
     assert torch.allclose(jm.log_prior(z), brute, atol=1e-5)
     # TraceEnum_ELBO on the Pyro program (c enumerated) == the hand-written estimator (same z draw)
     pyro.clear_param_store()
@@ -65,13 +90,14 @@ def test_gmm_class_marginal_equals_brute_force_and_traceenum():
     assert (wrong - jm.log_prior(zz)).abs().mean() > 1e-2
 
 
-def test_hmm_forward_equals_brute_force_over_all_class_sequences():
-    jm, x = _tiny(mm=True, K=2, chunk_len=3)
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_hmm_forward_equals_brute_force_over_all_class_sequences(covariance):
+    jm, x = _tiny(mm=True, K=2, chunk_len=3, covariance=covariance)
     T, K = 3, jm.K
     z = torch.randn(2, T, jm.L)
     log_w = jm.weight_logits.log_softmax(-1)
     log_A = jm.trans_logits.log_softmax(-1)
-    emit = dist.Normal(jm.means, jm.log_scales.exp()).log_prob(z.unsqueeze(-2)).sum(-1)  # (2, T, K)
+    emit = _emissions(jm, z)  # (2, T, K)
     for b in range(2):
         terms = []
         for seq in itertools.product(range(K), repeat=T + 1):  # c_{-1}, c_0, ..., c_{T-1}
@@ -149,6 +175,10 @@ def test_joint_model_rejects_other_graphs():
     v.connect(obs)
     with pytest.raises(ValueError, match="joint_model"):
         joint_model([obs, v])
+    g = GMM(2)
+    g.connect(v)
+    with pytest.raises(ValueError, match="covariance must be 'full' or 'diag'"):
+        joint_model([obs, v, g], covariance="spherical")
 
 
 def test_init_from_message_passing_modules(tmp_path):
@@ -160,19 +190,22 @@ def test_init_from_message_passing_modules(tmp_path):
     with pytest.raises(ValueError, match="message-passing system first"):
         jm0.fit(1, init="modules")
     s.fit(n_iter=1, progress=False)
-    jm = joint_model(s, chunk_len=25)
+    jm = joint_model(s, chunk_len=25, covariance="full")
     jm.init_clusters("modules")
     g, m = s["gmm"], s["mm"]
     assert torch.allclose(jm.means.double(), g.means_, atol=1e-5)
-    assert torch.allclose(jm.log_scales.exp().double() ** 2, g.covariances_.diagonal(dim1=-2, dim2=-1), rtol=1e-4)
+    assert torch.allclose(jm.covariances().double(), g.covariances_, rtol=1e-4, atol=1e-7)
     assert torch.allclose(jm.trans_logits.softmax(-1).double(), m.trans_prob_, atol=1e-5)
     # with the message-passing GMM's parameters and networks the joint model classifies as the GMM
-    # does (the GMM's full covariances become diagonal, so not every point)
+    # does (full covariances are taken over; VaDE's diagonal ones lose some points)
     pred = jm.predict().argmax(-1).numpy()
-    jm_gmm = joint_model([s["obs"], s["vae"], g])
-    jm_gmm.init_clusters("modules")
     own = g.class_log_posterior(torch.as_tensor(s["vae"].forward_msg.loc)).argmax(-1).numpy()
-    assert (jm_gmm.predict().argmax(-1).numpy() == own).mean() > 0.8
+    agree = {}
+    for cov in ("full", "diag"):
+        jm_gmm = joint_model([s["obs"], s["vae"], g], covariance=cov)
+        jm_gmm.init_clusters("modules")
+        agree[cov] = (jm_gmm.predict().argmax(-1).numpy() == own).mean()
+    assert agree["full"] > 0.99 and agree["diag"] > 0.8, agree
     assert pred.shape == (200,)
     losses = jm.fit(1, init="modules", batch_size=50)
     assert np.isfinite(losses).all()

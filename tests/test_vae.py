@@ -463,3 +463,19 @@ def test_deskew_runs_once_per_input(images, tmp_path, monkeypatch):
     obs._forward_msg = PointMessage(x[::-1].copy())
     m.update()
     assert len(calls) == 2
+
+
+def test_mlp_networks_shapes_and_use_in_the_vae(images, tmp_path):
+    """VaDE's D-500-500-2000-L networks (smaller widths here) plug into the VAE module."""
+    enc, dec = vae.mlp_networks(784, 3, widths=(16, 8))
+    x = torch.rand(5, 784)
+    loc, scale = enc(x)
+    assert loc.shape == scale.shape == (5, 3) and bool((scale > 0).all())
+    assert dec(loc).shape == (5, 784)
+    assert [m.out_features for m in dec if isinstance(m, nn.Linear)] == [8, 16, 784]  # mirrored
+    v = vae.VAE(3, itr=1, batch_size=100, encoder=enc, decoder=dec, output_root=str(tmp_path))
+    v.connect(srk.Observation(images[0][:100]))
+    v.update()
+    assert v.forward_msg.loc.shape == (100, 3)
+    with pytest.raises(ValueError, match="widths"):
+        vae.mlp_networks(784, 3, widths=(16, 0))
