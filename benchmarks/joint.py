@@ -89,9 +89,11 @@ def run_joint(args, x, y, seed):
                lr_global=args.lr_global, category=y, eval_every=args.eval_every, progress=args.progress)
         secs = time.perf_counter() - t0
         pred = jm.predict().argmax(-1).cpu().numpy()
+        nb = jm.neighbours_  # share of k-NN graph edges joining images of the same digit
+        purity = None if nb is None else float((y[nb.numpy()] == y[:, None]).mean())
     return {"method": "joint" + (" from message passing" if mp_acc is not None else ""), "seed": seed,
             "accuracy": float(accuracy(y, pred)), "seconds": secs, "message_passing_accuracy": mp_acc,
-            "accuracy_history": jm.accuracy_history_, "init_accuracy": jm.init_accuracy_,
+            "accuracy_history": jm.accuracy_history_, "init_accuracy": jm.init_accuracy_, "graph_purity": purity,
             "peak_rss_mb": peak_mb()}
 
 

@@ -131,14 +131,17 @@ class JointModel(PyroModule):
             the deskewed intensities are rounded to the nearest of the 256 levels).
         chunk_len: ``T``, length of the contiguous chunks of the sequence (Markov model only).
         covariance: ``"diag"`` (default, VaDE's diagonal Gaussians) or ``"full"`` (as the GMM
-            module, so a message-passing GMM is taken over without loss).  Full covariances can
-            collapse in the joint phase: on full MNIST after neighbour-embedding pretraining they
-            went from 0.977 to 0.882 in 5 joint epochs, diagonal ones from 0.967 to 0.97x.
+            module, so a message-passing GMM is taken over without loss).  Measured with
+            neighbour-embedding pretraining (``benchmarks/joint.py``): on the 3,000 tutorial
+            images full covariances keep what the GMM start found (seed 0: 0.939 against 0.909
+            with diagonal ones); on full MNIST they collapse in the joint epochs (0.977 at the
+            start, 0.880 after 2 epochs) while diagonal ones improve (0.967 to 0.972).
         device: torch device (default: the VAE's).
 
     Learned parameters (``pyro.param`` sites, prefix ``joint``): ``weight_logits (K,)``,
     ``means (K, L)``, ``log_scales (K, L)`` (log of the diagonal of the Cholesky factor),
-    ``tril (K, L, L)`` (its strictly lower part, ``covariance="full"`` only),
+    ``tril (K, L, L)`` (its strictly lower part divided by the row's diagonal entry,
+    ``covariance="full"`` only; see :meth:`_cholesky`),
     ``trans_logits (K, K)`` (with a Markov model), and the ``encoder`` / ``decoder`` networks.
     """
 
@@ -231,8 +234,18 @@ class JointModel(PyroModule):
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factors of the class covariances, ``(K, L, L)`` lower triangular (diagonal
         with ``covariance="diag"``)."""
-        diag = torch.diag_embed(self._scales())
-        return diag if self.tril is None else diag + self.tril.tril(-1)
+        return self._cholesky(self.log_scales, self.tril)
+
+    @staticmethod
+    def _cholesky(log_scales, tril):
+        """``diag(exp(log_scales)) @ (I + strictly_lower(tril))``: lower triangular with a positive
+        diagonal; the off-diagonal parameters are relative to their row's scale (scale-free, like
+        ``log_scales``)."""
+        s = log_scales.exp()
+        if tril is None:
+            return torch.diag_embed(s)
+        eye = torch.eye(s.shape[-1], dtype=s.dtype, device=s.device)
+        return s.unsqueeze(-1) * (eye + tril.tril(-1))
 
     def covariances(self) -> torch.Tensor:
         """Class covariances ``scale_tril @ scale_tril.T``, ``(K, L, L)``."""
@@ -243,7 +256,7 @@ class JointModel(PyroModule):
         """The class-conditional Gaussian of ``z`` with parameters indexed to any batch shape."""
         if tril is None:
             return dist.Normal(means, log_scales.exp()).to_event(1)
-        return dist.MultivariateNormal(means, scale_tril=torch.diag_embed(log_scales.exp()) + tril.tril(-1))
+        return dist.MultivariateNormal(means, scale_tril=self._cholesky(log_scales, tril))
 
     def _components(self):
         return self._component(self.means, self.log_scales, self.tril)
@@ -477,8 +490,9 @@ class JointModel(PyroModule):
             self.log_scales.copy_((0.5 * cov.diagonal(dim1=-2, dim2=-1).clamp_min(1e-8).log()).to(**f))
             return
         chol = torch.linalg.cholesky(cov)
-        self.log_scales.copy_(chol.diagonal(dim1=-2, dim2=-1).log().to(**f))
-        self.tril.copy_(chol.tril(-1).to(**f))
+        diag = chol.diagonal(dim1=-2, dim2=-1)
+        self.log_scales.copy_(diag.log().to(**f))
+        self.tril.copy_((chol / diag.unsqueeze(-1)).tril(-1).to(**f))
 
     def _init_from_modules(self) -> None:
         gmm, mm = self.gmm, self.mm

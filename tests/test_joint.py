@@ -55,8 +55,8 @@ def _gauss_log_pdf(z, mean, cov):
 def _emissions(jm, z):
     """(..., K) log N(z | mu_k, Sigma_k) with Sigma_k rebuilt from the raw parameters."""
     L = torch.diag_embed(jm.log_scales.exp())
-    if jm.tril is not None:
-        L = L + torch.tril(jm.tril, -1)
+    if jm.tril is not None:  # row i of the factor: s_i * (tril_i1, ..., tril_i,i-1, 1, 0, ...)
+        L = L + jm.log_scales.exp().unsqueeze(-1) * torch.tril(jm.tril, -1)
     cov = L @ L.transpose(-1, -2)
     flat = z.reshape(-1, jm.L)
     out = torch.stack([torch.stack([_gauss_log_pdf(flat[n], jm.means[k], cov[k]) for k in range(jm.K)])
