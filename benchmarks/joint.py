@@ -85,6 +85,7 @@ def run_joint(args, x, y, seed):
                          device=args.device)
         jm.fit(args.epochs, pretrain_epochs=pretrain, pretrain_kl_weight=args.pretrain_kl_weight,
                pretrain_neighbour_weight=args.pretrain_neighbour_weight, n_neighbours=args.neighbours,
+               gmm_prior=args.gmm_prior,
                init=args.init, lr=args.lr,
                lr_global=args.lr_global, category=y, eval_every=args.eval_every, progress=args.progress)
         secs = time.perf_counter() - t0
@@ -143,6 +144,8 @@ if __name__ == "__main__":
                    help="> 0: neighbour-embedding pretraining (serket_pyro.neighbour_embedding); 0: VaDE's")
     p.add_argument("--neighbours", type=int, default=10, help="k of the k-nearest-neighbour graph")
     p.add_argument("--covariance", default="diag", choices=["full", "diag"], help="class covariances of the joint GMM")
+    p.add_argument("--gmm-prior", default="module", choices=["module", "neighbours"],
+                   help="covariance prior of the --init gmm start (JointModel.init_clusters)")
     p.add_argument("--init", default="kmeans", choices=["kmeans", "gmm", "modules"],
                    help="modules: run the message-passing system first and start the joint fit from it")
     p.add_argument("--lr", type=float, default=1e-3)

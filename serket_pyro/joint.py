@@ -430,7 +430,7 @@ class JointModel(PyroModule):
         return torch.cat(out)
 
     @torch.no_grad()
-    def init_clusters(self, method: str = "kmeans", gmm_itr: int = 30) -> None:
+    def init_clusters(self, method: str = "kmeans", gmm_itr: int = 30, gmm_prior: str = "module") -> None:
         """Initialise the class parameters from the latents ``E q(z | x)``.
 
         ``"kmeans"``: k-means++ (best of 10); means, covariances (the data's for a class of at
@@ -442,7 +442,15 @@ class JointModel(PyroModule):
         ``"modules"``: the GMM's learned ``weights_``, ``means_``, ``covariances_`` and the Markov
         model's ``trans_prob_`` (message passing as pre-training: ``system.fit(...)`` first, then
         :func:`joint_model` copies the trained VAE networks).  ``covariance="diag"`` keeps the
-        diagonal of the covariances."""
+        diagonal of the covariances.
+
+        ``gmm_prior`` (``"gmm"`` only): ``"module"`` uses the GMM module's covariance prior;
+        ``"neighbours"`` a strong one set by the latents' local scale, ``nu0 = L + 100`` and
+        ``E[Sigma_k] = 4 v I`` with ``v`` the mean squared distance per dimension between each
+        latent and its 10 nearest latents, halved.  The module's prior is centred on the
+        latents' total variance, which after neighbour-embedding pretraining is mostly the
+        distance between classes, so a broad class of scattered points is cheap and the most
+        probable partition can merge two digits; the local prior makes such a class pay."""
         K = self.K
         if method == "modules":
             self._init_from_modules()
@@ -452,9 +460,18 @@ class JointModel(PyroModule):
             lab = _kmeanspp(z, K)
             self._init_from_labels(z, lab)
         elif method == "gmm":
+            if gmm_prior == "module":
+                prior = dict(nu0=self.gmm.nu0, psi0=self.gmm.psi0, prior_scale=self.gmm.prior_scale)
+            elif gmm_prior == "neighbours":
+                nb = knn_graph(z, min(10, self.N - 1))
+                v = float((z.unsqueeze(1) - z[nb]).pow(2).sum(-1).mean()) / (2 * self.L)
+                nu0 = self.L + 100
+                prior = dict(nu0=nu0, psi0=(nu0 - self.L - 1) * 4.0 * v, prior_scale="absolute")
+            else:
+                raise ValueError(f"joint: gmm_prior must be 'module' or 'neighbours', got {gmm_prior!r}")
             with tempfile.TemporaryDirectory() as tmp:
-                g = GMM(K, itr=gmm_itr, alpha=self.gmm.alpha, kappa0=self.gmm.kappa0, nu0=self.gmm.nu0,
-                        psi0=self.gmm.psi0, prior_scale=self.gmm.prior_scale, device=z.device, output_root=tmp)
+                g = GMM(K, itr=gmm_itr, alpha=self.gmm.alpha, kappa0=self.gmm.kappa0, device=z.device,
+                        output_root=tmp, **prior)
                 g.connect(Observation(z.cpu()))
                 g.update()
                 lab = g.class_log_posterior(z).argmax(-1).to(z.device)
@@ -513,6 +530,7 @@ class JointModel(PyroModule):
     def fit(self, epochs: int = 100, *, pretrain_epochs: int = 0, init: str | None = "kmeans",
             batch_size: int | None = None, lr: float | None = None, lr_global: float | None = None,
             pretrain_kl_weight: float = 1.0, pretrain_neighbour_weight: float = 0.0, n_neighbours: int = 10,
+            gmm_prior: str = "module",
             elbo: str = "analytic", category=None, eval_every: int = 0, progress: bool = False) -> list[float]:
         """Fit the joint model.
 
@@ -522,6 +540,7 @@ class JointModel(PyroModule):
                 ``pretrain_kl_weight``; 0 pretrains a plain autoencoder as VaDE).
             pretrain_neighbour_weight, n_neighbours: neighbour-embedding term of the pretraining
                 (:meth:`pretrain`'s ``neighbour_weight``; 0, the default, is VaDE's pretraining).
+            gmm_prior: covariance prior of the ``init="gmm"`` start (:meth:`init_clusters`).
             init: ``"kmeans"``/``"gmm"`` initialises the class parameters from the (pretrained)
                 latents, ``"modules"`` from the fitted GMM / Markov model (:meth:`init_clusters`)
                 before the joint epochs; ``None`` keeps them.
@@ -547,7 +566,7 @@ class JointModel(PyroModule):
             self.pretrain(pretrain_epochs, bs, lr, progress, pretrain_kl_weight,
                           neighbour_weight=pretrain_neighbour_weight, n_neighbours=n_neighbours)
         if init is not None:
-            self.init_clusters(init)
+            self.init_clusters(init, gmm_prior=gmm_prior)
         self.init_accuracy_ = (float(accuracy(category, self.predict().argmax(-1).cpu().numpy()))
                                if category is not None and eval_every else None)
         if progress and self.init_accuracy_ is not None:

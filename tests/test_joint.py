@@ -229,3 +229,30 @@ def test_joint_model_deskews_like_the_vae(tmp_path):
     s["vae"].mode = "recog"
     s["vae"].update()
     assert torch.allclose(s["vae"].forward_msg.loc.float(), jm.encode(), atol=1e-5)
+
+
+def test_gmm_start_with_the_neighbour_prior(tmp_path, monkeypatch):
+    """init_clusters("gmm", gmm_prior="neighbours") runs the GMM module with nu0 = L + 100 and
+    E[Sigma] = 4 v I, v = half the mean squared per-dimension gap to the 10 nearest latents."""
+    import serket_pyro.joint as joint_mod
+
+    made = []
+
+    class Recording(GMM):
+        def __init__(self, *a, **k):
+            made.append(k)
+            super().__init__(*a, **k)
+
+    jm, _ = _tiny(N=40, K=2, L=3)
+    monkeypatch.setattr(joint_mod, "GMM", Recording)
+    jm.init_clusters("gmm", gmm_itr=2, gmm_prior="neighbours")
+    z = jm.encode().double()
+    d2 = torch.cdist(z, z).pow(2)
+    d2.fill_diagonal_(float("inf"))
+    v = d2.topk(10, largest=False).values.mean() / (2 * 3)
+    k = made[-1]
+    assert k["nu0"] == 103 and k["prior_scale"] == "absolute"
+    assert k["psi0"] == pytest.approx(float((103 - 3 - 1) * 4 * v), rel=1e-6)
+    assert torch.isfinite(jm.covariances()).all()
+    with pytest.raises(ValueError, match="gmm_prior"):
+        jm.init_clusters("gmm", gmm_prior="wide")
