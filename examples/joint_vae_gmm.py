@@ -8,7 +8,8 @@ the modules.
 
 Default start (``--init gmm``): VaDE's networks (784-500-500-2000-10) pretrained as an autoencoder
 with a neighbour-embedding term (serket_pyro.neighbour_embedding: graph neighbours of the deskewed
-images stay close in z), a GMM module on the latents, then the joint objective.  ``--init
+images stay close in z), a GMM module on the latents (covariance prior set by the latents' local
+scale), then the joint objective with full class covariances.  ``--init
 modules`` runs the message-passing system of the tutorial (its VAE, ``--iterations`` outer
 iterations) and starts from its networks, GMM and Markov model instead.
 """
@@ -49,7 +50,7 @@ def main(args):
                      covariance=args.covariance or ("diag" if args.init == "modules" else "full"))
     jm.fit(args.epochs, pretrain_epochs=args.pretrain_epochs if args.init != "modules" else 0,
            pretrain_kl_weight=0.0, pretrain_neighbour_weight=args.neighbour_weight,
-           n_neighbours=args.neighbours, init=args.init, progress=args.progress)
+           n_neighbours=args.neighbours, init=args.init, gmm_prior=args.gmm_prior, progress=args.progress)
     print(f"joint fit: {time.perf_counter() - t0:.1f} s, "
           f"accuracy {accuracy(category, jm.predict().argmax(-1).cpu().numpy()):.3f}")
 
@@ -77,6 +78,9 @@ def parser():
     p.add_argument("--neighbour-weight", type=float, default=10.0,
                    help="weight of the neighbour-embedding term in pretraining (0: a plain autoencoder)")
     p.add_argument("--neighbours", type=int, default=10, help="k of the k-nearest-neighbour graph")
+    p.add_argument("--gmm-prior", default="neighbours", choices=["neighbours", "module"],
+                   help="covariance prior of the GMM start (--init gmm): set by the latents' local scale, or the "
+                        "GMM module's")
     p.add_argument("--epochs", type=int, default=20, help="joint epochs")
     p.add_argument("--covariance", default=None, choices=["full", "diag"],
                    help="class covariances in the joint model; default full after pretraining (seed 0: 0.939 "

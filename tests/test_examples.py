@@ -121,7 +121,8 @@ def test_joint_example_runs(tmp_path, data_dir, capsys, monkeypatch, mm, init):
     monkeypatch.setenv("SERKET_PYRO_DATA", data_dir)
     example = load_example("joint_vae_gmm")
     defaults = example.parser().parse_args([])
-    assert (defaults.init, defaults.neighbour_weight, defaults.latent_dim) == ("gmm", 10.0, 10)
+    assert (defaults.init, defaults.neighbour_weight, defaults.latent_dim, defaults.gmm_prior) == \
+        ("gmm", 10.0, 10, "neighbours")
     argv = ["--n", "200", "--init", init, "--iterations", "1", "--pretrain-epochs", "1", "--epochs", "1",
             "--chunk-len", "20", "--output", str(tmp_path / "out")] + (["--mm"] if mm else [])
     example.main(example.parser().parse_args(argv))
