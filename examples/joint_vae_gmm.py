@@ -9,9 +9,9 @@ the modules.
 Default start (``--init gmm``): VaDE's networks (784-500-500-2000-10) pretrained as an autoencoder
 with a neighbour-embedding term (serket_pyro.neighbour_embedding: graph neighbours of the deskewed
 images stay close in z), a GMM module on the latents (covariance prior set by the latents' local
-scale), then the joint objective with full class covariances.  ``--init
-modules`` runs the message-passing system of the tutorial (its VAE, ``--iterations`` outer
-iterations) and starts from its networks, GMM and Markov model instead.
+scale), then the joint objective with full class covariances.  ``--init modules`` runs the
+message-passing system of the tutorial (its VAE, ``--iterations`` outer iterations) and starts
+from its networks, GMM and Markov model instead.
 """
 
 import argparse

@@ -50,8 +50,8 @@ points; one sweep is
 The first update runs ``n_init`` chains (default 4), each started from k-means++ (or a random
 assignment, as the original) and one draw of the parameters given that assignment, and keeps the
 chain whose final assignment has the highest collapsed posterior density; later updates
-warm-start from the previous update's last draw (``last_sample_``), so that with unchanged inputs ``u`` updates are one Markov chain of
-``u * itr`` sweeps.  The NIW prior mean (data mean by default) is recomputed from the current input
+warm-start from the previous update's last draw (``last_sample_``), so that with unchanged
+inputs ``u`` updates are one Markov chain of ``u * itr`` sweeps.  The NIW prior mean (data mean by default) is recomputed from the current input
 at every update.  A sweep costs O(N K D^2) tensor operations: about 5 ms for N = 3000, D = 18,
 K = 10 on one CPU thread, against 5 s for the original (``benchmarks/gmm_speed.py``).
 

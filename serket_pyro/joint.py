@@ -35,8 +35,8 @@ minibatches are ``B`` contiguous chunks of ``T = chunk_len`` steps (``pyro.plate
 subsample=...)``); links between chunks are dropped in training (an approximation of order
 ``1 / T``), prediction runs forward-backward over the whole sequence.
 
-Global parameters (class means, Cholesky factors, weight logits, transition logits) are point estimates
-(``pyro.param`` sites of this :class:`~pyro.nn.PyroModule`), the networks are the VAE's.
+Global parameters (class means, Cholesky factors, weight logits, transition logits) are point
+estimates (``pyro.param`` sites of this :class:`~pyro.nn.PyroModule`), the networks are the VAE's.
 
 Typical use::
 
@@ -228,9 +228,6 @@ class JointModel(PyroModule):
         return starts
 
     # ------------------------------------------------------------------ distributions
-    def _scales(self):
-        return self.log_scales.exp()
-
     def scale_tril(self) -> torch.Tensor:
         """Cholesky factors of the class covariances, ``(K, L, L)`` lower triangular (diagonal
         with ``covariance="diag"``)."""
@@ -391,7 +388,8 @@ class JointModel(PyroModule):
         check_positive_float(neighbour_weight, "neighbour_weight", "joint", allow_zero=True)
         if neighbour_weight > 0:
             if bs < 2:
-                raise ValueError("joint: neighbour_weight > 0 needs batch_size >= 2 (the minibatch gives the negatives)")
+                raise ValueError("joint: neighbour_weight > 0 needs batch_size >= 2 "
+                                 "(the minibatch gives the negatives)")
             nb = self.neighbours(n_neighbours, progress)
         opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.decoder.parameters()),
                                lr=lr or self.vae.lr)
@@ -474,7 +472,8 @@ class JointModel(PyroModule):
                         output_root=tmp, **prior)
                 g.connect(Observation(z.cpu()))
                 g.update()
-                lab = g.class_log_posterior(z).argmax(-1).to(z.device)
+                if self.mm is not None:  # the transitions are counted from the labels
+                    lab = g.class_log_posterior(z).argmax(-1).to(z.device)
                 self._set_gaussians(g.means_, g.covariances_)
                 self.weight_logits.copy_(g.weights_.clamp_min(1e-12).log().float())
         else:

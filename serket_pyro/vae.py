@@ -118,6 +118,14 @@ class GaussianDecoder(PyroModule):
         return self.fc2(F.relu(self.fc1(z))), self.log_scale.exp()
 
 
+def _relu_layers(dims) -> list[nn.Module]:
+    """``Linear(dims[0], dims[1]), ReLU, ..., Linear(dims[-2], dims[-1]), ReLU``."""
+    layers = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return layers
+
+
 class MLPEncoder(nn.Module):
     """Deeper amortised posterior: ``D - widths[0] - ... - widths[-1] (relu) - (L, L)``.
 
@@ -126,12 +134,8 @@ class MLPEncoder(nn.Module):
 
     def __init__(self, input_dim: int, latent_dim: int, widths=(500, 500, 2000)):
         super().__init__()
-        layers, d = [], input_dim
-        for w in widths:
-            layers += [nn.Linear(d, w), nn.ReLU()]
-            d = w
-        self.body = nn.Sequential(*layers)
-        self.loc, self.logvar = nn.Linear(d, latent_dim), nn.Linear(d, latent_dim)
+        self.body = nn.Sequential(*_relu_layers((input_dim, *widths)))
+        self.loc, self.logvar = nn.Linear(widths[-1], latent_dim), nn.Linear(widths[-1], latent_dim)
 
     def forward(self, x: torch.Tensor):
         h = self.body(x)
@@ -143,11 +147,10 @@ def mlp_networks(input_dim: int, latent_dim: int, widths=(500, 500, 2000)):
     joint model: :class:`MLPEncoder` ``D-500-500-2000-(L, L)`` and the mirrored Bernoulli decoder
     ``L-2000-500-500-D`` (logits), the networks of VaDE (Jiang et al. 2017) by default."""
     widths = tuple(check_positive_int(w, "widths", "mlp_networks") for w in widths)
-    layers, d = [], latent_dim
-    for w in reversed(widths):
-        layers += [nn.Linear(d, w), nn.ReLU()]
-        d = w
-    return MLPEncoder(input_dim, latent_dim, widths), nn.Sequential(*layers, nn.Linear(d, input_dim))
+    if not widths:
+        raise ValueError("mlp_networks: widths must name at least one hidden layer")
+    decoder_body = _relu_layers((latent_dim, *reversed(widths)))  # built first: the benchmarks' RNG order
+    return MLPEncoder(input_dim, latent_dim, widths), nn.Sequential(*decoder_body, nn.Linear(widths[0], input_dim))
 
 
 def normal_kl(loc: torch.Tensor, scale: torch.Tensor, prior_loc: torch.Tensor,
@@ -232,8 +235,9 @@ class VAE(Module):
     ``z_<mode>.txt`` (N x L posterior means), ``z_scale_<mode>.txt`` (N x L posterior standard
     deviations), ``x_hat_<mode>.txt`` (N x D reconstructions; 4 decimals for Bernoulli data,
     ``%.4g`` for Gaussian; with ``deskew`` the reconstructions are of the deskewed images), and in
-    learning mode ``loss_learn.txt`` (mean per-point negative ELBO of each epoch of this update) and ``model_learn.pt`` (:meth:`state_dict`, loadable with
-    ``torch.load(path, weights_only=True)``).
+    learning mode ``loss_learn.txt`` (mean per-point negative ELBO of each epoch of this update)
+    and ``model_learn.pt`` (:meth:`state_dict`, loadable with ``torch.load(path,
+    weights_only=True)``).
 
     Learned state: ``encoder_``, ``decoder_`` (modules), ``loss_history_`` (list of the epoch
     losses of all updates), ``input_dim_``, ``data_scale_`` (1 or 1/255, see the input rule).

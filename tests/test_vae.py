@@ -479,3 +479,5 @@ def test_mlp_networks_shapes_and_use_in_the_vae(images, tmp_path):
     assert v.forward_msg.loc.shape == (100, 3)
     with pytest.raises(ValueError, match="widths"):
         vae.mlp_networks(784, 3, widths=(16, 0))
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        vae.mlp_networks(784, 3, widths=())
