@@ -89,15 +89,17 @@ def main(args):
     results = {}
     for name in args.datasets:
         t0 = time.perf_counter()
+        n = args.n if args.n is not None else (2500 if name == "fsdd" else 3000)
         if name == "fsdd":
             takes = None if args.fsdd_takes is None else range(args.fsdd_takes)
-            splits = build_fsdd_pairs(args.n, args.n_test, order=args.order, holdout=args.fsdd_holdout,
+            splits = build_fsdd_pairs(n, args.n_test, reuse=args.reuse, order=args.order, holdout=args.fsdd_holdout,
                                       test_speakers=(args.fsdd_test_speaker,), takes=takes, seed=args.seed,
                                       root=args.data_dir, cmn=args.cmn, n_codewords=args.codewords)
         else:
-            splits = build_sad_pairs(args.n, args.n_test, order=args.order, selection=args.sad_selection,
+            splits = build_sad_pairs(n, args.n_test, reuse=args.reuse, order=args.order, selection=args.sad_selection,
                                      seed=args.seed, root=args.data_dir, n_codewords=args.codewords)
-        print(f"{name}: pairs and HAC features built in {time.perf_counter() - t0:.1f} s")
+        print(f"{name}: pairs and HAC features built in {time.perf_counter() - t0:.1f} s; pairs reusing an "
+              f"utterance: {splits.n_reused['train']} of {n} (train), {splits.n_reused['test']} of {args.n_test} (test)")
         results[name] = run_one(name, splits, args)
     return results
 
@@ -105,7 +107,10 @@ def main(args):
 def parser():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", choices=("fsdd", "sad"), default=["fsdd", "sad"])
-    p.add_argument("--n", type=int, default=3000, help="training pairs (multiple of 10; default 3000)")
+    p.add_argument("--n", type=int, default=None,
+                   help="training pairs (multiple of 10; default 3000 for sad, 2500 for fsdd: each utterance once)")
+    p.add_argument("--reuse", action="store_true",
+                   help="allow a split to use an utterance more than once when a digit has too few")
     p.add_argument("--n-test", type=int, default=500, help="held-out-speaker test pairs (multiple of 10)")
     p.add_argument("--order", choices=("cyclic", "random"), default="cyclic")
     p.add_argument("--codewords", type=int, default=20, help="HAC codewords per stream (tutorial: 20)")

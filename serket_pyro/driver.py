@@ -7,8 +7,10 @@ The tutorial style (``for i in range(5): vae1.update(); gmm1.update()``) needs n
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+import warnings
 
 import torch
 from tqdm.auto import tqdm
@@ -18,7 +20,7 @@ from .output import atomic_save_json, atomic_torch_save, atomic_write_bytes
 from .rng_state import get_rng_state, set_rng_state
 from .seed import set_seed
 
-__all__ = ["fit", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+__all__ = ["falling_objectives", "fit", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
 
 _CKPT_STATE = "state.pt"
 _CKPT_INFO = "checkpoint.json"
@@ -77,8 +79,37 @@ def load_checkpoint(path, modules: list[Module]) -> tuple[int, list[dict]]:
     return info["iteration"], info["history"]
 
 
+def falling_objectives(history: list[dict], names, rel_tol: float = 1e-2) -> list[str]:
+    """Modules whose own objective fell in each of the last two outer iterations.
+
+    Every module reports its objective in ``metrics_["objective"]`` (nats, higher is better: a
+    GMM's collapsed log joint, a Markov model's or MLDA's log-likelihood, a VAE's ELBO).  A module
+    is flagged when the objective fell at both of the last two iterations and by more than
+    ``rel_tol`` of its magnitude in all: a sampler's noise rarely does that, a module that drives
+    the system into a worse state does (e.g. a parent's message that keeps shrinking a class).
+
+    Args:
+        history: the records of :func:`fit`, oldest first (``record[name]["objective"]``).
+        names: module names to check.
+    Returns:
+        one sentence per flagged module (empty: nothing fell).
+    """
+    if len(history) < 3:
+        return []
+    out = []
+    for name in names:
+        vals = [r.get(name, {}).get("objective") for r in history[-3:]]
+        if any(v is None or not math.isfinite(v) for v in vals):
+            continue
+        a, b, c = vals
+        if c < b < a and a - c > rel_tol * max(abs(a), 1.0):
+            out.append(f"{name}: its objective fell in two outer iterations in a row ({a:.6g} -> {b:.6g} -> "
+                       f"{c:.6g}); this module may be making the system worse (check the messages it receives)")
+    return out
+
+
 def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bool = True,
-        checkpoint_dir=None, resume: bool = False, callback=None) -> list[dict]:
+        checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 1e-2) -> list[dict]:
     """Update every learnable module of the graph connected to ``modules``, bottom-up, ``n_iter`` times.
 
     Args:
@@ -91,9 +122,13 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
             (see :func:`save_checkpoint`) and ``metrics.jsonl`` gets one line per iteration.
         resume: continue from the latest complete checkpoint in ``checkpoint_dir``, if any.
         callback: called as ``callback(iteration, record)`` after each outer iteration.
+        guard_tol: a module whose own objective (``metrics_["objective"]``) fell in each of the last
+            two outer iterations, by more than this fraction in all, is named in the record's
+            ``"flags"`` and a ``RuntimeWarning`` (:func:`falling_objectives`).
 
     Returns:
-        history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``.
+        history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``
+        and ``"flags"`` when a module's objective fell two iterations in a row.
     """
     if not modules:
         raise ValueError("fit() needs at least one module of the graph")
@@ -129,6 +164,11 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
                 bar.update(1)
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
+            flags = falling_objectives(history, [m.name for m in order], guard_tol)
+            if flags:
+                record["flags"] = flags
+                for f in flags:
+                    warnings.warn(f, RuntimeWarning, stacklevel=2)
             if checkpoint_dir is not None:
                 save_checkpoint(checkpoint_dir, allm, it, history)
                 # rewritten whole from the history, so a resumed run has every line

@@ -652,6 +652,9 @@ class GMM(Module):
         metrics["log_likelihood"] = float((loglik + _log_weights(self.weights_)).logsumexp(-1).mean())
         if self.mode == "learn":
             metrics["n_active_classes"] = float(torch.unique(self.assignments_).numel())
+            metrics["objective"] = max(self.chain_log_joint_)  # collapsed log joint of the kept chain
+        else:
+            metrics["objective"] = float((own if bias is None else own + bias).logsumexp(-1).sum())
         self.metrics_ = metrics
         self.n_updates_ += 1
 

@@ -924,7 +924,9 @@ class MLDA(Module):
                 w.savetxt(f"Pmdw[{m}]_{md}.txt", preds[m])
         metrics = {k: float(v) for k, v in metrics.items()}
         n_tok = sum(m.n_tokens for m in mods)
-        metrics["log_likelihood"] = self._log_likelihood(mods) / max(n_tok, 1.0)
+        log_lik = self._log_likelihood(mods)
+        metrics["log_likelihood"] = log_lik / max(n_tok, 1.0)
+        metrics["objective"] = log_lik
         metrics["n_tokens"] = n_tok
         self.metrics_ = metrics
         self.n_updates_ += 1

@@ -80,7 +80,7 @@ from .messages import ClassProbs
 from .module import Module
 from .validation import check_category, check_device, check_positive_float, check_positive_int
 
-__all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions"]
+__all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions", "prior_marginals"]
 
 _METHODS = ("forward_backward", "original")
 _MODES = ("learn", "recog")
@@ -166,6 +166,78 @@ def original_message(probs: torch.Tensor, trans: torch.Tensor, bias: torch.Tenso
         pred = pred * bias[1:].to(probs)
     msg[1:] = pred / pred.sum(1, keepdim=True)
     return msg
+
+
+def prior_marginals(log_init: np.ndarray, trans: np.ndarray, T: int, tol: float = 1e-13) -> np.ndarray:
+    """Log prior marginals ``log p(z_t) = log (init A^t)``, ``(T, K)`` rows normalised.
+
+    The recursion stops once ``p(z_t)`` no longer moves (``tol``, max abs) and repeats that row:
+    a chain that mixes reaches its stationary distribution in a few dozen steps, and a uniform
+    start under a doubly stochastic matrix (a cycle) is stationary at once.
+
+    Args:
+        log_init: ``(K,)`` log initial distribution.
+        trans: ``(K, K)`` transition matrix, rows = from, rows sum to 1.
+        T: number of steps.
+    """
+    p = np.exp(log_init - log_init.max())
+    p = p / p.sum()
+    out = np.empty((T, p.shape[0]))
+    out[0] = p
+    t = 1
+    while t < T:
+        q = p @ trans
+        q = q / q.sum()
+        out[t] = q
+        t += 1
+        if np.abs(q - p).max() <= tol:
+            out[t:] = q
+            break
+        p = q
+    with np.errstate(divide="ignore"):
+        return np.log(out)
+
+
+def shrunk_transitions(counts: np.ndarray, alpha: float, max_weight: float = 100.0):
+    """Transition matrix under a hierarchical prior that shrinks every row towards the marginal.
+
+    Prior: ``A_i ~ Dirichlet(alpha + c pi)`` where ``pi`` is the states' overall frequency and the
+    concentration ``c`` is chosen by empirical Bayes (MacKay and Peto 1995; Minka 2000): it
+    maximises the Dirichlet-multinomial marginal likelihood of the expected counts,
+    ``sum_i log DirMult(n_i | alpha + c pi)``.  Rows that differ from ``pi`` no more than
+    multinomial noise give a large ``c`` and rows equal to ``pi`` (a sequence without order sends
+    flat messages); a real sequential structure gives ``c`` near 0, i.e. the plain
+    ``(n_ij + alpha) / (n_i + K alpha)``.  Returns the posterior mean and ``c``.
+
+    Args:
+        counts: ``(K, K)`` expected transition counts, rows = from.
+        alpha: pseudo-count added to every entry.
+        max_weight: ``c`` is searched up to ``max_weight`` times the number of transitions; an
+            optimum there (a prior that outweighs the data a hundredfold) is taken as ``c = inf``.
+    Returns:
+        ``(A, c)``: ``(K, K)`` rows sum to 1, and the concentration (``inf``: every row is ``pi``).
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import gammaln
+
+    K = counts.shape[0]
+    pi = counts.sum(0) + alpha
+    pi = pi / pi.sum()
+    n_row = counts.sum(1)
+
+    def neg_log_evidence(log_c):
+        a = alpha + math.exp(log_c) * pi                          # (K,)
+        return -float((gammaln(a.sum()) - gammaln(n_row + a.sum())).sum()
+                      + (gammaln(counts + a) - gammaln(a)).sum())
+
+    lo, hi = math.log(1e-6), math.log(max_weight * max(float(n_row.sum()), 1.0))
+    res = minimize_scalar(neg_log_evidence, bounds=(lo, hi), method="bounded", options={"xatol": 1e-3})
+    log_c = min((lo, res.x, hi), key=neg_log_evidence)
+    if log_c >= hi - 1e-3:           # no evidence of order at all: c = infinity, every row is pi
+        return np.tile(pi, (K, 1)), math.inf
+    c = math.exp(log_c)
+    prior = alpha + c * pi
+    return (counts + prior) / (n_row[:, None] + prior.sum()), c
 
 
 def _moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
@@ -285,8 +357,9 @@ class MarkovModel(Module):
     """
 
     def __init__(self, num_samp: int = 100, name: str = "mm", *, alpha: float = 0.1, itr: int = 100,
-                 tol: float = 1e-6, evidence_noise=0.9, restart: bool = True, max_splits: int = 10,
-                 method: str = "forward_backward",
+                 tol: float = 1e-6, evidence_noise="learn", lock_noise: float = 0.9, restart: bool = True,
+                 max_splits: int = 10,
+                 method: str = "forward_backward", transition_prior: str = "shrink",
                  category=None, device=None, output_root=None, mode: str = "learn"):
         super().__init__(name, output_root=output_root)
         self.num_samp = check_positive_int(num_samp, "num_samp", self.name)
@@ -303,11 +376,17 @@ class MarkovModel(Module):
                 raise ValueError(f"{self.name}: evidence_noise must be < 1, got {evidence_noise!r}")
             evidence_noise = e
         self.evidence_noise = evidence_noise
+        self.lock_noise = check_positive_float(lock_noise, "lock_noise", self.name)
+        if not 0 < self.lock_noise < 1:
+            raise ValueError(f"{self.name}: lock_noise must be in (0, 1), got {lock_noise!r}")
         self.restart = bool(restart)
         self.max_splits = check_positive_int(max_splits, "max_splits", self.name, minimum=0)
         if method not in _METHODS:
             raise ValueError(f"{self.name}: method must be one of {_METHODS}, got {method!r}")
         self.method = method
+        if transition_prior not in ("shrink", "flat"):
+            raise ValueError(f"{self.name}: transition_prior must be 'shrink' or 'flat', got {transition_prior!r}")
+        self.transition_prior = transition_prior
         if mode not in _MODES:
             raise ValueError(f"{self.name}: mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
@@ -367,14 +446,19 @@ class MarkovModel(Module):
         K = log_p.shape[1]
         return np.logaddexp(np.log1p(-eps) + log_p, math.log(eps / K))
 
+    def _log_init(self, K: int) -> np.ndarray:
+        """``(K,)`` log distribution of ``z_0`` (uniform until learned or loaded)."""
+        if self.init_prob_ is None:
+            return np.full(K, -math.log(K))
+        return np.log(self.init_prob_.cpu().numpy().astype(np.float64))
+
     def _fit_forward_backward(self, logs, log_bias, K):
         """EM for the transition matrix (and ``eps``); returns the chosen fit's
         ``(A, eps, robust evidence per child, ForwardBackwardResult, EM iterations)``."""
-        log_init = (np.log(self.init_prob_.cpu().numpy().astype(np.float64)) if self.init_prob_ is not None
-                    else np.full(K, -math.log(K)))
+        log_init = self._log_init(K)
         extra = log_bias if log_bias is not None else 0.0
         learn_eps = self.evidence_noise == "learn"
-        eps_fresh = 0.5 if learn_eps else float(self.evidence_noise)
+        eps_fresh = self.lock_noise if learn_eps else float(self.evidence_noise)
         uniform = np.full((K, K), 1.0 / K)
 
         def e_step(A, eps):
@@ -385,14 +469,17 @@ class MarkovModel(Module):
             A, eps = self.trans_prob_.cpu().numpy().astype(np.float64), float(self.evidence_noise_ or 0.0)
             return (A, eps, *e_step(A, eps), 0)
 
-        def em(A, eps, itr=None):
+        def em(A, eps, itr=None, learn=learn_eps, shrink=False):
             n_iter = 0
             for n_iter in range(1, (itr or self.itr) + 1):
                 ev, res = e_step(A, eps)
                 n = res.trans_counts
-                A_new = (n + self.alpha) / (n.sum(1, keepdims=True) + K * self.alpha)
+                if shrink:
+                    A_new, _ = shrunk_transitions(n, self.alpha)
+                else:
+                    A_new = (n + self.alpha) / (n.sum(1, keepdims=True) + K * self.alpha)
                 eps_new = eps
-                if learn_eps and eps > 0:
+                if learn and eps > 0:
                     gamma = np.exp(res.log_marginals)
                     # p(r_ct = 1 | all evidence) = sum_k gamma_t(k) (eps / K) / l_ct(k)
                     eps_new = float(np.mean([(gamma * np.exp(math.log(eps / K) - e)).sum(1) for e in ev]))
@@ -402,29 +489,49 @@ class MarkovModel(Module):
                     break
             return (A, eps, *e_step(A, eps), n_iter)
 
-        fits = []
-        if self.trans_prob_ is not None:                                   # warm start
-            eps_warm = self.evidence_noise_ if learn_eps and self.evidence_noise_ else eps_fresh
-            fits.append(em(self.trans_prob_.cpu().numpy().astype(np.float64), eps_warm))
-        if self.trans_prob_ is None or self.restart:
-            fits.append(em(uniform, eps_fresh))
-            # the child's own transition statistics n_ij = sum_t P_t(i) P_t+1(j) on the raw (not
-            # robust) evidence: from uniform, the first E-step sees them through the noise eps and
-            # EM can settle in a cycle of half the period (measured on the VAE+GMM+MLDA+MM tutorial)
-            fits.append(em(_moment_transitions(sum(logs) + extra, self.alpha), eps_fresh))
-        # keep the fit under which the evidence is most probable (the first one on ties)
-        best = max(fits, key=lambda f: f[3].log_likelihood)
-        for _ in range(self.max_splits):
-            # screen the proposals with a few EM steps, finish only the best one
-            screened = [em(A0, best[1], itr=10) for A0 in _split_proposals(best[0], best[3].log_marginals, self.alpha)]
-            if not screened:
-                break
-            challenger = max(screened, key=lambda f: f[3].log_likelihood)
-            challenger = em(challenger[0], challenger[1])
-            if challenger[3].log_likelihood <= best[3].log_likelihood + self.tol:
-                break
-            best = challenger
-        return best
+        def search(eps0, learn):
+            """EM from the warm and fresh starts, then split moves; the most probable fit."""
+            fits = []
+            if self.trans_prob_ is not None:                               # warm start
+                eps_warm = self.evidence_noise_ if learn and self.evidence_noise_ else eps0
+                fits.append(em(self.trans_prob_.cpu().numpy().astype(np.float64), eps_warm, learn=learn))
+            if self.trans_prob_ is None or self.restart:
+                fits.append(em(uniform, eps0, learn=learn))
+                # the child's own transition statistics n_ij = sum_t P_t(i) P_t+1(j) on the raw (not
+                # robust) evidence: from uniform, the first E-step sees them through the noise eps and
+                # EM can settle in a cycle of half the period (measured on the VAE+GMM+MLDA+MM tutorial)
+                fits.append(em(_moment_transitions(sum(logs) + extra, self.alpha), eps0, learn=learn))
+            # keep the fit under which the evidence is most probable (the first one on ties)
+            best = max(fits, key=lambda f: f[3].log_likelihood)
+            for _ in range(self.max_splits):
+                # screen the proposals with a few EM steps, finish only the best one
+                screened = [em(A0, best[1], itr=10, learn=learn)
+                            for A0 in _split_proposals(best[0], best[3].log_marginals, self.alpha)]
+                if not screened:
+                    break
+                challenger = max(screened, key=lambda f: f[3].log_likelihood)
+                challenger = em(challenger[0], challenger[1], learn=learn)
+                if challenger[3].log_likelihood <= best[3].log_likelihood + self.tol:
+                    break
+                best = challenger
+            return best
+
+        # 1. find the structure: EM with the flat prior alpha from every start, eps held at
+        #    evidence_noise (or lock_noise), where a cycle that the child's merged or split classes
+        #    blur is still the most probable chain
+        found = search(eps_fresh, learn=False)
+        shrink = self.transition_prior == "shrink"
+        if not (learn_eps or shrink):
+            return found
+        # 2. refine it: EM from there with the hierarchical prior (rows without evidence of order
+        #    shrink to the marginal) and, with evidence_noise="learn", eps learned (a local optimum
+        #    that keeps the structure and makes the transition estimates unbiased); the warm
+        #    start's refined fit competes with it
+        fits = [em(found[0], found[1], shrink=shrink)]
+        if learn_eps and self.trans_prob_ is not None and self.evidence_noise_:
+            fits.insert(0, em(self.trans_prob_.cpu().numpy().astype(np.float64), self.evidence_noise_,
+                              shrink=shrink))
+        return max(fits, key=lambda f: f[3].log_likelihood)
 
     # ------------------------------------------------------------------ update
     def update(self) -> None:
@@ -437,7 +544,11 @@ class MarkovModel(Module):
         if self.method == "forward_backward":
             A, eps, ev, res, n_iter = self._fit_forward_backward(logs, log_bias, K)
             self.n_em_iter_ = n_iter
-            log_loo = res.log_loo
+            # p(other steps' evidence | z_t): the leave-one-out posterior over the prior marginal.
+            # The child applies its own class prior (a GMM's weights, an MLDA's theta); a chain
+            # with identical rows (no sequential structure) then sends a flat message instead
+            # of its marginal, which the child would count a second time.
+            log_loo = res.log_loo - prior_marginals(self._log_init(K), A, len(res.log_loo))
             if log_bias is not None:
                 log_loo = log_loo + log_bias
             up = ClassProbs(torch.from_numpy(res.log_loo + sum(ev)).to(dev))
@@ -482,7 +593,7 @@ class MarkovModel(Module):
         w.savetxt(f"loglik_{mode}.txt", np.array([log_lik]))
         if self.method == "forward_backward":
             w.savetxt(f"evidence_noise_{mode}.txt", np.array([eps]))
-        metrics = {"log_likelihood": float(log_lik), "evidence_noise": float(eps),
+        metrics = {"log_likelihood": float(log_lik), "objective": float(log_lik), "evidence_noise": float(eps),
                    "em_iterations": float(self.n_em_iter_)}
         if self.category is not None:
             metrics.update(write_classification(w, post, self.category, mode))
@@ -506,7 +617,8 @@ class MarkovModel(Module):
     # --------------------------------------------------------------- state I/O
     def get_config(self) -> dict:
         return {"num_samp": self.num_samp, "alpha": self.alpha, "itr": self.itr, "tol": self.tol,
-                "evidence_noise": self.evidence_noise, "restart": self.restart, "max_splits": self.max_splits, "method": self.method,
+                "evidence_noise": self.evidence_noise, "lock_noise": self.lock_noise, "restart": self.restart, "max_splits": self.max_splits, "method": self.method,
+                "transition_prior": self.transition_prior,
                 "mode": self.mode, "device": str(self.device)}
 
     def state_dict(self) -> dict:

@@ -30,6 +30,8 @@ from .output import OutputWriter, get_output_root
 __all__ = ["Module", "Observation", "reset_module_counter", "connected_modules", "update_order"]
 
 _counter = itertools.count()
+#: a class message whose log-probabilities differ by no more than this within every row is flat
+_FLAT_LOG_TOL = 1e-8
 
 
 def reset_module_counter(start: int = 0) -> None:
@@ -151,8 +153,10 @@ class Module:
         return combine(self._backward_msgs[p.name] for p in self.parents if p.name in self._backward_msgs)
 
     def get_class_backward_msg(self, N: int, K: int) -> ClassProbs | None:
-        """The parents' combined message, checked to be class probabilities of shape ``(N, K)``
-        (``None`` before any parent has sent one); ``ValueError`` naming this module otherwise."""
+        """The parents' combined message, checked to be class probabilities of shape ``(N, K)``;
+        ``None`` before any parent has sent one, or when every row is flat (a parent that found no
+        structure, e.g. a Markov chain on data without order, leaves the update as it would be
+        without it); ``ValueError`` naming this module otherwise."""
         msg = self.get_backward_msg()
         if msg is None:
             return None
@@ -162,6 +166,9 @@ class Module:
         if tuple(msg.log_probs.shape) != (N, K):
             raise ValueError(f"{self.name}: the parent's backward message has shape {tuple(msg.log_probs.shape)}, "
                              f"expected (N, K) = ({N}, {K})")
+        lp = msg.log_probs
+        if bool(((lp - lp.amax(-1, keepdim=True)).abs() <= _FLAT_LOG_TOL).all()):
+            return None  # flat: says nothing, so the update is the one without a parent
         return msg
 
     def get_backward_msgs(self) -> dict[str, Message]:

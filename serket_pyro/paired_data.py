@@ -42,6 +42,9 @@ __all__ = [
     "build_pairs",
     "build_sad_pairs",
     "fsdd_mfcc",
+    "markov_order",
+    "markov_order_transitions",
+    "n_reused",
     "pair_indices",
 ]
 
@@ -69,12 +72,15 @@ class PairedData(NamedTuple):
 class PairedSplits(NamedTuple):
     """``train`` and ``test`` :class:`PairedData` (disjoint speakers unless said otherwise), the
     fitted :class:`~serket_pyro.features.HACExtractor` and, per split, the source rows used:
-    ``index = {"train": (image_rows, utterance_rows), "test": (...)}``."""
+    ``index = {"train": (image_rows, utterance_rows), "test": (...)}``, and how many pairs
+    repeat an utterance used earlier in the same split, ``n_reused = {"train": int, "test": int}``
+    (0 unless ``reuse=True`` was needed)."""
 
     train: PairedData
     test: PairedData
     extractor: HACExtractor
     index: dict
+    n_reused: dict | None = None
 
 
 def _check_order(order: str) -> str:
@@ -84,14 +90,17 @@ def _check_order(order: str) -> str:
 
 
 def pair_indices(labels: np.ndarray, n_pairs: int, order: str = "cyclic", selection: str = "random",
-                 rng: np.random.Generator | None = None, n_classes: int = 10) -> np.ndarray:
+                 rng: np.random.Generator | None = None, n_classes: int = 10, reuse: bool = False) -> np.ndarray:
     """Rows of ``labels`` to take, ``n_pairs`` of them, ``n_pairs / n_classes`` per class.
 
     ``order="cyclic"``: row ``n`` of the result has label ``n % n_classes``; ``"random"``: the same
     balanced set shuffled (use the *same* class sequence for both modalities, see
     :func:`build_pairs`).  ``selection="random"``: each class's items in a random order (``rng``);
-    ``"first"``: in their order in ``labels``.  A class with fewer items than needed reuses them
-    (cycling through its items).  Returns ``(n_pairs,)`` int64, in cyclic order.
+    ``"first"``: in their order in ``labels``.  Returns ``(n_pairs,)`` int64, in cyclic order.
+
+    ``reuse``: a class with fewer items than needed cycles through its items again (an item then
+    appears more than once: the pairs are no longer independent draws).  Default ``False``: such a
+    request is refused with a ``ValueError`` that states how many items each class has.
     """
     labels = np.asarray(labels)
     if n_pairs % n_classes:
@@ -100,36 +109,90 @@ def pair_indices(labels: np.ndarray, n_pairs: int, order: str = "cyclic", select
         raise ValueError(f"selection must be 'random' or 'first', got {selection!r}")
     rng = np.random.default_rng(0) if rng is None else rng
     per = n_pairs // n_classes
+    available = np.bincount(labels[(labels >= 0) & (labels < n_classes)].astype(np.int64), minlength=n_classes)
+    if (available == 0).any():
+        raise ValueError(f"no item of class {int(np.flatnonzero(available == 0)[0])}")
+    if not reuse and (available < per).any():
+        short = {int(k): int(available[k]) for k in np.flatnonzero(available < per)}
+        raise ValueError(f"{n_pairs} pairs need {per} items of each class, but classes {short} have fewer "
+                         f"(class: items); ask for at most {n_classes * int(available.min())} pairs, "
+                         "or pass reuse=True to use items more than once")
     cols = []
     for k in range(n_classes):  # loop over classes
         items = np.flatnonzero(labels == k)
-        if len(items) == 0:
-            raise ValueError(f"no item of class {k}")
         if selection == "random":
             items = rng.permutation(items)
-        cols.append(np.resize(items, per))  # cycles when per > len(items)
+        cols.append(np.resize(items, per))  # cycles when per > len(items) (reuse=True)
     return np.stack(cols, axis=1).reshape(-1).astype(np.int64)  # row n: class n % n_classes
 
 
+def n_reused(rows: np.ndarray) -> int:
+    """How many rows repeat an earlier row (0 when every item is used once)."""
+    rows = np.asarray(rows)
+    return int(rows.size - np.unique(rows).size)
+
+
+def markov_order(category: np.ndarray, p_next: float = 0.7, n: int | None = None,
+                 rng: np.random.Generator | None = None, n_classes: int = 10) -> np.ndarray:
+    """Rows of ``category`` arranged as a partly ordered sequence, each row used at most once.
+
+    The class sequence is a Markov chain: the next class is the cyclic successor ``(c + 1) % K``
+    with probability ``p_next``, else a uniformly random class (the successor included), so the
+    true transition matrix is :func:`markov_order_transitions`.  Items of each class are taken in
+    a random order without replacement; the sequence stops at ``n`` rows or when the chain asks for
+    a class whose items are used up.
+
+    Args:
+        category: ``(N,)`` labels in ``0..n_classes-1``.
+        p_next: probability of the cyclic successor, in ``[0, 1]`` (1: cyclic; 0: random order).
+        n: maximum length (default: as long as the items last).
+    Returns:
+        ``(T,)`` int64 row indices.
+    """
+    if not 0.0 <= float(p_next) <= 1.0:
+        raise ValueError(f"p_next must be in [0, 1], got {p_next!r}")
+    category = np.asarray(category).astype(np.int64)
+    rng = np.random.default_rng(0) if rng is None else rng
+    n = len(category) if n is None else int(n)
+    pools = [list(rng.permutation(np.flatnonzero(category == k))) for k in range(n_classes)]
+    jump = rng.random(n) >= p_next
+    random_class = rng.integers(n_classes, size=n)
+    out, c = [], int(rng.integers(n_classes))
+    for t in range(n):  # the chain is sequential by nature
+        if t:
+            c = int(random_class[t]) if jump[t] else (c + 1) % n_classes
+        if not pools[c]:
+            break
+        out.append(pools[c].pop())
+    return np.asarray(out, dtype=np.int64)
+
+
+def markov_order_transitions(p_next: float = 0.7, n_classes: int = 10) -> np.ndarray:
+    """The transition matrix of :func:`markov_order`: ``p_next`` on the cyclic successor plus
+    ``(1 - p_next) / K`` everywhere; ``(K, K)`` rows = from, rows sum to 1."""
+    return p_next * np.roll(np.eye(n_classes), 1, axis=1) + (1.0 - p_next) / n_classes
+
+
 def build_pairs(image_labels, speech_labels, n_pairs: int, order: str = "cyclic", selection: str = "random",
-                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                seed: int = 0, reuse: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(image_rows, speech_rows)`` of ``n_pairs`` pairs whose labels agree.
 
     Cyclic: pair ``n`` has label ``n % 10``.  Random: the rows of the cyclic pairing permuted
-    (both modalities by the same permutation, so the labels stay aligned).
+    (both modalities by the same permutation, so the labels stay aligned).  ``reuse``: see
+    :func:`pair_indices` (refused by default when a class has too few items).
     """
     _check_order(order)
     rng = np.random.default_rng(seed)
-    img = pair_indices(image_labels, n_pairs, "cyclic", "random", rng)
-    sp = pair_indices(speech_labels, n_pairs, "cyclic", selection, rng)
+    img = pair_indices(image_labels, n_pairs, "cyclic", "random", rng, reuse=reuse)
+    sp = pair_indices(speech_labels, n_pairs, "cyclic", selection, rng, reuse=reuse)
     if order == "random":
         perm = rng.permutation(n_pairs)
         img, sp = img[perm], sp[perm]
     return img, sp
 
 
-def _split(images, image_labels, seqs, digit, speaker, n_pairs, order, selection, seed, extractor):
-    img, sp = build_pairs(image_labels, digit, n_pairs, order, selection, seed)
+def _split(images, image_labels, seqs, digit, speaker, n_pairs, order, selection, seed, extractor, reuse):
+    img, sp = build_pairs(image_labels, digit, n_pairs, order, selection, seed, reuse)
     hac = extractor.transform([seqs[i] for i in sp])
     data = PairedData(images=images[img].astype(np.float32) / np.float32(255.0), hac=hac,
                       category=np.asarray(digit)[sp].astype(np.int64), speaker=np.asarray(speaker)[sp].astype(np.int64))
@@ -138,12 +201,14 @@ def _split(images, image_labels, seqs, digit, speaker, n_pairs, order, selection
 
 def build_sad_pairs(n_train: int = 3000, n_test: int = 1000, *, order: str = "cyclic", selection: str = "first",
                     seed: int = 0, extractor: HACExtractor | None = None, fit_on: str = "pairs", root=None,
-                    **hac_options) -> PairedSplits:
+                    reuse: bool = False, **hac_options) -> PairedSplits:
     """MNIST + Spoken Arabic Digit pairs with HAC speech features.
 
     Args:
         n_train, n_test: pairs per split (multiples of 10; the test file has 220 utterances per
-            digit, more test pairs reuse utterances).
+            digit, so more than 2,200 test pairs need ``reuse=True``).
+        reuse: let a split use an utterance (or image) more than once when a digit has too few;
+            default ``False`` refuses such sizes (:func:`pair_indices`).  ``n_reused`` reports it.
         order: ``"cyclic"`` (row n is digit n % 10) or ``"random"``.
         selection: training utterances ``"first"`` (in file order; 3,000 training pairs are then
             exactly the utterances of the Serket tutorial) or ``"random"``; test utterances are
@@ -161,16 +226,17 @@ def build_sad_pairs(n_train: int = 3000, n_test: int = 1000, *, order: str = "cy
     sad_te = load_spoken_arabic_digit("test", root=root)
     utt_tr, utt_te = sad_tr.utterances(), sad_te.utterances()
     extractor = HACExtractor(**hac_options) if extractor is None else extractor
-    _, sp_tr = build_pairs(mnist_tr.labels, sad_tr.digit, n_train, order, selection, seed)
+    _, sp_tr = build_pairs(mnist_tr.labels, sad_tr.digit, n_train, order, selection, seed, reuse)
     if extractor.codebooks_ is None:
         if fit_on not in ("pairs", "all"):
             raise ValueError(f"fit_on must be 'pairs' or 'all', got {fit_on!r}")
         extractor.fit([utt_tr[i] for i in (np.unique(sp_tr) if fit_on == "pairs" else range(len(utt_tr)))])
     train, idx_tr = _split(mnist_tr.images, mnist_tr.labels, utt_tr, sad_tr.digit, sad_tr.speaker,
-                           n_train, order, selection, seed, extractor)
+                           n_train, order, selection, seed, extractor, reuse)
     test, idx_te = _split(mnist_te.images, mnist_te.labels, utt_te, sad_te.digit,
-                          sad_te.speaker + SAD_TRAIN_SPEAKERS, n_test, order, "random", seed + 1, extractor)
-    return PairedSplits(train, test, extractor, {"train": idx_tr, "test": idx_te})
+                          sad_te.speaker + SAD_TRAIN_SPEAKERS, n_test, order, "random", seed + 1, extractor, reuse)
+    return PairedSplits(train, test, extractor, {"train": idx_tr, "test": idx_te},
+                        {"train": n_reused(idx_tr[1]), "test": n_reused(idx_te[1])})
 
 
 def fsdd_mfcc(root=None, rows=None, cmn: bool = False, **mfcc_options) -> tuple[list[np.ndarray | None], object]:
@@ -187,16 +253,17 @@ def fsdd_mfcc(root=None, rows=None, cmn: bool = False, **mfcc_options) -> tuple[
     return out, f
 
 
-def build_fsdd_pairs(n_train: int = 3000, n_test: int = 500, *, order: str = "cyclic", holdout: str = "speaker",
+def build_fsdd_pairs(n_train: int = 2500, n_test: int = 500, *, order: str = "cyclic", holdout: str = "speaker",
                      test_speakers: Sequence[str] = ("theo",), takes: Sequence[int] | None = None,
                      selection: str = "random", seed: int = 0,
                      extractor: HACExtractor | None = None, root=None, mfcc_options: dict | None = None,
-                     cmn: bool = True, **hac_options) -> PairedSplits:
+                     cmn: bool = True, reuse: bool = False, **hac_options) -> PairedSplits:
     """MNIST + Free Spoken Digit Dataset (English audio) pairs with HAC speech features.
 
     Args:
         n_train, n_test: pairs per split (multiples of 10).  With one of 6 speakers held out the
-            training side has 250 recordings per digit, so 3,000 pairs reuse some recordings.
+            training side has 250 recordings per digit: 2,500 pairs (default) use each once;
+            more need ``reuse=True``.
         holdout: ``"speaker"`` (``test_speakers`` only in test; default, speaker-independent) or
             ``"take"`` (the official ``take < 5`` test split; the same speakers on both sides).
         test_speakers: names from ``FSDDData.speaker_names`` held out with ``holdout="speaker"``.
@@ -231,7 +298,8 @@ def build_fsdd_pairs(n_train: int = 3000, n_test: int = 500, *, order: str = "cy
     if extractor.codebooks_ is None:
         extractor.fit([seqs[i] for i in tr])
     train, (img_tr, sp_tr) = _split(mnist_tr.images, mnist_tr.labels, [seqs[i] for i in tr], f.digit[tr],
-                                    f.speaker[tr], n_train, order, selection, seed, extractor)
+                                    f.speaker[tr], n_train, order, selection, seed, extractor, reuse)
     test, (img_te, sp_te) = _split(mnist_te.images, mnist_te.labels, [seqs[i] for i in te], f.digit[te],
-                                   f.speaker[te], n_test, order, selection, seed + 1, extractor)
-    return PairedSplits(train, test, extractor, {"train": (img_tr, tr[sp_tr]), "test": (img_te, te[sp_te])})
+                                   f.speaker[te], n_test, order, selection, seed + 1, extractor, reuse)
+    return PairedSplits(train, test, extractor, {"train": (img_tr, tr[sp_tr]), "test": (img_te, te[sp_te])},
+                        {"train": n_reused(sp_tr), "test": n_reused(sp_te)})

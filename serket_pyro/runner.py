@@ -172,6 +172,10 @@ def _read_array(path):
     return np.loadtxt(path, ndmin=2)
 
 
+#: said of data that ``--order cyclic`` arranged by their true labels (scores on them are not fair)
+_LABEL_ORDER = "cyclic order set by the true labels"
+
+
 def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path=None):
     """Observations and labels for ``serket-pyro recog``.
 
@@ -230,7 +234,7 @@ def recognise(folder, args):
         idx = cyclic_order(category)
         obs = {k: v[idx] for k, v in obs.items()}
         category = category[idx]
-        desc += " (cyclic label order)"
+        desc += f" ({_LABEL_ORDER})"
     if args.n is not None:
         obs = {k: v[:args.n] for k, v in obs.items()}
         category = None if category is None else category[:args.n]
@@ -263,12 +267,19 @@ def format_summary(system, seconds: float, source: str) -> str:
     for k in keys:
         s = summ[k]
         if "accuracy" in s:
+            unfair = "  (labels set the order: not a fair score)" if _LABEL_ORDER in source else ""
             lines.append(f"{s['name']:<22}{s['accuracy']:>10.3f}{s['greedy_accuracy']:>9.3f}{s['ari']:>8.3f}"
-                         f"{s['nmi']:>8.3f}  {os.path.relpath(s['folder'])}")
+                         f"{s['nmi']:>8.3f}  {os.path.relpath(s['folder'])}{unfair}")
         else:
             lines.append(f"{s['name']:<22}{'':>35}  {os.path.relpath(s['folder'])}")
+    for flag in dict.fromkeys(system.flags):
+        lines.append(f"warning: {flag}")
     r = summ[system.result]
-    if "accuracy" in r:
+    if "accuracy" in r and _LABEL_ORDER in source:
+        lines.append(f"result ({r['name']}): accuracy {r['accuracy']:.3f} NOT A FAIR SCORE: the true labels set the "
+                     "order of the points (--order cyclic), and a Markov model reads the labels from that order; "
+                     "use --order given (or --exclude mm) for an accuracy")
+    elif "accuracy" in r:
         md = getattr(system.result_module, "mode", "learn")
         lines.append(f"result ({r['name']}): accuracy {r['accuracy']:.3f} "
                      f"(original's greedy metric {r['greedy_accuracy']:.3f}), class_{md}.txt and acc_{md}.txt "

@@ -40,9 +40,18 @@ class System:
                            checkpoint_dir=checkpoint_dir, resume=resume, callback=callback)
         return self.history
 
+    @property
+    def flags(self) -> list[str]:
+        """Warnings of the run, in order: modules whose objective fell two outer iterations in a
+        row (:func:`serket_pyro.driver.falling_objectives`)."""
+        return [f for record in self.history for f in record.get("flags", [])]
+
     def summary(self) -> dict:
-        """Metrics of every module after the last update, plus where its files are."""
+        """Metrics of every module after the last update, plus where its files are, and
+        ``"flagged": True`` for a module named in :attr:`flags`."""
+        flagged = {f.split(":", 1)[0] for f in self.flags}
         return {
-            key: {"name": m.name, "folder": m.output_dir, **m.metrics_}
+            key: {"name": m.name, "folder": m.output_dir, **m.metrics_,
+                  **({"flagged": True} if m.name in flagged else {})}
             for key, m in self.modules.items() if m.learnable
         }

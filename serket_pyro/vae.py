@@ -665,7 +665,7 @@ class VAE(Module):
         if m == "learn":
             w.savetxt("loss_learn.txt", np.asarray(losses, dtype=np.float64))
             w.torch_save("model_learn.pt", self.state_dict())
-            self.metrics_ = {"loss": float(losses[-1])}
+            self.metrics_ = {"loss": float(losses[-1]), "objective": -float(losses[-1])}
         else:
             self.metrics_ = {}
         self.n_updates_ += 1

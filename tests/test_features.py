@@ -192,11 +192,15 @@ def test_hac_errors():
 
 # --------------------------------------------------------------------------------- paired data
 def test_pair_indices_cyclic_and_random():
-    from serket_pyro.paired_data import build_pairs, pair_indices
+    from serket_pyro.paired_data import build_pairs, n_reused, pair_indices
 
     labels = np.repeat(np.arange(10), 7)[::-1]
-    idx = pair_indices(labels, 100, rng=np.random.default_rng(0))  # 10 per class > 7: reuse
+    # 10 per class > 7: refused unless reuse is asked for, and then counted
+    with pytest.raises(ValueError, match=r"need 10 items of each class.*reuse=True"):
+        pair_indices(labels, 100, rng=np.random.default_rng(0))
+    idx = pair_indices(labels, 100, rng=np.random.default_rng(0), reuse=True)
     np.testing.assert_array_equal(labels[idx], np.arange(100) % 10)
+    assert n_reused(idx) == 30 and n_reused(pair_indices(labels, 70)) == 0
     img_labels = np.random.default_rng(1).integers(0, 10, 500)
     i, s = build_pairs(img_labels, labels, 60, order="random", seed=3)
     np.testing.assert_array_equal(img_labels[i], labels[s])
@@ -231,6 +235,14 @@ def test_fsdd_pairs_keep_speakers_apart(data_dir):
 
     sp = build_fsdd_pairs(60, 20, order="random", test_speakers=("theo",), takes=range(10, 13),
                           extractor=HACExtractor(3, (2,)), root=data_dir)
+    assert sp.n_reused == {"train": 0, "test": 0}
+    # 3 takes of theo give 3 recordings per digit: 40 test pairs need reuse, and report it
+    with pytest.raises(ValueError, match="reuse=True"):
+        build_fsdd_pairs(60, 40, test_speakers=("theo",), takes=range(10, 13), extractor=sp.extractor,
+                         root=data_dir)
+    sp2 = build_fsdd_pairs(60, 40, test_speakers=("theo",), takes=range(10, 13), extractor=sp.extractor,
+                           root=data_dir, reuse=True)
+    assert sp2.n_reused["test"] == 10 and sp2.n_reused["train"] == 0
     f = load_fsdd(root=data_dir)
     theo = f.speaker_names.index("theo")
     assert (sp.test.speaker == theo).all() and (sp.train.speaker != theo).all()

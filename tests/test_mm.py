@@ -280,13 +280,16 @@ def test_messages_are_leave_one_out_with_parent_and_two_children():
 
     _, marg, _, loo = brute_force(li, np.log(A), lp1 + lp2 + lb)       # loo: without any evidence at t
 
-    def with_rest_at_t(log_rest):
-        # p(z_t | everything except one source at t) = loo times the remaining sources at t
-        post = np.log(loo) + log_rest
+    def with_rest_at_t(log_rest, prior=None):
+        # p(z_t | everything except one source at t) = loo times the remaining sources at t;
+        # a child's message is that over the prior marginal p(z_t) (the child has its own prior)
+        post = np.log(loo) + log_rest - (0.0 if prior is None else np.log(prior))
         return np.exp(post - logsumexp(post, 1, keepdims=True))
 
-    np.testing.assert_allclose(o1.get_backward_msg().probs.numpy(), with_rest_at_t(lp2 + lb), atol=1e-10)
-    np.testing.assert_allclose(o2.get_backward_msg().probs.numpy(), with_rest_at_t(lp1 + lb), atol=1e-10)
+    prior = np.stack([np.full(K, 1.0 / K) @ np.linalg.matrix_power(A, t) for t in range(T)])  # init A^t
+    assert np.abs(prior - 1.0 / K).max() > 0.01                      # the division matters here
+    np.testing.assert_allclose(o1.get_backward_msg().probs.numpy(), with_rest_at_t(lp2 + lb, prior), atol=1e-10)
+    np.testing.assert_allclose(o2.get_backward_msg().probs.numpy(), with_rest_at_t(lp1 + lb, prior), atol=1e-10)
     np.testing.assert_allclose(m.forward_msg.probs.numpy(), with_rest_at_t(lp1 + lp2), atol=1e-10)
     # and the message to child 1 is not its smoothed posterior
     assert np.abs(o1.get_backward_msg().probs.numpy() - marg).max() > 0.05
@@ -298,9 +301,13 @@ def test_forward_message_is_smoothed_marginal_without_parent():
     obs, m = mm_on(p, itr=4, evidence_noise=0.2)
     m.update()
     ev = MarkovModel._robust(np.log(p), m.evidence_noise_)
-    _, marg, _, loo = brute_force(np.full(3, -math.log(3)), np.log(m.trans_prob_.numpy()), ev)
+    A = m.trans_prob_.numpy()
+    _, marg, _, loo = brute_force(np.full(3, -math.log(3)), np.log(A), ev)
     np.testing.assert_allclose(m.forward_msg.probs.numpy(), marg, atol=1e-10)
-    np.testing.assert_allclose(obs.get_backward_msg().probs.numpy(), loo, atol=1e-10)
+    # down: p(z_t | the other steps) / p(z_t), i.e. the likelihood of the other steps' evidence
+    prior = np.stack([np.full(3, 1.0 / 3) @ np.linalg.matrix_power(A, t) for t in range(6)])
+    down = loo / prior
+    np.testing.assert_allclose(obs.get_backward_msg().probs.numpy(), down / down.sum(1, keepdims=True), atol=1e-10)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,21 +404,25 @@ def test_moment_start_avoids_the_half_period_cycle(seed, monkeypatch):
     assert ll > ll_uniform + 100
 
 
-def test_relabelled_child_is_followed_thanks_to_restart():
+def test_relabelled_child_is_followed():
     # the child renames its classes between updates (a GMM may): from the old near-deterministic
     # matrix alone EM explains the evidence as noise (eps -> 1); the uniform restart finds the cycle
     K = 5
     z, p = cyclic_evidence(0, T=1000, K=K)
     perm = np.roll(np.arange(K), 2)[::-1].copy()
     accs = {}
-    for restart in (False, True):
-        obs, m = mm_on(p, restart=restart, max_splits=0, evidence_noise=0.8)
+    for restart, prior in ((False, "flat"), (True, "flat"), (False, "shrink"), (True, "shrink")):
+        obs, m = mm_on(p, restart=restart, max_splits=0, evidence_noise=0.8, transition_prior=prior)
         m.update()
         obs._forward_msg = ClassProbs.from_probs(p[:, perm])
         m.update()
         z2 = np.argsort(perm)[z]
-        accs[restart] = ((obs.get_backward_msg().log_probs.numpy() + np.log(p[:, perm])).argmax(1) == z2).mean()
-    assert accs[True] > 0.95 and accs[False] < 0.8, accs
+        accs[restart, prior] = ((obs.get_backward_msg().log_probs.numpy() + np.log(p[:, perm])).argmax(1)
+                                == z2).mean()
+    assert accs[True, "flat"] > 0.95 and accs[False, "flat"] < 0.8, accs
+    # the hierarchical prior's refinement lets the warm start go as well: rows that the evidence
+    # no longer supports shrink to the marginal, and EM finds the new cycle from there
+    assert accs[True, "shrink"] > 0.95 and accs[False, "shrink"] > 0.95, accs
 
 
 def test_learned_evidence_noise_matches_error_rate():
@@ -429,7 +440,7 @@ def test_m_step_is_dirichlet_posterior_mean():
     # stops at (n_ij + alpha) / (n_i + K alpha)
     K, alpha = 4, 0.3
     seq = np.random.default_rng(3).integers(0, K, 50)
-    _obs, m = mm_on(np.eye(K)[seq], alpha=alpha, evidence_noise=0.0)
+    _obs, m = mm_on(np.eye(K)[seq], alpha=alpha, evidence_noise=0.0, transition_prior="flat")
     m.update()
     n = np.zeros((K, K))
     np.add.at(n, (seq[:-1], seq[1:]), 1)
@@ -598,3 +609,68 @@ def test_default_noise_is_too_weak_for_a_short_noisy_chain():
         m.update()
         accs[eps] = m.metrics_["accuracy"]
     assert accs[0.8] > 0.95 and accs[0.9] < 0.6, accs
+
+
+# ---------------------------------------------------------------------------------------------
+# hierarchical transition prior and the child's message (issue 21)
+# ---------------------------------------------------------------------------------------------
+def _dirmult_log_evidence(counts, a):
+    """sum_i log DirMult(n_i | a), written out with math.lgamma."""
+    out = 0.0
+    for row in counts:
+        out += math.lgamma(a.sum()) - math.lgamma(row.sum() + a.sum())
+        out += sum(math.lgamma(n + aj) - math.lgamma(aj) for n, aj in zip(row, a))
+    return out
+
+
+def test_shrunk_transitions_maximise_the_evidence_over_the_concentration():
+    from serket_pyro.mm import shrunk_transitions
+
+    rng = np.random.default_rng(5)
+    K, alpha = 4, 0.3
+    A_true = 0.5 * np.eye(K)[np.roll(np.arange(K), 1)] + 0.5 * rng.dirichlet(np.ones(K) * 2, size=K)
+    counts = np.stack([rng.multinomial(60, A_true[i]) for i in range(K)]).astype(float)
+    A, c = shrunk_transitions(counts, alpha)
+    pi = (counts.sum(0) + alpha) / (counts.sum() + K * alpha)
+    grid = np.exp(np.linspace(math.log(1e-3), math.log(1e5), 4001))
+    ev = [_dirmult_log_evidence(counts, alpha + g * pi) for g in grid]
+    c_best = grid[int(np.argmax(ev))]
+    assert c == pytest.approx(c_best, rel=0.02)
+    np.testing.assert_allclose(A, (counts + alpha + c * pi) / (counts.sum(1, keepdims=True) + K * alpha + c),
+                               atol=1e-12)
+    assert 1.0 < c < 1e4                       # partly ordered rows: a finite, informative shrinkage
+
+
+def test_shrunk_transitions_of_rows_without_order_are_the_marginal():
+    from serket_pyro.mm import shrunk_transitions
+
+    rng = np.random.default_rng(6)
+    seq = rng.choice(5, size=4000, p=[0.4, 0.3, 0.1, 0.1, 0.1])         # i.i.d.: no order at all
+    counts = np.zeros((5, 5))
+    np.add.at(counts, (seq[:-1], seq[1:]), 1)
+    A, c = shrunk_transitions(counts, 0.1)
+    assert c > 1000                             # the rows' spread is multinomial noise
+    assert np.abs(A - A.mean(0)).max() < 5e-3   # ... so they nearly equal the marginal
+    np.testing.assert_allclose(A[0], [0.4, 0.3, 0.1, 0.1, 0.1], atol=0.02)
+    # rows equal to the marginal up to rounding: c is infinite and the rows are exactly equal
+    exact = np.outer(np.full(5, 800.0), [0.4, 0.3, 0.1, 0.1, 0.1])
+    A, c = shrunk_transitions(exact, 0.1)
+    assert c == math.inf
+    np.testing.assert_array_equal(A, np.tile(A[0], (5, 1)))
+    # a cycle keeps its rows
+    cyc = np.arange(4000) % 5
+    counts = np.zeros((5, 5))
+    np.add.at(counts, (cyc[:-1], cyc[1:]), 1)
+    A, c = shrunk_transitions(counts, 0.1)
+    assert c < 1e-3 and A.max(1).min() > 0.99
+
+
+def test_prior_marginals_are_matrix_powers():
+    from serket_pyro.mm import prior_marginals
+
+    rng = np.random.default_rng(7)
+    A = rng.dirichlet(np.ones(3), size=3)
+    init = np.array([0.7, 0.2, 0.1])
+    got = np.exp(prior_marginals(np.log(init), A, 200))
+    want = np.stack([init @ np.linalg.matrix_power(A, t) for t in range(200)])
+    np.testing.assert_allclose(got, want, atol=1e-12)
