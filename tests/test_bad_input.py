@@ -137,3 +137,139 @@ def test_greedy_refuses_bad_max_iter(max_iter):
 
 def test_greedy_takes_a_valid_max_iter():
     assert metrics.greedy_accuracy([0, 1, 1], [1, 0, 0], max_iter=1) == 1.0
+
+
+# ------------------------------------------------------------------------------ features
+SR = 8000
+
+
+@pytest.mark.parametrize("bad, message", [(np.nan, "1 NaN or infinite sample"), (np.inf, "1 NaN or infinite sample")])
+def test_mfcc_refuses_non_finite_samples(bad, message):
+    x = np.random.default_rng(0).normal(size=2000)
+    x[100] = bad
+    for fn in (features.mfcc, features.log_mel_spectrogram):
+        with pytest.raises(ValueError, match=f"{fn.__name__}: signal contains {message}"):
+            fn(x, SR)
+
+
+def test_mfcc_refuses_stereo_and_complex():
+    x = np.random.default_rng(0).normal(size=(2000, 2))
+    with pytest.raises(ValueError, match=r"mfcc: signal must be 1-D \(L,\) mono samples, got shape \(2000, 2\)"):
+        features.mfcc(x, SR)
+    with pytest.raises(ValueError, match="mfcc: signal must be real numbers"):
+        features.mfcc(x[:, 0] + 1j, SR)
+    # one channel as a column is mono
+    assert torch.equal(features.mfcc(x[:, :1], SR), features.mfcc(x[:, 0], SR))
+
+
+@pytest.mark.parametrize("sr", ["8000", None, -8000, 0, math.nan, True])
+def test_mfcc_refuses_bad_sample_rates(sr):
+    with pytest.raises(ValueError, match=r"mfcc: sample_rate must be a (finite )?number"):
+        features.mfcc(np.zeros(2000), sr)
+
+
+def test_mfcc_refuses_absurd_frames():
+    with pytest.raises(ValueError, match=r"mfcc: the window in samples .* must be an integer in 1 \.\. "):
+        features.mfcc(np.zeros(2000), 1e30)
+    with pytest.raises(ValueError, match=r"mfcc: n_mfcc must be an integer"):
+        features.mfcc(np.zeros(2000), SR, n_mfcc=2.5)
+    with pytest.raises(ValueError, match=r"mfcc: n_deltas must be an integer in 0 \.\. 2, got 3"):
+        features.mfcc(np.zeros(2000), SR, n_deltas=3)
+
+
+@pytest.mark.parametrize("k", [0, -1, 1.5, "2", 1e30])
+def test_kmeans_refuses_bad_k(k):
+    with pytest.raises(ValueError, match=r"kmeans: k \(number of clusters\) must be an integer in 1 \.\. "):
+        features.kmeans(torch.rand(10, 2), k)
+
+
+def test_kmeans_refuses_bad_points(monkeypatch):
+    with pytest.raises(ValueError, match="kmeans: x must be real numbers"):
+        features.kmeans(torch.rand(10, 2) + 1j, 2)
+    with pytest.raises(ValueError, match=r"kmeans: x must be \(n, D\), got shape \(10,\)"):
+        features.kmeans(torch.rand(10), 2)
+    with pytest.raises(ValueError, match="kmeans: x contains NaN"):
+        features.kmeans(torch.full((10, 2), math.nan), 2)
+    small_memory(monkeypatch, 100)
+    with pytest.raises(ValueError, match=r"kmeans: n x k = 10 x 2 distances need 320 B of memory"):
+        features.kmeans(torch.rand(10, 2, dtype=torch.float64), 2)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_codewords": 1e30}, "n_codewords must be an integer"),
+    ({"n_codewords": 0}, "n_codewords must be an integer"),
+    ({"n_codewords": 10**6}, r"one feature vector of 6000000000000 bins .* need 43\.7 TiB of memory"),
+    ({"lags": [0]}, "lags must be an integer"),
+    ({"lags": 5}, "lags must be a non-empty list of positive integers"),
+    ({"lags": [2.5]}, "lags must be an integer"),
+    ({"streams": [(0, "3")]}, "stream column range must be an integer"),
+    ({"streams": [5]}, r"a stream must be a name in \('static', 'delta', 'delta2'\) or a \(start, stop\)"),
+    ({"standardize": "no"}, "standardize must be True or False"),
+    ({"n_iter": -1}, r"n_iter must be an integer in 0 \.\. "),
+    ({"seed": -1}, "seed must be an integer"),
+    ({"max_train_frames": 0}, "max_train_frames must be an integer"),
+])
+def test_hac_extractor_refuses_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match="HACExtractor: " + message):
+        HACExtractor(**kwargs)
+
+
+@pytest.fixture
+def saved_hac(tmp_path):
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(size=(30, 4)) for _ in range(5)]
+    h = HACExtractor(n_codewords=3, lags=(2,), streams=["static", (1, 3)]).fit(seqs)
+    path = tmp_path / "hac.npz"
+    h.save(path)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    return path, arrays, seqs, h.transform(seqs)
+
+
+def _rewrite(path, arrays, config=None):
+    out = dict(arrays)
+    if config is not None:
+        out["config"] = np.array(json.dumps(config))
+    with open(path, "wb") as f:
+        np.savez(f, **out)
+
+
+def test_hac_load_round_trip(saved_hac):
+    path, _, seqs, counts = saved_hac
+    np.testing.assert_array_equal(HACExtractor.load(path).transform(seqs), counts)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c, a: c.update(colour="red"), r"config has unknown entries \['colour'\] and lacks \[\]"),
+    (lambda c, a: c.pop("lags"), r"config has unknown entries \[\] and lacks \['lags'\]"),
+    (lambda c, a: c.update(n_codewords=-3), "invalid config: HACExtractor: n_codewords must be an integer"),
+    (lambda c, a: c.update(n_features_in=2.5), "invalid config: HACExtractor: n_features_in must be an integer"),
+    (lambda c, a: c.update(streams=["static", [1, 9]]), r"stream 1 uses columns \(1, 9\), beyond n_features_in=4"),
+    (lambda c, a: c.update(n_codewords=4), r"stream 0 has codebook \(3, 4\), mean \(4,\), scale \(4,\); the config "
+                                           r"needs \(4, 4\), \(4,\), \(4,\)"),
+    (lambda c, a: c.update(streams=["static"]), r"the config has 1 streams but the file holds arrays"),
+    (lambda c, a: a.pop("scale_1"), r"the config has 2 streams but the file holds arrays"),
+    (lambda c, a: a.update(scale_0=-a["scale_0"]), "stream 0 has non-float, non-finite or non-positive-scale arrays"),
+])
+def test_hac_load_refuses_unknown_or_inconsistent_files(saved_hac, change, message):
+    path, arrays, _, _ = saved_hac
+    config = json.loads(str(arrays.pop("config")))
+    change(config, arrays)
+    _rewrite(path, arrays, config)
+    with pytest.raises(ValueError, match=r"^HACExtractor\.load: .*hac\.npz: " + message):
+        HACExtractor.load(path)
+
+
+def test_hac_load_refuses_files_it_cannot_read(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an npz")
+    with pytest.raises(ValueError, match=r"HACExtractor\.load: .*bad\.npz: cannot read the file"):
+        HACExtractor.load(bad)
+    with pytest.raises(ValueError, match=r"HACExtractor\.load: .*missing\.npz: cannot read the file"):
+        HACExtractor.load(tmp_path / "missing.npz")
+    _rewrite(bad, {"codebook_0": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match=r"HACExtractor\.load: .*bad\.npz: no 'config' entry"):
+        HACExtractor.load(bad)
+    _rewrite(bad, {"config": np.array("{not json")})
+    with pytest.raises(ValueError, match=r"HACExtractor\.load: .*bad\.npz: the config is not valid JSON"):
+        HACExtractor.load(bad)
