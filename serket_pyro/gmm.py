@@ -97,7 +97,7 @@ from pyro.ops.indexing import Vindex
 from .classification import write_classification
 from .messages import ClassProbs, GaussianMessage, PointMessage
 from .module import Module
-from .validation import check_category, check_device, check_positive_float, check_positive_int
+from .validation import check_category, check_device, check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = ["GMM", "NIWPrior", "class_log_likelihood", "sample_inverse_wishart"]
 
@@ -105,6 +105,10 @@ _LOG_2PI = math.log(2 * math.pi)
 #: default covariance prior: weight in pseudo-observations (nu0 - D - 1) and E[Sigma_k] / var(x)
 _DEFAULT_PRIOR_WEIGHT = 20
 _DEFAULT_COV_FRACTION = 0.3
+#: largest spread ``max |x - m0|`` of the data (the covariances are its square: 1e200 overflows
+#: float64) and, when the data are not constant, the smallest; rescale data outside the range
+_MAX_SPREAD = 1e100
+_MIN_SPREAD = 1e-100
 
 
 # ----------------------------------------------------------------------------------- kernels
@@ -331,8 +335,8 @@ class GMM(Module):
     """Bayesian Gaussian mixture with K classes, learned by blocked Gibbs sampling.
 
     Args:
-        K: number of classes (integer >= 1).  ``K > N`` is allowed with a warning (some classes
-            are then necessarily empty; they keep their prior).
+        K: number of classes (integer >= 1).  Learning needs ``K <= N`` (``update()`` refuses
+            more classes than data points, before any file is written).
         itr: Gibbs sweeps per :meth:`update` (>= 1; original 100).
         category: ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
         input: for a child sending a :class:`~serket_pyro.messages.GaussianMessage` (a VAE's
@@ -423,6 +427,7 @@ class GMM(Module):
         return value
 
     def _check_array(self, value, what, ndim):
+        check_real(value, what, self.name)
         try:
             a = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
         except (TypeError, ValueError):
@@ -467,7 +472,20 @@ class GMM(Module):
         msg = self.get_class_backward_msg(N, self.K)
         return None if msg is None else self._tensor(msg.log_probs)
 
+    def _check_sizes(self, N: int, D: int) -> None:
+        """Refuse ``K > N`` and sizes whose arrays would not fit in memory (learning)."""
+        if self.K > N:
+            raise ValueError(f"{self.name}: K={self.K} classes for N={N} data points: learning needs K <= N")
+        check_memory(N * D * D + N * self.K * D + self.K * D * D,
+                     f"N x D^2 = {N} x {D}^2 outer products and N x K x D = {N} x {self.K} x {D} distances",
+                     self.name)
+
     def _prior(self, x: torch.Tensor) -> NIWPrior:
+        """NIW hyperparameters for data ``x (N, D)`` from this module's options.
+
+        Raises ``ValueError`` for data whose spread around m0 lies outside ``_MIN_SPREAD ..
+        _MAX_SPREAD`` (their covariances over- or underflow float64).
+        """
         N, D = x.shape
         if self.mean_prior is None:
             loc = x.mean(0)
@@ -475,6 +493,11 @@ class GMM(Module):
             if self.mean_prior.shape != (D,):
                 raise ValueError(f"{self.name}: mean_prior has shape {self.mean_prior.shape}, the data have D={D}")
             loc = self._tensor(self.mean_prior)
+        spread = float((x - loc).abs().max())
+        if not (spread <= _MAX_SPREAD and (spread == 0 or spread >= _MIN_SPREAD)):
+            raise ValueError(f"{self.name}: the data spread {spread:.3g} around the prior mean lies outside "
+                             f"{_MIN_SPREAD:g} .. {_MAX_SPREAD:g}: the covariances (its square) would over- or "
+                             "underflow float64; rescale the data")
         nu0 = float(D + 1 + _DEFAULT_PRIOR_WEIGHT) if self.nu0 is None else self.nu0
         if nu0 <= D + 1:
             raise ValueError(f"{self.name}: nu0 must be > D + 1 = {D + 1} (so that E[Sigma] exists), got {nu0}")
@@ -587,9 +610,7 @@ class GMM(Module):
         category = check_category(self.category, N, self.name)
 
         if self.mode == "learn":
-            if self.K > N:
-                warnings.warn(f"{self.name}: K={self.K} classes for N={N} points: at least {self.K - N} "
-                              "classes stay empty (they keep their prior)", UserWarning, stacklevel=2)
+            self._check_sizes(N, D)
             prior = self._prior(x)
             xc = x - prior.loc
             xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(N, D * D)

@@ -11,7 +11,7 @@ import torch
 import serket_pyro as srk
 from serket_pyro import features, metrics, validation
 from serket_pyro.features import HACExtractor
-from serket_pyro.gmm import GMM, _kmeanspp
+from serket_pyro.gmm import GMM
 from serket_pyro.joint import joint_model
 from serket_pyro.mlda import MLDA
 from serket_pyro.mm import MarkovModel
@@ -74,6 +74,30 @@ def test_check_category_refuses_complex_and_strings():
         validation.check_category("ab", None, "m")
 
 
+# ------------------------------------------------------------------------------ constructors
+@pytest.mark.parametrize("make, what", [
+    (lambda v: GMM(v), r"module000_gmm: K \(number of classes\)"),
+    (lambda v: MLDA(v), r"module000_mlda: K \(number of topics\)"),
+    (lambda v: VAE(v), "module000_vae: latent_dim"),
+    (lambda v: MarkovModel(v), "module000_mm: num_samp"),
+    (lambda v: GMM(2, itr=v), "module000_gmm: itr"),
+])
+@pytest.mark.parametrize("value", [1e30, 2.5, "5", True])
+def test_constructors_refuse_absurd_or_non_integer_sizes(make, what, value, no_files):
+    srk.reset_module_counter()
+    with pytest.raises(ValueError, match=what + " must be an integer"):
+        make(value)
+
+
+def test_observation_refuses_complex_data(no_files):
+    with pytest.raises(ValueError, match="module000_obs: data must be real numbers, got complex values"):
+        srk.Observation(np.ones((3, 2)) + 1j)
+    with pytest.raises(ValueError, match="module001_obs: data must be real numbers, got complex values"):
+        srk.Observation(torch.ones(3, 2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="module002_gmm: mean_prior must be real numbers"):
+        GMM(2, mean_prior=np.array([0.0, 1.0j]))
+
+
 # ------------------------------------------------------------------------------ fit
 @pytest.mark.parametrize("n_iter", [-1, 0, "5", 2.5, True, None, 1e30])
 def test_fit_refuses_bad_n_iter(n_iter, no_files):
@@ -88,6 +112,67 @@ def test_fit_takes_an_integral_float(tmp_path):
     g = GMM(2, itr=2)
     g.connect(srk.Observation(np.random.default_rng(0).normal(size=(10, 2))))
     assert len(srk.fit(g, n_iter=2.0, progress=False)) == 2
+
+
+# ------------------------------------------------------------------------------ GMM
+def test_gmm_refuses_what_does_not_fit_in_memory(monkeypatch, no_files):
+    small_memory(monkeypatch, 4096)
+    g = GMM(2, itr=2)
+    g.connect(srk.Observation(np.random.default_rng(0).normal(size=(50, 3))))
+    with pytest.raises(ValueError, match=r"module000_gmm: N x D\^2 = 50 x 3\^2 outer products and N x K x D = "
+                                         r"50 x 2 x 3 distances need 6 KiB of memory, more than the 4 KiB"):
+        g.update()
+
+
+@pytest.mark.parametrize("scale", [1e-120, 1e120, 1e200])
+def test_gmm_refuses_data_whose_squares_overflow(scale, no_files):
+    g = GMM(2, itr=2)
+    g.connect(srk.Observation(np.random.default_rng(0).normal(size=(20, 2)) * scale))
+    with pytest.raises(ValueError, match=r"module000_gmm: the data spread .* lies outside 1e-100 \.\. 1e\+100: .*"
+                                         "rescale the data"):
+        g.update()
+
+
+def test_gmm_takes_constant_data():
+    g = GMM(2, itr=2)
+    g.connect(srk.Observation(np.full((10, 2), 3.0)))
+    g.update()
+    assert torch.isfinite(g.forward_msg.probs).all()
+
+
+@pytest.mark.parametrize("make", [lambda c: GMM(2, itr=2, category=c), lambda c: MLDA(2, itr=2, category=c),
+                                  lambda c: MarkovModel(itr=2, category=c)])
+def test_category_of_the_wrong_length_is_refused_before_any_file(make, no_files):
+    rng = np.random.default_rng(0)
+    m = make(np.zeros(7, dtype=int))
+    if isinstance(m, MarkovModel):
+        obs = srk.Observation(srk.messages.ClassProbs.from_probs(torch.as_tensor(rng.dirichlet([1, 1], 10))))
+    else:
+        obs = srk.Observation(rng.integers(0, 4, size=(10, 3)).astype(float) + 1)
+    m.connect(obs)
+    with pytest.raises(ValueError, match=f"{m.name}: category has 7 labels but the data have N=10 points"):
+        m.update()
+
+
+# ------------------------------------------------------------------------------ VAE, MLDA
+def test_vae_refuses_networks_that_do_not_fit(monkeypatch, no_files):
+    v = VAE(10**9, itr=1)
+    v.connect(srk.Observation(np.random.default_rng(0).random((4, 3))))
+    with pytest.raises(ValueError, match=r"module000_vae: .* need .* of memory, more than the"):
+        v.update()
+    small_memory(monkeypatch, 10_000)
+    v = VAE(2, itr=1, hidden=100)
+    v.connect(srk.Observation(np.random.default_rng(0).random((4, 3))))
+    with pytest.raises(ValueError, match=r"module002_vae: networks of 1200 weights \(D=3, hidden=100, latent_dim=2\) "
+                                         r"need 18\.8 KiB of memory"):
+        v.update()
+
+
+def test_mlda_refuses_tokens_that_do_not_fit(no_files):
+    m = MLDA(3, [1e30], itr=2)
+    m.connect(srk.Observation(np.random.default_rng(0).integers(1, 5, size=(6, 4)).astype(float)))
+    with pytest.raises(ValueError, match=r"module000_mlda: 6e\+30 tokens of module001_obs x K=3 topics need .* of memory"):
+        m.update()
 
 
 # ------------------------------------------------------------------------------ joint model
