@@ -109,6 +109,9 @@ _DEFAULT_COV_FRACTION = 0.3
 #: float64) and, when the data are not constant, the smallest; rescale data outside the range
 _MAX_SPREAD = 1e100
 _MIN_SPREAD = 1e-100
+#: per-dimension variances are floored at this fraction of the largest one (for a constant column;
+#: relative, so that the floor scales with the data, and small enough never to touch real columns)
+_VAR_FLOOR = 1e-24
 
 
 # ----------------------------------------------------------------------------------- kernels
@@ -298,7 +301,12 @@ def _kmeanspp(x: torch.Tensor, K: int, n_init: int = 10, n_lloyd: int = 20) -> t
     """k-means++ (Arthur and Vassilvitskii, SODA 2007): D^2 seeding and up to ``n_lloyd`` Lloyd
     iterations, best of ``n_init`` restarts (least within-class sum of squares).
 
-    Returns ``(N,)`` assignments.  Uses torch's global RNG."""
+    Returns ``(N,)`` assignments.  Uses torch's global RNG.  The points are first divided by the
+    power of two nearest above their largest magnitude (exact in floating point, so the result
+    is the same as on ``x`` itself), so that squared distances neither overflow nor underflow."""
+    amax = float(x.abs().max()) if x.numel() else 0.0
+    if 0.0 < amax < math.inf:
+        x = x * 2.0 ** -math.frexp(amax)[1]
     best, best_sse = None, math.inf
     for _ in range(n_init):
         z, sse = _kmeanspp_once(x, K, n_lloyd)
@@ -483,6 +491,9 @@ class GMM(Module):
     def _prior(self, x: torch.Tensor) -> NIWPrior:
         """NIW hyperparameters for data ``x (N, D)`` from this module's options.
 
+        Under ``prior_scale="data"`` Psi0 is scaled by the per-dimension data variance, floored at
+        ``_VAR_FLOOR`` times the largest one (not at an absolute value), so that rescaling the
+        data by any factor rescales the prior with them and leaves the classes unchanged.
         Raises ``ValueError`` for data whose spread around m0 lies outside ``_MIN_SPREAD ..
         _MAX_SPREAD`` (their covariances over- or underflow float64).
         """
@@ -515,8 +526,12 @@ class GMM(Module):
                     raise ValueError(f"{self.name}: psi0 must be a symmetric positive definite ({D}, {D}) matrix")
                 psi = p
         if self.prior_scale == "data":
-            s = x.var(0, unbiased=False).clamp_min(1e-12).sqrt() if N > 1 else torch.ones(D, dtype=self.dtype,
-                                                                                          device=self.device)
+            if N > 1:
+                var = x.var(0, unbiased=False)
+                top = float(var.max())
+                s = var.clamp_min(top * _VAR_FLOOR).sqrt() if top > 0 else torch.full_like(var, 1e-6)  # constant
+            else:
+                s = torch.ones(D, dtype=self.dtype, device=self.device)
             psi = s.unsqueeze(-1) * psi * s
         return NIWPrior(loc, torch.tensor(self.kappa0, dtype=self.dtype, device=self.device),
                         torch.tensor(nu0, dtype=self.dtype, device=self.device), psi)

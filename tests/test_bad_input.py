@@ -11,7 +11,7 @@ import torch
 import serket_pyro as srk
 from serket_pyro import features, metrics, validation
 from serket_pyro.features import HACExtractor
-from serket_pyro.gmm import GMM
+from serket_pyro.gmm import GMM, _kmeanspp
 from serket_pyro.joint import joint_model
 from serket_pyro.mlda import MLDA
 from serket_pyro.mm import MarkovModel
@@ -138,6 +138,15 @@ def test_gmm_takes_constant_data():
     g.connect(srk.Observation(np.full((10, 2), 3.0)))
     g.update()
     assert torch.isfinite(g.forward_msg.probs).all()
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e160])
+def test_kmeanspp_is_scale_free(scale):
+    x = torch.as_tensor(np.random.default_rng(0).normal(size=(60, 2)) + np.repeat([[0, 0], [8, 0], [0, 8]], 20, 0))
+    torch.manual_seed(0)
+    ref = _kmeanspp(x, 3)
+    torch.manual_seed(0)
+    assert torch.equal(_kmeanspp(x * scale, 3), ref)
 
 
 @pytest.mark.parametrize("make", [lambda c: GMM(2, itr=2, category=c), lambda c: MLDA(2, itr=2, category=c),

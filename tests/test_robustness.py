@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import serket_pyro as srk
+from serket_pyro.datasets import load_hmm_toy
 from serket_pyro.gmm import GMM
 from serket_pyro.messages import ClassProbs
 from serket_pyro.mlda import MLDA
@@ -187,12 +188,7 @@ def test_category_length_mismatch(n_child, n_cat):
 
 
 # ------------------------------------------------------------------------------ stability
-@pytest.mark.parametrize("scale", [
-    pytest.param(1e-8, marks=pytest.mark.xfail(strict=True, reason=(
-        "gmm.py GMM._prior clamps the data variance at 1e-12 under prior_scale='data', so data of "
-        "scale < 1e-6 get a prior covariance far wider than the data: one cluster, accuracy 0.5 "
-        "(probabilities stay finite); fine down to scale 1e-7"))),
-    1e-6, 1.0, 1e8, 1e12])
+@pytest.mark.parametrize("scale", [1e-12, 1e-8, 1e-6, 1.0, 1e8, 1e12])
 def test_gmm_data_prior_is_scale_invariant(scale):
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.normal(-3, 1, (40, 2)), rng.normal(3, 1, (40, 2))]) * scale
@@ -203,6 +199,28 @@ def test_gmm_data_prior_is_scale_invariant(scale):
     p = g.forward_msg.probs
     assert bool(torch.isfinite(p).all()) and torch.allclose(p.sum(1), torch.ones(80, dtype=p.dtype))
     assert g.metrics_["accuracy"] == 1.0
+
+
+def _hmm_toy_classes(x, category, scale):
+    srk.reset_module_counter()
+    g = GMM(4, itr=30, category=category)
+    g.connect(srk.Observation(x * scale))
+    srk.set_seed(0)
+    g.update()
+    g.update()
+    return g.forward_msg.probs.argmax(1), g.metrics_["accuracy"], g.means_ / scale
+
+
+def test_gmm_gives_the_same_classes_at_every_scale(data_dir):
+    """The HMM toy (4 classes, 0.99 at scale 1) at scales 1e-12 .. 1e12: the same classes and the
+    same means in data units (before, scales <= 1e-6 gave one class, accuracy 0.25-0.52)."""
+    d = load_hmm_toy(root=data_dir)
+    ref, acc, means = _hmm_toy_classes(d.data, d.category, 1.0)
+    assert acc >= 0.98
+    for scale in (1e-12, 1e-9, 1e-6, 1e-3, 3.7, 1e6, 1e12):
+        z, a, m = _hmm_toy_classes(d.data, d.category, scale)
+        assert torch.equal(z, ref) and a == acc, scale
+        assert torch.allclose(m, means, rtol=1e-6, atol=1e-9), scale
 
 
 @pytest.mark.parametrize("scale", [1e-8, 1e8])
