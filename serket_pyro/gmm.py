@@ -358,7 +358,9 @@ class GMM(Module):
             or a ``(D, D)`` SPD matrix; ``None``: ``0.3 (nu0 - D - 1)``, so that
             ``E[Sigma_k] = 0.3 I`` before ``prior_scale`` (original: 0.1 with ``"absolute"``).
         prior_scale: ``"data"`` (default: Psi0 scaled by the per-dimension data variance,
-            ``S^1/2 Psi0 S^1/2``, ``S = diag(var x)``) or ``"absolute"`` (Psi0 as given, original).
+            ``S^1/2 Psi0 S^1/2``, ``S = diag(var x)``; the classes do not change when the data are
+            rescaled, e.g. the HMM toy from 1e-12 to 1e12) or ``"absolute"`` (Psi0 as given, in
+            the data's units, original; not invariant: data at 1e-6 fall into one class).
         backward: ``"soft"`` (moment-matched mixture per point) or ``"original"`` (hard-assigned
             class mean, scale 1); see the module docstring.
         init: first update's start, ``"kmeans++"`` or ``"random"`` (uniform assignment, original).
