@@ -19,6 +19,7 @@ from .module import Module, connected_modules, update_order
 from .output import atomic_save_json, atomic_torch_save, atomic_write_bytes
 from .rng_state import get_rng_state, set_rng_state
 from .seed import set_seed
+from .validation import check_positive_int
 
 __all__ = ["falling_objectives", "fit", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
 
@@ -130,6 +131,7 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
         history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``
         and ``"flags"`` when a module's objective fell two iterations in a row.
     """
+    n_iter = check_positive_int(n_iter, "n_iter", "fit")
     if not modules:
         raise ValueError("fit() needs at least one module of the graph")
     order = update_order(*modules)

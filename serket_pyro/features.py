@@ -35,10 +35,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from .validation import check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = [
     "STREAM_NAMES",
@@ -114,14 +117,53 @@ def deltas(x, N: int = 2) -> torch.Tensor:
     return out / (2.0 * sum(n * n for n in range(1, N + 1)))
 
 
-def _frame_params(sample_rate, win_ms, hop_ms, n_fft):
-    win = int(round(sample_rate * win_ms / 1000.0))
-    hop = int(round(sample_rate * hop_ms / 1000.0))
+def _check_signal(signal, sample_rate, owner: str):
+    """Validate one mono signal and its sample rate.
+
+    Parameters
+    ----------
+    signal : array_like
+        ``(L,)`` real, finite samples (``(L, 1)`` and ``(1, L)`` are taken as ``(L,)``).
+    sample_rate : float
+        Hz, a finite number > 0.
+    owner : str
+        Function named in the messages.
+
+    Returns
+    -------
+    (torch.Tensor, float)
+        ``(L,)`` float64 samples and the sample rate.
+    """
+    check_real(signal, "signal", owner)
+    try:
+        x = np.asarray(signal.detach().cpu() if isinstance(signal, torch.Tensor) else signal, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: signal must be a numeric 1-D array of samples, got {type(signal).__name__}") from None
+    if x.ndim == 2 and 1 in x.shape:
+        x = x.reshape(-1)
+    if x.ndim != 1:
+        raise ValueError(f"{owner}: signal must be 1-D (L,) mono samples, got shape {x.shape}; "
+                         "mix the channels or pick one first")
+    bad = int((~np.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{owner}: signal contains {bad} NaN or infinite sample(s)")
+    return torch.as_tensor(x), check_positive_float(sample_rate, "sample_rate", owner)
+
+
+def _frame_params(sample_rate, win_ms, hop_ms, n_fft, n_samples=0):
+    win_ms = check_positive_float(win_ms, "win_ms", "mfcc")
+    hop_ms = check_positive_float(hop_ms, "hop_ms", "mfcc")
+    win = round(sample_rate * win_ms / 1000.0)
+    hop = round(sample_rate * hop_ms / 1000.0)
     if win < 1 or hop < 1:
         raise ValueError(f"mfcc: window ({win}) and hop ({hop}) must be at least one sample")
-    n_fft = int(2 ** math.ceil(math.log2(win))) if n_fft is None else int(n_fft)
+    win = check_positive_int(win, "the window in samples (sample_rate * win_ms / 1000)", "mfcc")
+    hop = check_positive_int(hop, "the hop in samples (sample_rate * hop_ms / 1000)", "mfcc")
+    n_fft = int(2 ** math.ceil(math.log2(win))) if n_fft is None else check_positive_int(n_fft, "n_fft", "mfcc")
     if n_fft < win:
         raise ValueError(f"mfcc: n_fft={n_fft} is shorter than the window ({win} samples)")
+    n_frames = 1 + max(n_samples - win, 0) // hop
+    check_memory(n_frames * (win + n_fft), f"{n_frames} frames x ({win} window + {n_fft} FFT) samples", "mfcc")
     return win, hop, n_fft
 
 
@@ -133,8 +175,9 @@ def log_mel_spectrogram(signal, sample_rate: float, *, n_mels: int = 26, win_ms:
     ``T = 1 + (L - win) // hop`` frames (at least 1; a shorter signal is zero-padded to one window).
     Arguments as :func:`mfcc`.
     """
-    x = torch.as_tensor(np.asarray(signal), dtype=torch.float64).reshape(-1)
-    win, hop, n_fft = _frame_params(sample_rate, win_ms, hop_ms, n_fft)
+    x, sample_rate = _check_signal(signal, sample_rate, "log_mel_spectrogram")
+    n_mels = check_positive_int(n_mels, "n_mels", "log_mel_spectrogram")
+    win, hop, n_fft = _frame_params(sample_rate, win_ms, hop_ms, n_fft, x.shape[0])
     if preemphasis and x.shape[0] > 1:
         x = torch.cat([x[:1], x[1:] - preemphasis * x[:-1]])
     if x.shape[0] < win:
@@ -168,8 +211,11 @@ def mfcc(signal, sample_rate: float, *, n_mfcc: int = 13, n_mels: int = 26, win_
         ``(T, n_mfcc * (1 + n_deltas))`` float64, ``T = 1 + (L - win) // hop`` frames (at least 1):
         static coefficients, then deltas, then delta-deltas.
     """
-    if n_deltas not in (0, 1, 2):
-        raise ValueError(f"mfcc: n_deltas must be 0, 1 or 2, got {n_deltas}")
+    signal, sample_rate = _check_signal(signal, sample_rate, "mfcc")
+    n_deltas = check_positive_int(n_deltas, "n_deltas", "mfcc", minimum=0, maximum=2)
+    n_mels = check_positive_int(n_mels, "n_mels", "mfcc")
+    n_mfcc = check_positive_int(n_mfcc, "n_mfcc", "mfcc")
+    delta_N = check_positive_int(delta_N, "delta_N", "mfcc")
     if not 1 <= n_mfcc <= n_mels:
         raise ValueError(f"mfcc: need 1 <= n_mfcc <= n_mels, got n_mfcc={n_mfcc}, n_mels={n_mels}")
     logmel = log_mel_spectrogram(signal, sample_rate, n_mels=n_mels, win_ms=win_ms, hop_ms=hop_ms,
@@ -190,10 +236,21 @@ def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 100, tol: float = 1e-8, see
     vectorised over points; stops when no centroid moves by more than ``tol`` (squared).  An empty
     cluster is re-seeded at the point farthest from its centroid.
     """
+    check_real(x, "x", "kmeans")
     x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.to(torch.float64)
+    if x.dim() != 2:
+        raise ValueError(f"kmeans: x must be (n, D), got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("kmeans: x contains NaN or infinite values")
+    k = check_positive_int(k, "k (number of clusters)", "kmeans")
+    n_iter = check_positive_int(n_iter, "n_iter", "kmeans", minimum=0)
+    tol = check_positive_float(tol, "tol", "kmeans", allow_zero=True)
     n = x.shape[0]
     if n < k:
         raise ValueError(f"kmeans: {n} points cannot make {k} clusters")
+    check_memory(2 * n * k, f"n x k = {n} x {k} distances", "kmeans", itemsize=x.element_size())
     g = torch.Generator(device="cpu").manual_seed(int(seed))
     centres = torch.empty(k, x.shape[1], dtype=x.dtype)
     centres[0] = x[torch.randint(n, (1,), generator=g)]
@@ -280,12 +337,11 @@ class HACExtractor:
     def __init__(self, n_codewords: int = 20, lags: Sequence[int] = (5, 2), streams=None, *,
                  standardize: bool = True, delta_N: int = 2, n_iter: int = 100, seed: int = 0,
                  max_train_frames: int | None = None):
-        if int(n_codewords) < 1:
-            raise ValueError(f"HACExtractor: n_codewords must be >= 1, got {n_codewords}")
-        self.n_codewords = int(n_codewords)
-        self.lags = tuple(int(l) for l in lags)
-        if not self.lags or min(self.lags) < 1:
-            raise ValueError(f"HACExtractor: lags must be positive integers, got {lags}")
+        owner = "HACExtractor"
+        self.n_codewords = check_positive_int(n_codewords, "n_codewords", owner)
+        if isinstance(lags, (str, bytes)) or not isinstance(lags, (Sequence, np.ndarray)) or len(lags) == 0:
+            raise ValueError(f"{owner}: lags must be a non-empty list of positive integers, got {lags!r}")
+        self.lags = tuple(check_positive_int(l, "lags", owner) for l in lags)
         streams = STREAM_NAMES if streams is None else streams
         norm = []
         for s in streams:
@@ -294,18 +350,27 @@ class HACExtractor:
                     raise ValueError(f"HACExtractor: unknown stream {s!r} (names: {STREAM_NAMES})")
                 norm.append(s)
             else:
-                a, b = (int(v) for v in s)
+                if not isinstance(s, (Sequence, np.ndarray)) or len(s) != 2:
+                    raise ValueError(f"HACExtractor: a stream must be a name in {STREAM_NAMES} or a (start, stop) "
+                                     f"column range, got {s!r}")
+                a, b = (check_positive_int(v, "stream column range", owner, minimum=0) for v in s)
                 if not 0 <= a < b:
                     raise ValueError(f"HACExtractor: stream column range {s} must have 0 <= start < stop")
                 norm.append((a, b))
         if not norm:
             raise ValueError("HACExtractor: at least one stream is needed")
         self.streams = tuple(norm)
+        if not isinstance(standardize, (bool, np.bool_)):
+            raise ValueError(f"{owner}: standardize must be True or False, got {standardize!r}")
         self.standardize = bool(standardize)
-        self.delta_N = int(delta_N)
-        self.n_iter = int(n_iter)
-        self.seed = int(seed)
-        self.max_train_frames = None if max_train_frames is None else int(max_train_frames)
+        self.delta_N = check_positive_int(delta_N, "delta_N", owner)
+        self.n_iter = check_positive_int(n_iter, "n_iter", owner, minimum=0)
+        self.seed = check_positive_int(seed, "seed", owner, minimum=0, maximum=2**63 - 1)
+        self.max_train_frames = (None if max_train_frames is None
+                                 else check_positive_int(max_train_frames, "max_train_frames", owner))
+        check_memory(self.n_bins, f"one feature vector of {self.n_bins} bins "
+                     f"({len(self.streams)} streams x {len(self.lags)} lags x {self.n_codewords}^2 codeword pairs)",
+                     owner)
         self.codebooks_: list[torch.Tensor] | None = None
         self.means_: list[torch.Tensor] | None = None
         self.scales_: list[torch.Tensor] | None = None
@@ -371,6 +436,7 @@ class HACExtractor:
             raise ValueError(f"HACExtractor: fitted on {self.n_features_in_} columns, got {seqs[0].shape[1]}")
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
         N, K, B = len(seqs), self.n_codewords, self.n_bins
+        check_memory(N * B, f"N x n_bins = {N} x {B} counts", "HACExtractor")
         utt = torch.repeat_interleave(torch.arange(N), lengths)  # (F,) utterance of each frame
         pos = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
         counts = torch.zeros(N * B, dtype=torch.int64)
@@ -408,15 +474,66 @@ class HACExtractor:
 
     @classmethod
     def load(cls, path) -> HACExtractor:
-        """An extractor saved by :meth:`save` (reproduces its features exactly)."""
-        with np.load(os.fspath(path), allow_pickle=False) as z:
-            cfg = json.loads(str(z["config"]))
-            n_in = cfg.pop("n_features_in")
-            cfg["streams"] = [s if isinstance(s, str) else tuple(s) for s in cfg["streams"]]
+        """An extractor saved by :meth:`save` (reproduces its features exactly).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The ``.npz`` file.
+
+        Returns
+        -------
+        HACExtractor
+
+        Raises
+        ------
+        ValueError
+            When the file cannot be read, its config has unknown, missing or invalid entries, or
+            its arrays do not fit the config (names the file and the problem).
+        """
+        where = f"HACExtractor.load: {os.fspath(path)}"
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, not an npz, pickled arrays
+            raise ValueError(f"{where}: cannot read the file ({e})") from None
+        if "config" not in arrays:
+            raise ValueError(f"{where}: no 'config' entry (not written by HACExtractor.save)")
+        try:
+            cfg = json.loads(str(arrays.pop("config")))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: the config is not valid JSON ({e})") from None
+        expected = set(cls().get_config()) | {"n_features_in"}
+        if not isinstance(cfg, dict) or set(cfg) != expected:
+            got = set(cfg) if isinstance(cfg, dict) else set()
+            raise ValueError(f"{where}: config has unknown entries {sorted(got - expected)} and lacks "
+                             f"{sorted(expected - got)}")
+        n_in = cfg.pop("n_features_in")
+        if isinstance(cfg["streams"], list):
+            cfg["streams"] = [s if isinstance(s, str) or not isinstance(s, list) else tuple(s) for s in cfg["streams"]]
+        try:
             self = cls(**cfg)
-            S = len(self.streams)
-            self.codebooks_ = [torch.as_tensor(z[f"codebook_{s}"]) for s in range(S)]
-            self.means_ = [torch.as_tensor(z[f"mean_{s}"]) for s in range(S)]
-            self.scales_ = [torch.as_tensor(z[f"scale_{s}"]) for s in range(S)]
+            n_in = check_positive_int(n_in, "n_features_in", "HACExtractor")
+        except ValueError as e:
+            raise ValueError(f"{where}: invalid config: {e}") from None
+        S = len(self.streams)
+        names = {f"{kind}_{s}" for kind in ("codebook", "mean", "scale") for s in range(S)}
+        if set(arrays) != names:
+            raise ValueError(f"{where}: the config has {S} streams but the file holds arrays {sorted(arrays)}")
+        codebooks, means, scales = [], [], []
+        for s, stream in enumerate(self.streams):
+            if not isinstance(stream, str) and stream[1] > n_in:
+                raise ValueError(f"{where}: stream {s} uses columns {stream}, beyond n_features_in={n_in}")
+            D = n_in if isinstance(stream, str) else stream[1] - stream[0]
+            cb, mu, sd = (arrays[f"{kind}_{s}"] for kind in ("codebook", "mean", "scale"))
+            if cb.shape != (self.n_codewords, D) or mu.shape != (D,) or sd.shape != (D,):
+                raise ValueError(f"{where}: stream {s} has codebook {cb.shape}, mean {mu.shape}, scale {sd.shape}; "
+                                 f"the config needs ({self.n_codewords}, {D}), ({D},), ({D},)")
+            if not all(a.dtype.kind == "f" and np.isfinite(a).all() for a in (cb, mu, sd)) or (sd <= 0).any():
+                raise ValueError(f"{where}: stream {s} has non-float, non-finite or non-positive-scale arrays")
+            codebooks.append(torch.as_tensor(cb))
+            means.append(torch.as_tensor(mu))
+            scales.append(torch.as_tensor(sd))
+        self.codebooks_, self.means_, self.scales_ = codebooks, means, scales
         self.n_features_in_ = n_in
         return self

@@ -97,7 +97,7 @@ from pyro.ops.indexing import Vindex
 from .classification import write_classification
 from .messages import ClassProbs, GaussianMessage, PointMessage
 from .module import Module
-from .validation import check_category, check_device, check_positive_float, check_positive_int
+from .validation import check_category, check_device, check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = ["GMM", "NIWPrior", "class_log_likelihood", "sample_inverse_wishart"]
 
@@ -105,6 +105,13 @@ _LOG_2PI = math.log(2 * math.pi)
 #: default covariance prior: weight in pseudo-observations (nu0 - D - 1) and E[Sigma_k] / var(x)
 _DEFAULT_PRIOR_WEIGHT = 20
 _DEFAULT_COV_FRACTION = 0.3
+#: largest spread ``max |x - m0|`` of the data (the covariances are its square: 1e200 overflows
+#: float64) and, when the data are not constant, the smallest; rescale data outside the range
+_MAX_SPREAD = 1e100
+_MIN_SPREAD = 1e-100
+#: per-dimension variances are floored at this fraction of the largest one (for a constant column;
+#: relative, so that the floor scales with the data, and small enough never to touch real columns)
+_VAR_FLOOR = 1e-24
 
 
 # ----------------------------------------------------------------------------------- kernels
@@ -294,7 +301,12 @@ def _kmeanspp(x: torch.Tensor, K: int, n_init: int = 10, n_lloyd: int = 20) -> t
     """k-means++ (Arthur and Vassilvitskii, SODA 2007): D^2 seeding and up to ``n_lloyd`` Lloyd
     iterations, best of ``n_init`` restarts (least within-class sum of squares).
 
-    Returns ``(N,)`` assignments.  Uses torch's global RNG."""
+    Returns ``(N,)`` assignments.  Uses torch's global RNG.  The points are first divided by the
+    power of two nearest above their largest magnitude (exact in floating point, so the result
+    is the same as on ``x`` itself), so that squared distances neither overflow nor underflow."""
+    amax = float(x.abs().max()) if x.numel() else 0.0
+    if 0.0 < amax < math.inf:
+        x = x * 2.0 ** -math.frexp(amax)[1]
     best, best_sse = None, math.inf
     for _ in range(n_init):
         z, sse = _kmeanspp_once(x, K, n_lloyd)
@@ -331,8 +343,8 @@ class GMM(Module):
     """Bayesian Gaussian mixture with K classes, learned by blocked Gibbs sampling.
 
     Args:
-        K: number of classes (integer >= 1).  ``K > N`` is allowed with a warning (some classes
-            are then necessarily empty; they keep their prior).
+        K: number of classes (integer >= 1).  Learning needs ``K <= N`` (``update()`` refuses
+            more classes than data points, before any file is written).
         itr: Gibbs sweeps per :meth:`update` (>= 1; original 100).
         category: ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
         input: for a child sending a :class:`~serket_pyro.messages.GaussianMessage` (a VAE's
@@ -346,7 +358,9 @@ class GMM(Module):
             or a ``(D, D)`` SPD matrix; ``None``: ``0.3 (nu0 - D - 1)``, so that
             ``E[Sigma_k] = 0.3 I`` before ``prior_scale`` (original: 0.1 with ``"absolute"``).
         prior_scale: ``"data"`` (default: Psi0 scaled by the per-dimension data variance,
-            ``S^1/2 Psi0 S^1/2``, ``S = diag(var x)``) or ``"absolute"`` (Psi0 as given, original).
+            ``S^1/2 Psi0 S^1/2``, ``S = diag(var x)``; the classes do not change when the data are
+            rescaled, e.g. the HMM toy from 1e-12 to 1e12) or ``"absolute"`` (Psi0 as given, in
+            the data's units, original; not invariant: data at 1e-6 fall into one class).
         backward: ``"soft"`` (moment-matched mixture per point) or ``"original"`` (hard-assigned
             class mean, scale 1); see the module docstring.
         init: first update's start, ``"kmeans++"`` or ``"random"`` (uniform assignment, original).
@@ -423,6 +437,7 @@ class GMM(Module):
         return value
 
     def _check_array(self, value, what, ndim):
+        check_real(value, what, self.name)
         try:
             a = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
         except (TypeError, ValueError):
@@ -467,7 +482,23 @@ class GMM(Module):
         msg = self.get_class_backward_msg(N, self.K)
         return None if msg is None else self._tensor(msg.log_probs)
 
+    def _check_sizes(self, N: int, D: int) -> None:
+        """Refuse ``K > N`` and sizes whose arrays would not fit in memory (learning)."""
+        if self.K > N:
+            raise ValueError(f"{self.name}: K={self.K} classes for N={N} data points: learning needs K <= N")
+        check_memory(N * D * D + N * self.K * D + self.K * D * D,
+                     f"N x D^2 = {N} x {D}^2 outer products and N x K x D = {N} x {self.K} x {D} distances",
+                     self.name)
+
     def _prior(self, x: torch.Tensor) -> NIWPrior:
+        """NIW hyperparameters for data ``x (N, D)`` from this module's options.
+
+        Under ``prior_scale="data"`` Psi0 is scaled by the per-dimension data variance, floored at
+        ``_VAR_FLOOR`` times the largest one (not at an absolute value), so that rescaling the
+        data by any factor rescales the prior with them and leaves the classes unchanged.
+        Raises ``ValueError`` for data whose spread around m0 lies outside ``_MIN_SPREAD ..
+        _MAX_SPREAD`` (their covariances over- or underflow float64).
+        """
         N, D = x.shape
         if self.mean_prior is None:
             loc = x.mean(0)
@@ -475,6 +506,11 @@ class GMM(Module):
             if self.mean_prior.shape != (D,):
                 raise ValueError(f"{self.name}: mean_prior has shape {self.mean_prior.shape}, the data have D={D}")
             loc = self._tensor(self.mean_prior)
+        spread = float((x - loc).abs().max())
+        if not (spread <= _MAX_SPREAD and (spread == 0 or spread >= _MIN_SPREAD)):
+            raise ValueError(f"{self.name}: the data spread {spread:.3g} around the prior mean lies outside "
+                             f"{_MIN_SPREAD:g} .. {_MAX_SPREAD:g}: the covariances (its square) would over- or "
+                             "underflow float64; rescale the data")
         nu0 = float(D + 1 + _DEFAULT_PRIOR_WEIGHT) if self.nu0 is None else self.nu0
         if nu0 <= D + 1:
             raise ValueError(f"{self.name}: nu0 must be > D + 1 = {D + 1} (so that E[Sigma] exists), got {nu0}")
@@ -492,8 +528,12 @@ class GMM(Module):
                     raise ValueError(f"{self.name}: psi0 must be a symmetric positive definite ({D}, {D}) matrix")
                 psi = p
         if self.prior_scale == "data":
-            s = x.var(0, unbiased=False).clamp_min(1e-12).sqrt() if N > 1 else torch.ones(D, dtype=self.dtype,
-                                                                                          device=self.device)
+            if N > 1:
+                var = x.var(0, unbiased=False)
+                top = float(var.max())
+                s = var.clamp_min(top * _VAR_FLOOR).sqrt() if top > 0 else torch.full_like(var, 1e-6)  # constant
+            else:
+                s = torch.ones(D, dtype=self.dtype, device=self.device)
             psi = s.unsqueeze(-1) * psi * s
         return NIWPrior(loc, torch.tensor(self.kappa0, dtype=self.dtype, device=self.device),
                         torch.tensor(nu0, dtype=self.dtype, device=self.device), psi)
@@ -587,9 +627,7 @@ class GMM(Module):
         category = check_category(self.category, N, self.name)
 
         if self.mode == "learn":
-            if self.K > N:
-                warnings.warn(f"{self.name}: K={self.K} classes for N={N} points: at least {self.K - N} "
-                              "classes stay empty (they keep their prior)", UserWarning, stacklevel=2)
+            self._check_sizes(N, D)
             prior = self._prior(x)
             xc = x - prior.loc
             xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(N, D * D)

@@ -384,7 +384,10 @@ class JointModel(PyroModule):
         random graph neighbour per point from the ``n_neighbours``-nearest-neighbour graph of the
         data, the minibatch as negatives with ``negative_weight``): latents a mixture can separate
         (see :mod:`serket_pyro.neighbour_embedding`).  Returns the epoch losses (mean per point)."""
-        bs = batch_size or self.vae.batch_size
+        epochs = check_positive_int(epochs, "epochs", "joint", minimum=0)
+        bs = check_positive_int(self.vae.batch_size if batch_size is None else batch_size, "batch_size", "joint")
+        lr = check_positive_float(self.vae.lr if lr is None else lr, "lr", "joint")
+        check_positive_float(kl_weight, "kl_weight", "joint", allow_zero=True)
         check_positive_float(neighbour_weight, "neighbour_weight", "joint", allow_zero=True)
         if neighbour_weight > 0:
             if bs < 2:
@@ -392,7 +395,7 @@ class JointModel(PyroModule):
                                  "(the minibatch gives the negatives)")
             nb = self.neighbours(n_neighbours, progress)
         opt = torch.optim.Adam(list(self.encoder.parameters()) + list(self.decoder.parameters()),
-                               lr=lr or self.vae.lr)
+                               lr=lr)
         losses = []
         for _ in range(epochs):
             total = 0.0
@@ -555,9 +558,13 @@ class JointModel(PyroModule):
         """
         from .metrics import accuracy
 
-        bs = check_positive_int(batch_size or self.vae.batch_size, "batch_size", "joint")
-        lr = check_positive_float(lr or self.vae.lr, "lr", "joint")
-        lr_g = check_positive_float(lr_global or lr, "lr_global", "joint")
+        epochs = check_positive_int(epochs, "epochs", "joint", minimum=0)
+        pretrain_epochs = check_positive_int(pretrain_epochs, "pretrain_epochs", "joint", minimum=0)
+        eval_every = check_positive_int(eval_every, "eval_every", "joint", minimum=0)
+        n_neighbours = check_positive_int(n_neighbours, "n_neighbours", "joint")
+        bs = check_positive_int(self.vae.batch_size if batch_size is None else batch_size, "batch_size", "joint")
+        lr = check_positive_float(self.vae.lr if lr is None else lr, "lr", "joint")
+        lr_g = check_positive_float(lr if lr_global is None else lr_global, "lr_global", "joint")
         if elbo not in ("analytic", "pyro"):
             raise ValueError(f"joint: elbo must be 'analytic' or 'pyro', got {elbo!r}")
         category = self.gmm.category if category is None else np.asarray(category)

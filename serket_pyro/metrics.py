@@ -27,6 +27,8 @@ greedy_accuracy, adjusted_rand_index, normalized_mutual_info, summarize.
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .validation import check_positive_int
+
 __all__ = [
     "confusion_matrix",
     "best_mapping",
@@ -326,6 +328,7 @@ def greedy_mapping(true, pred, max_iter=1000):
         The value may be a label that never occurs in ``true`` (such points
         count as wrong).
     """
+    max_iter = check_positive_int(max_iter, "max_iter", "greedy_mapping")
     t, p = _check_pair(true, pred)
     return _greedy(t, p, max_iter)[0]
 
@@ -345,6 +348,7 @@ def greedy_accuracy(true, pred, max_iter=1000):
     float
         In ``[0, 1]``; never larger than :func:`accuracy`, possibly smaller.
     """
+    max_iter = check_positive_int(max_iter, "max_iter", "greedy_accuracy")
     t, p = _check_pair(true, pred)
     return _greedy(t, p, max_iter)[1] / t.shape[0]
 

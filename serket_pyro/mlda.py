@@ -127,7 +127,7 @@ from pyro.ops.indexing import Vindex
 from .classification import write_classification
 from .messages import ClassProbs, GaussianMessage, Message, PointMessage
 from .module import Module
-from .validation import check_category, check_device, check_positive_float, check_positive_int
+from .validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["MLDA", "to_token_counts", "fold_in", "TOKEN_RULES"]
 
@@ -741,6 +741,11 @@ class MLDA(Module):
                 c, mod = hit[2], hit[3]
             else:
                 c = to_token_counts(v, w, self.token_rule)
+                # every token and every (document, word) entry holds K topic weights in each of
+                # up to 4 chains (the chain and its split-merge proposals)
+                n_tok, n_entries = float(c.sum()), int((c > 0).sum())
+                check_memory(4.0 * (n_tok + n_entries) * self.K,
+                             f"{n_tok:.4g} tokens of {self.children[i].name} x K={self.K} topics", self.name)
                 mod = _Modality.build(c)
             counts.append(c)
             mods.append(mod)

@@ -26,6 +26,7 @@ import torch
 
 from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
 from .output import OutputWriter, get_output_root
+from .validation import check_real
 
 __all__ = ["Module", "Observation", "reset_module_counter", "connected_modules", "update_order"]
 
@@ -276,6 +277,7 @@ class Observation(Module):
         if isinstance(data, Message):
             msg = data
         else:
+            check_real(data, "data", self.name)
             try:
                 t = as_tensor(data) if not isinstance(data, torch.Tensor) else data
             except (TypeError, ValueError) as e:

@@ -51,7 +51,7 @@ from pyro.nn import PyroModule
 from .deskew import deskew as deskew_images
 from .messages import GaussianMessage, PointMessage
 from .module import Module
-from .validation import check_device, check_positive_float, check_positive_int
+from .validation import check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "mlp_networks", "normal_kl"]
 
@@ -446,6 +446,12 @@ class VAE(Module):
     def _build(self, input_dim: int) -> None:
         """Create (or copy the user's) networks on the device; resets the optimisers."""
         L, H = self.latent_dim, self.hidden
+        if self.encoder is None or self.decoder is None:
+            # the built-in one-hidden-layer networks: D-H-(L, L) and L-H-D weights; each weight is
+            # held 4 times (value, gradient, Adam's two moments) in float32
+            n = input_dim * H + 2 * H * L + L * H + H * input_dim
+            check_memory(4 * n, f"networks of {n} weights (D={input_dim}, hidden={H}, latent_dim={L})",
+                         self.name, itemsize=4)
         if self.encoder is not None:
             enc = copy.deepcopy(self.encoder)
         else:
@@ -629,6 +635,10 @@ class VAE(Module):
         up and the reconstruction down, and write the files."""
         x, data_scale = self._data()
         N, D = x.shape
+        # the posterior (loc, scale) and reconstructions of all points, in float32 and float64
+        check_memory(3 * N * (2 * self.latent_dim + D),
+                     f"posteriors and reconstructions of N x (2 latent_dim + D) = {N} x {2 * self.latent_dim + D}",
+                     self.name)
         prior_loc, prior_scale = self._prior_tensors(N)
         if self.mode == "learn":
             if self.encoder_ is None:
@@ -646,6 +656,11 @@ class VAE(Module):
 
         loc, scale, x_hat = self.posterior(x)
         loc64, scale64 = loc.cpu().double(), scale.cpu().double()
+        if not (bool(torch.isfinite(loc64).all()) and bool(torch.isfinite(scale64).all())
+                and bool(torch.isfinite(x_hat).all())):
+            raise ValueError(f"{self.name}: the networks give NaN or infinite latents or reconstructions "
+                             f"(training diverged?) on data ranging over [{float(x.min()):g}, {float(x.max()):g}]; "
+                             "standardise the data or lower lr")
         if self.forward == "mean":
             self.set_forward_msg(GaussianMessage(loc64, scale64))
         else:

@@ -457,15 +457,17 @@ def test_update_validation(data_dir):
         g.update()
 
 
-def test_more_classes_than_points_warns():
+def test_more_classes_than_points_is_refused(tmp_path):
     x = np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]])
     g = GMM(5)
     g.connect(srk.Observation(x))
-    pyro.set_rng_seed(0)
-    with pytest.warns(UserWarning, match="K=5 classes for N=3"):
+    with pytest.raises(ValueError, match=r"module000_gmm: K=5 classes for N=3 data points: learning needs K <= N"):
         g.update()
-    assert g.means_.shape == (5, 2) and g.metrics_["n_active_classes"] <= 3
-    assert torch.isfinite(g.forward_msg.log_probs).all()
+    assert g.weights_ is None and not [p for p in tmp_path.rglob("*") if p.is_file()]
+    g = GMM(3)  # K = N is fine
+    g.connect(srk.Observation(x))
+    g.update()
+    assert g.means_.shape == (3, 2) and torch.isfinite(g.forward_msg.log_probs).all()
 
 
 def test_reproducible(data_dir):
