@@ -166,9 +166,9 @@ def test_joint_fit_runs_and_hands_back(system, elbo, tmp_path):
         if m in s.modules:
             s[m].update()
     assert torch.allclose(s["vae"].forward_msg.loc.float(), jm.encode(), atol=1e-5)
-    if system == "vae_gmm":
-        pred = s["gmm"].forward_msg.log_probs.argmax(-1)
-        assert (pred.cpu() == logp.argmax(-1).cpu()).float().mean() > 0.99
+    if system == "vae_gmm":  # the GMM module's class posterior is the joint model's (measured to 2e-4)
+        lp = s["gmm"].forward_msg.log_probs
+        assert torch.allclose(lp.cpu().double(), logp.cpu().double(), atol=1e-3)
 
 
 def test_joint_model_rejects_other_graphs():
