@@ -15,7 +15,7 @@ import serket_pyro as srk
 from serket_pyro import vae
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage
 
-DATA = os.environ.get("SERKET_PYRO_DATA", "/work/shared/data")
+from conftest import DATA_DIR as DATA  # SERKET_PYRO_DATA, or shared/data next to the checkout
 
 
 @pytest.fixture(scope="module")
