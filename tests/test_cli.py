@@ -153,6 +153,8 @@ def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
     out = capsys.readouterr().out
     assert "images (given order, no MM)" in out and "images+speech" in out
     assert set(scores) >= {"images given", "images+speech given", "images cyclic"}
-    assert all(0 <= v["mlda"] <= 1 for k, v in scores.items() if isinstance(v, dict))
+    # measured (seed 0): 0.55-0.58 in every setting, 0.595 on the training points; random classes
+    # on these 60 points score 0.30 (at most 0.37 in 200 draws)
+    assert all(0.45 <= v["mlda"] <= 1 for k, v in scores.items() if isinstance(v, dict)), scores
     assert (tmp_path / "saved_graph" / "graph.json").exists()
     assert (tmp_path / "recog_given_images" / "module004_mlda" / "class_recog.txt").exists()

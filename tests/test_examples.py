@@ -20,6 +20,11 @@ CASES = [
     ("vae_gmm_mlda", "module004_mlda", ["module002_vae", "module003_gmm", "module004_mlda"]),
     ("vae_gmm_mlda_mm", "module004_mlda", ["module002_vae", "module003_gmm", "module004_mlda", "module005_mm"]),
 ]
+# lowest accuracy of the tiny runs (300 points, 2 epochs, 2 iterations), well below the values
+# measured with --seed 0, 1, 2: vae_gmm 0.40, 0.45, 0.55; vae_gmm_mm 0.98, 0.40, 1.00; vae_gmm_mlda
+# 0.73, 0.72, 0.79; vae_gmm_mlda_mm 1.00, 0.77, 1.00.  Random classes score 0.18 (at most 0.21
+# in 200 draws).
+MIN_ACCURACY = {"vae_gmm": 0.3, "vae_gmm_mm": 0.3, "vae_gmm_mlda": 0.6, "vae_gmm_mlda_mm": 0.6}
 
 
 def load_example(name):
@@ -37,7 +42,7 @@ def test_example_runs_with_tiny_arguments(tmp_path, data_dir, name, result, fold
     scores = example.main(args)
     out = capsys.readouterr().out
     assert "accuracy" in out and result in out
-    assert 0.0 <= scores["accuracy"] <= 1.0 and scores["n"] == 300
+    assert scores["accuracy"] >= MIN_ACCURACY[name] and scores["n"] == 300, scores
     assert sorted(p for p in os.listdir(tmp_path / "out")) == folders
     res = tmp_path / "out" / result
     for f in ("class_learn.txt", "acc_learn.txt", "Pdz_learn.txt"):
@@ -111,7 +116,9 @@ def test_objects_example_runs(tmp_path, data_dir, capsys):
                               output=str(tmp_path), threads=1)
     rows = example.main(args)
     assert set(rows) == {"serket-pyro", "original rules"}
-    assert all(0.0 <= a <= 1.0 for acc in rows.values() for a in acc)
+    # measured over seeds 0-2: 0.54-0.58 (ours), 0.50-0.54 (original rules); random classes for the
+    # 50 objects score 0.32 (at most 0.42 in 200 draws)
+    assert all(0.46 <= a <= 1.0 for acc in rows.values() for a in acc), rows
     assert (tmp_path / "ours" / "seed0" / "module003_mlda" / "acc_learn.txt").exists()
     assert "accuracy" in capsys.readouterr().out
 

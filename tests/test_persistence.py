@@ -260,3 +260,42 @@ def test_zero_counts_are_a_missing_modality(tmp_path):
     srk.fit(both, n_iter=1, seed=1, progress=False)
     srk.fit(one, n_iter=1, seed=1, progress=False)
     torch.testing.assert_close(both.forward_msg.log_probs, one.forward_msg.log_probs, rtol=0, atol=1e-12)
+
+
+def test_recognition_on_new_data_of_the_training_size(trained, tmp_path, data_dir):
+    """Recognition of N new points when the graph was trained on N points: the saved messages
+    belong to the training points and must not be restored (a size check alone cannot tell), so the
+    result equals recognition-mode modules built by hand, which start without messages."""
+    system, folder = trained
+    d = np.load(os.path.join(data_dir, "serket_tutorial.npz"))
+    new = slice(2 * N, 3 * N)  # N points, none of them in the training set
+    xt, st, ct = d["images"][new].astype(np.float32) / 255.0, d["hac"][new].astype(np.float64), d["category"][new]
+    rec = load_graph(folder, {"obs1": xt, "obs2": st}, mode="recog", category=ct, output_root=tmp_path / "r1")
+    assert all(m.n_updates_ == 0 for m in rec.modules.values() if m.learnable)
+    assert rec["gmm"].get_backward_msg() is None and rec["mlda"].get_backward_msg() is None
+    rec.fit(n_iter=1, seed=3, progress=False)
+
+    srk.set_output_root(tmp_path / "r2")
+    obs1, obs2 = srk.Observation(xt), srk.Observation(st)
+    v = VAE(4, itr=2, batch_size=50, deskew=True, mode="recog")
+    g = GMM(10, itr=5, category=ct, mode="recog")
+    ml = MLDA(10, [200, 200], itr=5, category=ct, mode="recog")
+    mm = MarkovModel(mode="recog")
+    for m, key in ((v, "vae"), (g, "gmm"), (ml, "mlda"), (mm, "mm")):
+        m.load_state_dict(system[key].state_dict())
+    v.connect(obs1)
+    g.connect(v)
+    ml.connect(obs2, g)
+    mm.connect(ml)
+    srk.fit(v, n_iter=1, seed=3, progress=False)
+    for a, b in ((rec["gmm"], g), (rec["mlda"], ml), (rec["mm"], mm)):
+        torch.testing.assert_close(a.forward_msg.log_probs, b.forward_msg.log_probs, rtol=0, atol=0)
+    # the forward messages leave the parents' messages out: what a stale message would change are
+    # the classifications and the backward messages, which include them
+    torch.testing.assert_close(rec["mlda"].theta_, ml.theta_, rtol=0, atol=0)
+    torch.testing.assert_close(obs1.get_backward_msg().value, rec["obs1"].get_backward_msg().value, rtol=0, atol=0)
+    torch.testing.assert_close(v.get_backward_msg().loc, rec["vae"].get_backward_msg().loc, rtol=0, atol=0)
+    for a, b in ((rec["gmm"], g), (rec["mlda"], ml)):
+        np.testing.assert_array_equal(np.loadtxt(os.path.join(a.output_dir, "Pdz_recog.txt")),
+                                      np.loadtxt(os.path.join(b.output_dir, "Pdz_recog.txt")))
+    assert (tmp_path / "r1" / "module004_mlda" / "000" / "Pdz_recog.txt").exists()

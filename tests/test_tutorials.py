@@ -66,8 +66,11 @@ def test_tutorial_code_runs_shrunk(tmp_path, data_dir, page, folders, result):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p for p in os.listdir(tmp_path) if p.startswith("module")) == folders
     acc = float(np.loadtxt(tmp_path / result / "acc_learn.txt"))
-    assert 0.0 <= acc <= 1.0
-    assert np.loadtxt(tmp_path / result / "class_learn.txt").shape == (300,)
+    cls = np.loadtxt(tmp_path / result / "class_learn.txt")
+    # class_learn.txt holds the classes relabelled onto category.txt: their agreement is acc_learn.txt
+    # (2 sweeps per module on 300 points are too few for a bound on the accuracy itself: 0.16-0.23)
+    assert cls.shape == (300,)
+    assert acc == pytest.approx(float((cls == np.loadtxt(tmp_path / "category.txt")).mean()), abs=1e-6)
     assert os.path.isdir(tmp_path / result / "001")
 
 
