@@ -39,7 +39,8 @@ import stat
 
 import torch
 
-__all__ = ["MAX_JSON_BYTES", "MAX_STATE_BYTES", "check_loaded_finite", "check_loaded_probabilities", "read_json", "read_tensor_file", "resolve_inside", "safe_name",
+__all__ = ["MAX_JSON_BYTES", "MAX_STATE_BYTES", "check_loaded_finite", "check_loaded_probabilities",
+           "read_json", "read_tensor_file", "resolve_inside", "safe_name",
            "tensor_file_bytes"]
 
 #: largest JSON file read (a graph description or a checkpoint's metrics history is far smaller)
@@ -314,5 +315,7 @@ def check_loaded_finite(state: dict, owner: str, skip=()) -> None:
         Naming the first entry with NaN or infinite values.
     """
     for k, v in state.items():
-        if k not in skip and isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if k in skip or not isinstance(v, torch.Tensor) or not v.is_floating_point():
+            continue
+        if not bool(torch.isfinite(v).all()):
             raise ValueError(f"{owner}: loaded {k} contains NaN or infinite values")
