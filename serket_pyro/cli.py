@@ -24,6 +24,15 @@ from .runner import SYSTEMS, add_tutorial_arguments, format_summary, positive_in
 __all__ = ["main"]
 
 
+class _UsageError(Exception):
+    """A flag argparse refuses (reported like every other user error: one message, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _cmd_run(args) -> int:
     system, seconds, source = run_system(args.model, args)
     print(format_summary(system, seconds, source))
@@ -62,7 +71,6 @@ def _cmd_export(args) -> int:
     """Write the tutorial's text files so the tutorial code (``np.loadtxt("data1.txt")``) runs."""
     from . import datasets
     from .output import atomic_savetxt
-
     from .runner import require_data_file
 
     require_data_file(args.data_dir, "serket_tutorial.npz")
@@ -80,7 +88,7 @@ def _cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serket-pyro", description="Serket cognitive models in Pyro")
+    parser = _Parser(prog="serket-pyro", description="Serket cognitive models in Pyro")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one of the Serket tutorial systems")
     run.add_argument("model", choices=sorted(SYSTEMS), help="which tutorial system")
@@ -124,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
+    except (_UsageError, ValueError, FileNotFoundError, OSError) as e:
         print(f"serket-pyro: error: {str(e) or type(e).__name__}", file=sys.stderr)  # whole: advice follows
         return 2
     except KeyboardInterrupt:
