@@ -9,7 +9,6 @@ import hashlib
 import io
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,9 @@ from serket_pyro.driver import latest_checkpoint, load_checkpoint
 from serket_pyro.gmm import GMM
 from serket_pyro.mm import MarkovModel
 from serket_pyro.persistence import load_graph, save_graph
+
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="symbolic links, FIFOs, rlimits and wait4 are POSIX")
 
 
 def _tree(root) -> set[str]:
@@ -146,6 +148,8 @@ def test_report_of_a_received_graph_writes_next_to_it(received, tmp_path, capsys
 def _child_recog(graph, tmp_path):
     """``serket-pyro recog`` in a child process limited to 3 GiB of address space; returns
     ``(exit status, stderr, peak resident memory in MiB)``."""
+    import resource
+
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 
