@@ -8,7 +8,7 @@
     serket-pyro report rec                     # PNG plots in rec/report and a one-screen summary
     serket-pyro export-tutorial-data DIR       # data.txt, data1.txt, data2.txt, category.txt
 
-Exit status 0 on success; on a user error, 2 and a one-line message on stderr.
+Exit status 0 on success; on a user error, 2 and the whole message on stderr.
 """
 
 from __future__ import annotations
@@ -19,9 +19,18 @@ import sys
 
 import numpy as np
 
-from .runner import SYSTEMS, add_tutorial_arguments, format_summary, recognise, run_system
+from .runner import SYSTEMS, add_tutorial_arguments, format_summary, positive_int, recognise, run_system
 
 __all__ = ["main"]
+
+
+class _UsageError(Exception):
+    """A flag argparse refuses (reported like every other user error: one message, exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _cmd_run(args) -> int:
@@ -40,17 +49,20 @@ def _cmd_report(args) -> int:
     from .persistence import GRAPH_FILE
     from .plots import make_report
 
-    folder = args.folder
-    if os.path.isfile(os.path.join(folder, GRAPH_FILE)):  # a saved graph: report its training outputs
+    folder, out = args.folder, args.out
+    if os.path.lexists(os.path.join(folder, GRAPH_FILE)):  # a saved graph: report its training outputs
         from .persistence import read_graph_info
 
-        outs = {os.path.dirname(e["output_dir"]) for e in read_graph_info(folder)["modules"] if "output_dir" in e}
+        outs = {os.path.dirname(e["output_dir"]) for e in read_graph_info(folder)["modules"]
+                if isinstance(e.get("output_dir"), str)}
         if len(outs) != 1:
             raise ValueError(f"{folder}: the saved modules wrote to several folders {sorted(outs)}; report one of them")
+        if out is None:  # never where the (possibly received) graph.json points: next to it
+            out = os.path.join(folder, "report")
         folder = outs.pop()
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder} is not a folder")
-    _, text = make_report(folder, args.out, args.checkpoint_dir)
+    _, text = make_report(folder, out, args.checkpoint_dir)
     print(text)
     return 0
 
@@ -59,7 +71,9 @@ def _cmd_export(args) -> int:
     """Write the tutorial's text files so the tutorial code (``np.loadtxt("data1.txt")``) runs."""
     from . import datasets
     from .output import atomic_savetxt
+    from .runner import require_data_file
 
+    require_data_file(args.data_dir, "serket_tutorial.npz")
     d = datasets.load_tutorial(root=args.data_dir)
     os.makedirs(args.folder, exist_ok=True)
     images = np.asarray(d.images, dtype=np.float64)
@@ -74,7 +88,7 @@ def _cmd_export(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="serket-pyro", description="Serket cognitive models in Pyro")
+    parser = _Parser(prog="serket-pyro", description="Serket cognitive models in Pyro")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one of the Serket tutorial systems")
     run.add_argument("model", choices=sorted(SYSTEMS), help="which tutorial system")
@@ -96,17 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "Markov model learned; the order then carries the labels, so the score is not fair)")
     rec.add_argument("--exclude", action="append", default=None, metavar="MODULE",
                      help="leave a top module out, e.g. --exclude mm for points in an unrelated order")
-    rec.add_argument("--n", type=int, default=None, help="use only the first N points (after ordering)")
-    rec.add_argument("--iterations", type=int, default=2, help="outer iterations of message passing")
+    rec.add_argument("--n", type=positive_int, default=None, help="use only the first N points (after ordering)")
+    rec.add_argument("--iterations", type=positive_int, default=2, help="outer iterations of message passing")
     rec.add_argument("--data-dir", default=None, help="folder of mnist.npz / serket_tutorial.npz")
     rec.add_argument("--output", default=".", help="folder for the module%%03d_* output folders")
     rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--threads", type=int, default=1)
+    rec.add_argument("--threads", type=positive_int, default=1)
     rec.add_argument("--no-progress", action="store_true")
     rec.set_defaults(func=_cmd_recog)
     rep = sub.add_parser("report", help="plots (PNG) and a summary table of a run's output folder")
     rep.add_argument("folder", help="the --output folder of a run or recog (or a saved graph)")
-    rep.add_argument("--out", default=None, help="folder for the PNG files (default FOLDER/report)")
+    rep.add_argument("--out", default=None, help="folder for the PNG files (default FOLDER/report, also for a "
+                                                  "saved graph)")
     rep.add_argument("--checkpoint-dir", default=None, help="read metrics.jsonl there (default: from run.json)")
     rep.set_defaults(func=_cmd_report)
     exp = sub.add_parser("export-tutorial-data", help="write the tutorial's data*.txt and category.txt")
@@ -117,11 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"serket-pyro: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    except (_UsageError, ValueError, FileNotFoundError, OSError) as e:
+        print(f"serket-pyro: error: {str(e) or type(e).__name__}", file=sys.stderr)  # whole: advice follows
         return 2
     except KeyboardInterrupt:
         print("serket-pyro: interrupted (files already written are complete)", file=sys.stderr)

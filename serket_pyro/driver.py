@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 import warnings
 
-import torch
 from tqdm.auto import tqdm
 
 from .module import Module, connected_modules, update_order
-from .output import atomic_save_json, atomic_torch_save, atomic_write_bytes
+from .output import atomic_save_json, atomic_write_bytes
 from .rng_state import get_rng_state, set_rng_state
+from .safe_files import read_json, read_tensor_file, resolve_inside, safe_name, tensor_file_bytes
 from .seed import set_seed
 from .validation import check_positive_int
 
@@ -35,48 +36,150 @@ def _graph_description(modules: list[Module]) -> list[dict]:
     ]
 
 
-def save_checkpoint(folder, modules: list[Module], iteration: int, history: list[dict]) -> str:
-    """Write ``<folder>/iter_<iteration:03d>/`` with every module's state dict, the RNG states and
-    the metrics history. Files are written atomically, the JSON last: a checkpoint without its JSON
-    is incomplete and ignored by :func:`latest_checkpoint`."""
+#: config entries that may differ between a checkpoint and the run resuming it
+_FREE_CONFIG = ("device", "progress")
+_CKPT_DIR = re.compile(r"iter_(\d+)")
+
+
+def save_checkpoint(folder, modules: list[Module], iteration: int, history: list[dict],
+                    settings: dict | None = None) -> str:
+    """Write a checkpoint of ``modules`` after outer iteration ``iteration``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        The checkpoint folder; the checkpoint goes to ``<folder>/iter_<iteration:03d>/``.
+    modules : list of Module
+        The learnable modules of the graph.
+    iteration : int
+        The outer iteration just finished.
+    history : list of dict
+        The metrics history so far.
+    settings : dict, optional
+        The run's settings (JSON values, e.g. ``{"--epochs": 200, "--seed": 0}``), compared by
+        :func:`load_checkpoint` when resuming.
+
+    Returns
+    -------
+    str
+        The checkpoint's folder.
+
+    Notes
+    -----
+    ``state.pt`` holds every module's state dict, the messages and the RNG states;
+    ``checkpoint.json`` the iteration, the graph (names, classes, configs), the settings, the
+    history and the size and SHA-256 of ``state.pt``.  Both are written atomically, the JSON
+    last: a checkpoint without its JSON is incomplete and ignored by :func:`latest_checkpoint`.
+    """
+    for m in modules:
+        safe_name(m.name, "module name", "save_checkpoint()")
     path = os.path.join(os.fspath(folder), f"iter_{iteration:03d}")
     state = {f"{m.name}/{k}": v for m in modules for k, v in m.full_state_dict().items()}
     state.update({f"rng/{k}": v for k, v in get_rng_state().items()})
-    atomic_torch_save(os.path.join(path, _CKPT_STATE), state)
+    data, record = tensor_file_bytes(state)
+    atomic_write_bytes(os.path.join(path, _CKPT_STATE), data)
     atomic_save_json(os.path.join(path, _CKPT_INFO),
-                     {"iteration": iteration, "graph": _graph_description(modules), "history": history})
+                     {"iteration": iteration, "graph": _graph_description(modules), "history": history,
+                      "settings": settings, **record})
     return path
 
 
 def latest_checkpoint(folder) -> str | None:
-    """The newest complete checkpoint folder under ``folder``, or ``None``."""
+    """The newest complete checkpoint folder under ``folder``, or ``None``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        A checkpoint folder (``iter_<n>`` subfolders).
+
+    Returns
+    -------
+    str or None
+        ``<folder>/iter_<n>`` with the largest ``n`` (compared as numbers: ``iter_1000`` is
+        newer than ``iter_999``) that holds a ``checkpoint.json``.
+    """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         return None
-    done = sorted(d for d in os.listdir(folder)
-                  if d.startswith("iter_") and os.path.isfile(os.path.join(folder, d, _CKPT_INFO)))
-    return os.path.join(folder, done[-1]) if done else None
+    done = [(int(m.group(1)), d) for d in os.listdir(folder) if (m := _CKPT_DIR.fullmatch(d))
+            and os.path.isfile(os.path.join(folder, d, _CKPT_INFO))]
+    return os.path.join(folder, max(done)[1]) if done else None
 
 
-def load_checkpoint(path, modules: list[Module]) -> tuple[int, list[dict]]:
-    """Restore module states and RNG states from a checkpoint folder.
+def _differences(info: dict, modules: list[Module], settings: dict | None) -> list[str]:
+    """What differs between a checkpoint's recorded run and this one, in words."""
+    out = []
+    saved = info.get("settings") or {}
+    if settings is not None:
+        for k in sorted(set(saved) | set(settings)):
+            if k in saved and k in settings and saved[k] != settings[k]:
+                out.append(f"{k} was {saved[k]!r}, this run has {settings[k]!r}")
+    for g, m in zip(info["graph"], modules):
+        cfg = json.loads(json.dumps(m.get_config()))  # as it would be recorded (tuples become lists)
+        old = g.get("config") if isinstance(g.get("config"), dict) else {}
+        for k in sorted(set(old) | set(cfg)):
+            if k not in _FREE_CONFIG and old.get(k) != cfg.get(k):
+                out.append(f"{m.name} {k} was {old.get(k)!r}, this run has {cfg.get(k)!r}")
+    return out
 
-    Returns ``(iteration, history)``. Raises ``ValueError`` when the checkpoint was written by a
-    different graph or is corrupt."""
-    try:
-        with open(os.path.join(path, _CKPT_INFO)) as f:
-            info = json.load(f)
-        state = torch.load(os.path.join(path, _CKPT_STATE), weights_only=True)
-    except (OSError, json.JSONDecodeError, RuntimeError, EOFError) as e:
-        raise ValueError(f"checkpoint {path} is corrupt or incomplete: {e}") from None
-    names = [g["name"] for g in info["graph"]]
+
+def load_checkpoint(path, modules: list[Module], settings: dict | None = None) -> tuple[int, list[dict]]:
+    """Restore module states and RNG states from a checkpoint folder, after checking it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A checkpoint folder (``<checkpoint dir>/iter_<n>``).
+    modules : list of Module
+        The learnable modules of the graph, as given to :func:`save_checkpoint`.
+    settings : dict, optional
+        This run's settings; a setting recorded in the checkpoint with another value is an
+        error (``None``: only the modules' configs are compared).
+
+    Returns
+    -------
+    iteration : int
+        The outer iteration the checkpoint was written after.
+    history : list of dict
+        The metrics history up to it.
+
+    Raises
+    ------
+    ValueError
+        The checkpoint is corrupt, truncated, a symbolic link or has no checksum; it was written
+        by another graph or with other settings (the message names each difference); or a loaded
+        parameter is invalid (non-finite, negative or unnormalised probabilities, covariances
+        that are not positive definite).  Everything but the parameter checks happens before any
+        module is changed.
+    """
+    path = os.fspath(path)
+    info_path = resolve_inside(os.path.dirname(path) or ".", os.path.basename(path), "checkpoint folder", path)
+    info_path = os.path.join(info_path, _CKPT_INFO)
+    info = read_json(info_path, "checkpoint description")
+    ok = (isinstance(info, dict) and isinstance(info.get("iteration"), int) and not isinstance(info["iteration"], bool)
+          and info["iteration"] >= 0 and isinstance(info.get("history"), list) and isinstance(info.get("graph"), list)
+          and all(isinstance(g, dict) for g in info["graph"]))
+    if not ok:
+        raise ValueError(f"{info_path} is corrupt: not a serket_pyro checkpoint description")
+    names = [g.get("name") for g in info["graph"]]
     if names != [m.name for m in modules]:
         raise ValueError(f"checkpoint {path} holds modules {names}, this graph has {[m.name for m in modules]}")
+    diff = _differences(info, modules, settings)
+    if diff:
+        raise ValueError(f"checkpoint {path} was made with other settings: " + "; ".join(diff)
+                         + ". Resume with the same settings, or use another checkpoint folder")
+    state = read_tensor_file(os.path.join(path, _CKPT_STATE), info, info_path)
     for m in modules:
         prefix = m.name + "/"
-        m.load_full_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        try:
+            m.load_full_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        except (KeyError, RuntimeError, IndexError, TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint {path}: the saved state of {m.name} is invalid: {e}") from None
         m.n_updates_ = info["iteration"] + 1
-    set_rng_state({k[4:]: v for k, v in state.items() if k.startswith("rng/")})
+    try:
+        set_rng_state({k[4:]: v for k, v in state.items() if k.startswith("rng/")})
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"checkpoint {path}: the saved random number generator state is invalid: {e}") from None
     return info["iteration"], info["history"]
 
 
@@ -110,7 +213,8 @@ def falling_objectives(history: list[dict], names, rel_tol: float = 1e-2) -> lis
 
 
 def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bool = True,
-        checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 1e-2) -> list[dict]:
+        checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 1e-2,
+        settings: dict | None = None) -> list[dict]:
     """Update every learnable module of the graph connected to ``modules``, bottom-up, ``n_iter`` times.
 
     Args:
@@ -126,6 +230,9 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
         guard_tol: a module whose own objective (``metrics_["objective"]``) fell in each of the last
             two outer iterations, by more than this fraction in all, is named in the record's
             ``"flags"`` and a ``RuntimeWarning`` (:func:`falling_objectives`).
+        settings: the run's settings (JSON values, e.g. ``{"--epochs": 200}``), recorded in every
+            checkpoint; resuming from a checkpoint recorded with other settings, or with other
+            module configs, raises ``ValueError`` naming each difference.
 
     Returns:
         history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``
@@ -148,7 +255,7 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
             raise ValueError("resume=True needs checkpoint_dir")
         ckpt = latest_checkpoint(checkpoint_dir)
         if ckpt is not None:
-            last, history = load_checkpoint(ckpt, allm)
+            last, history = load_checkpoint(ckpt, allm, settings)
             start = last + 1
     if start == 0:
         set_seed(seed)
@@ -172,7 +279,7 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
                 for f in flags:
                     warnings.warn(f, RuntimeWarning, stacklevel=2)
             if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, allm, it, history)
+                save_checkpoint(checkpoint_dir, allm, it, history, settings)
                 # rewritten whole from the history, so a resumed run has every line
                 atomic_write_bytes(os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl"),
                                    "".join(json.dumps(r) + "\n" for r in history).encode())

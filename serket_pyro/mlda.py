@@ -127,6 +127,7 @@ from pyro.ops.indexing import Vindex
 from .classification import write_classification
 from .messages import ClassProbs, GaussianMessage, Message, PointMessage
 from .module import Module
+from .safe_files import check_loaded_probabilities
 from .validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["MLDA", "to_token_counts", "fold_in", "TOKEN_RULES"]
@@ -983,6 +984,9 @@ class MLDA(Module):
                 raise ValueError(f"{self.name}: state dict {name} must be non-negative and finite")
             if not torch.allclose(a.sum(1), torch.ones_like(a[:, 0]), atol=1e-6):
                 raise ValueError(f"{self.name}: the rows of state dict {name} must sum to 1")
+        for k in ["theta_draw"] + [f"phi_draw.{m}" for m in range(M)]:
+            if k in state:
+                check_loaded_probabilities(t(state[k]), k, self.name)
         self.theta_, self.phi_ = theta, phis
         self._theta_draw = t(state["theta_draw"]) if "theta_draw" in state else theta
         if all(f"phi_draw.{m}" in state for m in range(M)):

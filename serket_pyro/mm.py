@@ -78,6 +78,7 @@ from .classification import write_classification
 from .forward_backward import forward_backward
 from .messages import ClassProbs
 from .module import Module
+from .safe_files import check_loaded_probabilities
 from .validation import check_category, check_device, check_positive_float, check_positive_int
 
 __all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions", "prior_marginals"]
@@ -640,8 +641,13 @@ class MarkovModel(Module):
         init = torch.as_tensor(state.get("init_prob", torch.full((K,), 1.0 / K)), dtype=torch.float64)
         if tuple(init.shape) != (K,):
             raise ValueError(f"{self.name}: init_prob must have shape ({K},), got {tuple(init.shape)}")
+        check_loaded_probabilities(A, "trans_prob", self.name)
+        check_loaded_probabilities(init, "init_prob", self.name)
+        noise = float(state.get("evidence_noise", torch.tensor(0.0)))
+        if not math.isfinite(noise) or noise < 0:
+            raise ValueError(f"{self.name}: loaded evidence_noise must be finite and >= 0, got {noise}")
         self.trans_prob_ = A.clone()
         self.init_prob_ = init.clone()
-        self.evidence_noise_ = float(state.get("evidence_noise", torch.tensor(0.0)))
+        self.evidence_noise_ = noise
         self.log_likelihood_ = float(state.get("log_likelihood", torch.tensor(float("nan"))))
         self.n_states_ = K

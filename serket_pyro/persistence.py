@@ -18,6 +18,14 @@ A saved graph is a folder with two files:
 or the parser and :func:`load_graph` raises ``ValueError`` naming the file before anything is
 built (never half-way).
 
+A saved graph may come from someone else, so :func:`load_graph` checks it before reading
+``state.pt`` or building anything (:mod:`serket_pyro.safe_files`): ``graph.json`` is a regular
+file of at most 64 MiB; every module name (it becomes an output folder name) and the
+``state_file`` entry are plain names that stay inside their folder; ``state.pt`` is a regular file
+(not a symbolic link) of exactly the recorded size, checked before it is read, with the recorded
+SHA-256; it holds tensors only; every module checks the parameters it loads (finite,
+probabilities normalised, covariances positive definite).
+
 :func:`load_graph` re-creates every module with its saved class, config and name, connects them
 as saved and restores their state.  Two uses:
 
@@ -36,9 +44,7 @@ as saved and restores their state.  Two uses:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import io
 import json
 import os
 import re
@@ -48,6 +54,7 @@ import torch
 from .messages import message_to_tensors
 from .module import Module, Observation, connected_modules
 from .output import atomic_save_json, atomic_write_bytes
+from .safe_files import read_json, read_tensor_file, resolve_inside, safe_name, tensor_file_bytes
 from .rng_state import get_rng_state, set_rng_state
 from .system import System
 from .validation import check_category
@@ -95,6 +102,8 @@ def save_graph(folder, graph) -> str:
     names = [m.name for m in modules]
     if len(set(names)) != len(names):
         raise ValueError(f"save_graph(): module names are not unique: {names}")
+    for n in names:  # load_graph refuses other names: refuse to write a graph it cannot read
+        safe_name(n, "module name", "save_graph()")
     entries, state = [], {}
     for m in modules:
         e = {"name": m.name, "short_name": _short_name(m), "index": m.index, "class": _class_path(m),
@@ -116,11 +125,9 @@ def save_graph(folder, graph) -> str:
             state[f"{m.name}/{k}"] = v.detach().cpu().contiguous()
     state.update({f"rng/{k}": v for k, v in get_rng_state().items()})
 
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    data = buf.getvalue()
+    data, record = tensor_file_bytes(state)
     info = {"format": _FORMAT, "version": _VERSION, "modules": entries, "system": system,
-            "state_file": STATE_FILE, "state_sha256": hashlib.sha256(data).hexdigest(), "state_bytes": len(data)}
+            "state_file": STATE_FILE, **record}
     try:
         json.dumps(info)
     except (TypeError, ValueError) as e:
@@ -135,13 +142,9 @@ def save_graph(folder, graph) -> str:
 def read_graph_info(folder) -> dict:
     """The validated content of ``<folder>/graph.json`` (``ValueError`` naming the file otherwise)."""
     path = os.path.join(os.fspath(folder), GRAPH_FILE)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise ValueError(f"{path} not found: {folder} is not a saved graph (save it with srk.save_graph)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is corrupt or truncated: {e}") from None
+    info = read_json(path, "saved graph description")
     if not isinstance(info, dict) or info.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a serket_pyro graph file")
     if info.get("version") != _VERSION:
@@ -153,7 +156,12 @@ def read_graph_info(folder) -> dict:
         for e in mods)
     if not ok:
         raise ValueError(f"{path} is corrupt: its module list is malformed")
+    for e in mods:  # names become output folder names: plain names only, before anything else
+        safe_name(e["name"], "module name", path)
     names = {e["name"] for e in mods}
+    if len(names) != len(mods):
+        raise ValueError(f"{path} is corrupt: module names are not unique")
+    resolve_inside(folder, info.get("state_file", STATE_FILE), "state file", path)
     for e in mods:
         bad = [c for c in e["children"] if c not in names]
         if bad:
@@ -162,23 +170,9 @@ def read_graph_info(folder) -> dict:
 
 
 def _read_state(folder, info) -> dict[str, torch.Tensor]:
-    path = os.path.join(os.fspath(folder), info.get("state_file", STATE_FILE))
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"{path} cannot be read: {e}") from None
-    if len(data) != info.get("state_bytes") or hashlib.sha256(data).hexdigest() != info.get("state_sha256"):
-        raise ValueError(f"{path} is corrupt or truncated: its size or SHA-256 differs from the one recorded "
-                         f"in {GRAPH_FILE} ({len(data)} bytes, expected {info.get('state_bytes')})")
-    try:
-        state = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ValueError(f"{path} is corrupt: {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise ValueError(f"{path} is corrupt: not a flat dict of tensors")
-    return state
+    graph_file = os.path.join(os.fspath(folder), GRAPH_FILE)
+    path = resolve_inside(folder, info.get("state_file", STATE_FILE), "state file", graph_file)
+    return read_tensor_file(path, info, graph_file)
 
 
 def _import_class(path: str, allowed: tuple[str, ...]):
@@ -341,6 +335,9 @@ def load_graph(folder, observations=None, *, mode: str | None = None, category=N
             m.load_full_state_dict(sub)
         except (KeyError, RuntimeError, IndexError, TypeError) as err:
             raise ValueError(f"load_graph(): the saved state of {m.name} does not fit it: {err}") from None
+        except ValueError as err:  # invalid numbers (NaN, unnormalised probabilities...): name the file
+            raise ValueError(f"{os.path.join(os.fspath(folder), STATE_FILE)}: the saved state of {m.name} is "
+                             f"invalid: {err}") from None
         m.n_updates_ = int(e.get("n_updates", 0)) if messages else 0
     if messages:
         for m in built.values():  # messages must have the data's N

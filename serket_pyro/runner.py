@@ -5,6 +5,7 @@ system with a progress bar, and the final one-screen summary."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 
@@ -14,6 +15,7 @@ import torch
 from . import datasets
 from .output import set_output_root
 from .seed import set_seed
+from .validation import check_device
 
 __all__ = [
     "SYSTEMS",
@@ -23,6 +25,8 @@ __all__ = [
     "format_summary",
     "load_inputs",
     "load_recognition_data",
+    "positive_int",
+    "require_data_file",
     "recognise",
     "run_system",
     "write_run_info",
@@ -37,16 +41,83 @@ SYSTEMS = {
 }
 
 
+def positive_int(text: str) -> int:
+    """``argparse`` type of a count flag: an integer >= 1 (argparse exits 2 with a message otherwise).
+
+    Parameters
+    ----------
+    text : str
+        The flag's value as typed.
+
+    Returns
+    -------
+    int
+        The value.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        ``text`` is not an integer >= 1 (``--n -5`` would otherwise silently drop points).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def check_torch_device(device) -> torch.device:
+    """The torch device named by ``--device``, checked to exist on this machine.
+
+    Parameters
+    ----------
+    device : str
+        ``cpu``, ``cuda``, ``cuda:<i>`` or ``mps``.
+
+    Returns
+    -------
+    torch.device
+        The device.
+
+    Raises
+    ------
+    ValueError
+        An unknown device, or a CUDA / MPS device this machine does not have.
+    """
+    try:
+        d = check_device(device)
+    except ValueError as e:
+        raise ValueError(f"--device {device}: {e}") from None
+    if d.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"--device {device}: CUDA is not available here (this torch "
+                             f"{'has no CUDA support' if torch.version.cuda is None else 'finds no CUDA GPU'}); "
+                             "use --device cpu")
+        if d.index is not None and d.index >= n:
+            raise ValueError(f"--device {device}: this machine has {n} CUDA device(s), numbered from 0")
+    elif d.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif d.type != "cpu":
+        raise ValueError(f"--device {device}: use cpu, cuda, cuda:<i> or mps")
+    return d
+
+
 def add_tutorial_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags with defaults equal to the Serket tutorials' settings."""
     parser.add_argument("--data-dir", default=None,
-                        help="folder holding serket_tutorial.npz (default: $SERKET_PYRO_DATA, then the user cache)")
-    parser.add_argument("--n", type=int, default=None, help="use only the first N data points (default: all 3000)")
-    parser.add_argument("--iterations", type=int, default=5, help="outer iterations (tutorial: 5)")
-    parser.add_argument("--epochs", type=int, default=200, help="VAE epochs per update (tutorial: 200)")
-    parser.add_argument("--batch-size", type=int, default=500, help="VAE minibatch size (tutorial: 500)")
-    parser.add_argument("--latent-dim", type=int, default=18, help="VAE latent dimensions (tutorial: 18)")
-    parser.add_argument("--classes", type=int, default=10, help="GMM / MLDA classes (tutorial: 10)")
+                        help="folder holding serket_tutorial.npz (default: $SERKET_PYRO_DATA, then the user cache; "
+                             "without either, the embedded MNIST subset)")
+    parser.add_argument("--n", type=positive_int, default=None,
+                        help="use only the first N data points (default: all 3000)")
+    parser.add_argument("--iterations", type=positive_int, default=5, help="outer iterations (tutorial: 5)")
+    parser.add_argument("--epochs", type=positive_int, default=200, help="VAE epochs per update (tutorial: 200)")
+    parser.add_argument("--batch-size", type=positive_int, default=500, help="VAE minibatch size (tutorial: 500)")
+    parser.add_argument("--latent-dim", type=positive_int, default=18, help="VAE latent dimensions (tutorial: 18)")
+    parser.add_argument("--classes", type=positive_int, default=10, help="GMM / MLDA classes (tutorial: 10)")
     parser.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
                         help="the VAE deskews the images first (VAE(deskew=True), default; "
                              "--no-deskew: raw pixels as the tutorial)")
@@ -54,9 +125,36 @@ def add_tutorial_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--output", default=".", help="folder for the module%%03d_* output folders (default: .)")
     parser.add_argument("--checkpoint-dir", default=None, help="write a checkpoint after every outer iteration")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on 2 shared cores)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="torch CPU threads (1 is fastest on 2 shared cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def require_data_file(data_dir, filename: str) -> None:
+    """Check that an explicit ``--data-dir`` holds ``filename`` (the loaders would otherwise go on
+    to ``$SERKET_PYRO_DATA``, the user cache or other data).
+
+    Parameters
+    ----------
+    data_dir : str or os.PathLike or None
+        The ``--data-dir`` flag (``None``: nothing to check).
+    filename : str
+        The data file needed, e.g. ``serket_tutorial.npz``.
+
+    Raises
+    ------
+    FileNotFoundError
+        A message of several lines: where it looked and what to do.
+    """
+    if data_dir is None:
+        return
+    path = os.path.join(os.fspath(data_dir), filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"--data-dir {os.fspath(data_dir)} holds no {filename}. Looked in:\n  - {path}\n"
+            f"Put {filename} there, or leave --data-dir out to use ${datasets.ENV_VAR} or the user cache "
+            f"folder {datasets.cache_dir()} (an explicit --data-dir is the only place searched).")
 
 
 def load_inputs(data_dir=None, n=None, offline_fallback=True):
@@ -64,13 +162,16 @@ def load_inputs(data_dir=None, n=None, offline_fallback=True):
     ``category (N,)``, and a description of the source.
 
     Looks for ``serket_tutorial.npz`` (see :mod:`serket_pyro.datasets`); without it and without
-    network, falls back to the embedded 3,000-image MNIST subset (images only, same cyclic order).
+    network, falls back to the embedded 3,000-image MNIST subset (images only, same cyclic order)
+    when ``offline_fallback`` is true and no ``data_dir`` is given (an explicit folder that lacks
+    the file is an error: the user asked for those data).
     """
+    require_data_file(data_dir, "serket_tutorial.npz")
     try:
         d = datasets.load_tutorial(root=data_dir)
         images, speech, category, source = d.images, d.hac, d.category, "serket_tutorial.npz"
     except (FileNotFoundError, OSError) as e:
-        if not offline_fallback:
+        if not offline_fallback or data_dir is not None:
             raise
         s = datasets.load_mnist_subset()
         images, speech, category = s.images, None, s.category
@@ -101,17 +202,60 @@ def build_system(name: str, images, speech, category, args):
     return build(images, category, **kw)
 
 
+def run_settings(name: str, args, arrays) -> dict:
+    """What a checkpoint records of a ``serket-pyro run`` to refuse resuming with other settings.
+
+    Parameters
+    ----------
+    name : str
+        The tutorial system.
+    args : argparse.Namespace
+        The parsed flags.
+    arrays : sequence of array or None
+        The input data (images, speech, labels); their SHA-256 is recorded.
+
+    Returns
+    -------
+    dict
+        ``{"model", "--n", "--epochs", "--batch-size", "--latent-dim", "--classes", "--deskew",
+        "--seed", "data SHA-256"}``; ``--iterations`` may change (to run further).
+    """
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return {"model": name, "--n": args.n, "--epochs": args.epochs, "--batch-size": args.batch_size,
+            "--latent-dim": args.latent_dim, "--classes": args.classes,
+            "--deskew": bool(getattr(args, "deskew", True)), "--seed": args.seed, "data SHA-256": h.hexdigest()}
+
+
 def run_system(name: str, args) -> tuple:
-    """Build and fit a tutorial system from parsed arguments; returns ``(system, seconds, source)``."""
+    """Build and fit a tutorial system from parsed arguments; returns ``(system, seconds, source)``.
+
+    Every check (flags, data, device, the checkpoint to resume from) is done before the first
+    file is written.
+    """
+    resume = bool(getattr(args, "resume", False))
+    if resume and args.checkpoint_dir is None:
+        raise ValueError("--resume needs --checkpoint-dir (the folder of the interrupted run's checkpoints)")
+    check_torch_device(args.device)
     torch.set_num_threads(args.threads)
     set_output_root(args.output)
     set_seed(args.seed)
     images, speech, category, source = load_inputs(args.data_dir, args.n)
     system = build_system(name, images, speech, category, args)
+    settings = run_settings(name, args, (images, speech, category))
+    if resume:
+        from .driver import latest_checkpoint, load_checkpoint
+        from .module import connected_modules
+
+        ckpt = latest_checkpoint(args.checkpoint_dir)
+        if ckpt is not None:  # checked (files, settings, parameters) before anything is written;
+            # fit() restores the same checkpoint again below
+            load_checkpoint(ckpt, [m for m in connected_modules(*system.modules.values()) if m.learnable], settings)
     t0 = time.perf_counter()
-    resume = bool(getattr(args, "resume", False))
-    if resume and args.checkpoint_dir is None:
-        raise ValueError("--resume needs --checkpoint-dir (the folder of the interrupted run's checkpoints)")
     write_run_info(args.output, {"command": "run", "model": name, "mode": "learn", "result": system.result_module.name,
                                  "checkpoint_dir": None if args.checkpoint_dir is None
                                  else os.path.abspath(args.checkpoint_dir),
@@ -119,7 +263,7 @@ def run_system(name: str, args) -> tuple:
                                  "deskew": bool(getattr(args, "deskew", True))},
                    category, images)
     system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress,
-               checkpoint_dir=args.checkpoint_dir, resume=resume)
+               checkpoint_dir=args.checkpoint_dir, resume=resume, settings=settings)
     seconds = time.perf_counter() - t0
     if getattr(args, "save", None):
         from .persistence import save_graph
@@ -180,22 +324,31 @@ def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path
     """Observations and labels for ``serket-pyro recog``.
 
     ``specs``: each ``mnist-test`` (the 10,000 MNIST test images / 255 and their labels, for the
-    first observation), ``tutorial`` (the tutorial images and speech, all observations in order) or
+    first observation), ``tutorial`` (the tutorial images, then its speech if the graph has a
+    second observation) or
     ``[KEY=]PATH`` (.npy, single-array .npz or text; KEY an observation name or system key,
     otherwise the next observation).  Returns ``(observations dict, category or None, description)``.
     """
     obs, category, desc = {}, None, []
     free = list(obs_names)
+
+    def next_free(spec):
+        if not free:
+            raise ValueError(f"--data {spec}: every observation of the graph {list(obs_names)} already has data")
+        return free.pop(0)
+
     for spec in specs:
         if spec == "mnist-test":
+            require_data_file(data_dir, "mnist.npz")
             d = datasets.load_mnist("test", root=data_dir)
-            obs[free.pop(0)] = np.asarray(d.images, dtype=np.float32) / 255.0
+            obs[next_free(spec)] = np.asarray(d.images, dtype=np.float32) / 255.0
             category = np.asarray(d.labels)
             desc.append("MNIST test images")
         elif spec == "tutorial":
             images, speech, cat, source = load_inputs(data_dir, None, offline_fallback=False)
-            for arr in (images, speech):
-                obs[free.pop(0)] = arr
+            obs[next_free(spec)] = images
+            if free and speech is not None:  # speech only for a graph with a second observation
+                obs[next_free(spec)] = speech
             category = cat
             desc.append(source)
         else:
@@ -203,7 +356,7 @@ def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path
             if not sep:
                 key, path = free[0] if free else None, spec
             if key is None:
-                raise ValueError(f"--data {spec}: every observation already has data")
+                raise ValueError(f"--data {spec}: every observation of the graph {list(obs_names)} already has data")
             if key in free:
                 free.remove(key)
             obs[key] = _read_array(path)

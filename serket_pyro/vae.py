@@ -51,6 +51,7 @@ from pyro.nn import PyroModule
 from .deskew import deskew as deskew_images
 from .messages import GaussianMessage, PointMessage
 from .module import Module
+from .safe_files import check_loaded_finite
 from .validation import check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "mlp_networks", "normal_kl"]
@@ -350,6 +351,9 @@ class VAE(Module):
             data_scale = float(state["data_scale"].reshape(-1)[0])
         except KeyError as e:
             raise ValueError(f"{self.name}: not a VAE state dict (missing {e})") from None
+        check_loaded_finite(state, self.name, skip=("loss_history",))
+        if input_dim < 1 or not data_scale > 0:
+            raise ValueError(f"{self.name}: loaded input_dim {input_dim} and data_scale {data_scale} must be positive")
         if self.encoder_ is None or self.input_dim_ != input_dim:
             self._build(input_dim)
         for prefix, net in (("encoder", self.encoder_), ("decoder", self.decoder_)):

@@ -8,6 +8,8 @@ import sys
 import time
 
 import numpy as np
+import pytest
+import torch
 
 from serket_pyro import cli
 
@@ -158,3 +160,55 @@ def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
     assert all(0.45 <= v["mlda"] <= 1 for k, v in scores.items() if isinstance(v, dict)), scores
     assert (tmp_path / "saved_graph" / "graph.json").exists()
     assert (tmp_path / "recog_given_images" / "module004_mlda" / "class_recog.txt").exists()
+
+
+# ------------------------------------------------------------- user errors: exit 2, whole message
+@pytest.mark.parametrize("argv", [["run", "vae_gmm", "--n", "-5"], ["run", "vae_gmm", "--iterations", "0"],
+                                  ["run", "vae_gmm", "--iterations", "-1"], ["run", "vae_gmm", "--threads", "0"],
+                                  ["run", "vae_gmm", "--epochs", "0"], ["recog", "g", "--data", "x.npy", "--n", "-5"],
+                                  ["recog", "g", "--data", "x.npy", "--iterations", "0"],
+                                  ["recog", "g", "--data", "x.npy", "--threads", "0"]])
+def test_counts_must_be_positive(argv, capsys):
+    base = ["--n", "100", "--epochs", "1", "--iterations", "1", "--no-progress"] if argv[0] == "run" else []
+    assert cli.main(argv[:2] + base + argv[2:]) == 2  # the flag under test comes last and wins
+    err = capsys.readouterr().err
+    assert err.startswith("serket-pyro: error: argument --") and "must be an integer >= 1" in err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:7", "nonsense"])
+def test_unavailable_device_is_a_user_error(device, tmp_path, data_dir, capsys):
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has CUDA")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    rc = cli.main(["run", "vae_gmm", *TINY, "--iterations", "1", "--device", device, "--data-dir", data_dir,
+                   "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--device {device}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_explicit_data_dir_without_the_file_prints_the_whole_advice(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = cli.main(["run", "vae_gmm", "--n", "100", "--epochs", "1", "--iterations", "1", "--no-progress",
+                   "--data-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2, "fell back to other data"
+    lines = err.strip().splitlines()
+    assert "Looked in:" in lines[0] and len(lines) > 2  # the advice after "Looked in:" is printed too
+    assert any(str(tmp_path / "empty" / "serket_tutorial.npz") in ln for ln in lines[1:])
+    assert not (tmp_path / "out").exists()
+
+
+def test_recog_tutorial_on_a_one_observation_graph(tmp_path, data_dir, capsys):
+    saved = tmp_path / "saved"
+    assert cli.main(["run", "vae_gmm", "--n", "100", "--epochs", "1", "--batch-size", "50", "--iterations", "1",
+                     "--no-progress", "--data-dir", data_dir, "--output", str(tmp_path / "train"),
+                     "--save", str(saved)]) == 0
+    capsys.readouterr()
+    assert cli.main(["recog", str(saved), "--data", "tutorial", "--n", "50", "--iterations", "1",
+                     "--data-dir", data_dir, "--output", str(tmp_path / "rec"), "--no-progress"]) == 0
+    assert np.loadtxt(tmp_path / "rec" / "module002_gmm" / "class_recog.txt").shape == (50,)
+    assert cli.main(["recog", str(saved), "--data", "tutorial", "--data", "mnist-test", "--data-dir", data_dir,
+                     "--output", str(tmp_path / "rec2"), "--no-progress"]) == 2
+    assert "every observation of the graph ['obs'] already has data" in capsys.readouterr().err

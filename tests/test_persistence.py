@@ -195,7 +195,7 @@ def test_pickle_payload_is_refused(trained):
     import hashlib
     info["state_sha256"], info["state_bytes"] = hashlib.sha256(data).hexdigest(), len(data)
     (folder / "graph.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="state.pt is corrupt"):
+    with pytest.raises(ValueError, match="state.pt holds pickled Python objects"):
         load_graph(folder)
 
 
