@@ -183,37 +183,44 @@ def load_checkpoint(path, modules: list[Module], settings: dict | None = None) -
     return info["iteration"], info["history"]
 
 
-def falling_objectives(history: list[dict], names, rel_tol: float = 1e-2) -> list[str]:
-    """Modules whose own objective fell in each of the last two outer iterations.
+def falling_objectives(history: list[dict], names, rel_tol: float = 0.05) -> list[str]:
+    """Modules that made the system's objective fall in each of the last two outer iterations.
 
-    Every module reports its objective in ``metrics_["objective"]`` (nats, higher is better: a
-    GMM's collapsed log joint, a Markov model's or MLDA's log-likelihood, a VAE's ELBO).  A module
-    is flagged when the objective fell at both of the last two iterations and by more than
-    ``rel_tol`` of its magnitude in all: a sampler's noise rarely does that, a module that drives
-    the system into a worse state does (e.g. a parent's message that keeps shrinking a class).
+    Every module reports its own objective in ``metrics_["objective"]`` (nats, higher is better: a
+    GMM's collapsed log joint ``log p(x, z)``, a Markov model's or MLDA's log-likelihood, a VAE's
+    ELBO).  One module's objective alone says little: a parent that rightly moves points between
+    classes lowers the child's own ``log p(x, z)`` while its own likelihood rises.  The system's
+    objective is therefore their sum; when it fell at both of the last two iterations, by more
+    than ``rel_tol`` of its magnitude in all, the modules whose own objective fell over those
+    iterations are flagged (a sampler's noise rarely does that; a module that drives the system
+    into a worse state, e.g. a parent's message that keeps growing one class, does).
 
     Args:
         history: the records of :func:`fit`, oldest first (``record[name]["objective"]``).
         names: module names to check.
     Returns:
-        one sentence per flagged module (empty: nothing fell).
+        one sentence per flagged module (empty: nothing to flag).
     """
     if len(history) < 3:
         return []
-    out = []
+    vals = {}
     for name in names:
-        vals = [r.get(name, {}).get("objective") for r in history[-3:]]
-        if any(v is None or not math.isfinite(v) for v in vals):
-            continue
-        a, b, c = vals
-        if c < b < a and a - c > rel_tol * max(abs(a), 1.0):
-            out.append(f"{name}: its objective fell in two outer iterations in a row ({a:.6g} -> {b:.6g} -> "
-                       f"{c:.6g}); this module may be making the system worse (check the messages it receives)")
-    return out
+        v = [r.get(name, {}).get("objective") for r in history[-3:]]
+        if all(x is not None and math.isfinite(x) for x in v):
+            vals[name] = v
+    if not vals:
+        return []
+    a, b, c = (sum(v[i] for v in vals.values()) for i in range(3))
+    if not (c < b < a and a - c > rel_tol * max(abs(a), 1.0)):
+        return []
+    return [f"{name}: the system's objective fell in two outer iterations in a row ({a:.6g} -> {b:.6g} -> "
+            f"{c:.6g}) and this module's own fell with it ({v[0]:.6g} -> {v[2]:.6g}); it may be making the "
+            "system worse (check the messages it receives)"
+            for name, v in vals.items() if v[2] < v[0]]
 
 
 def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bool = True,
-        checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 1e-2,
+        checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 0.05,
         settings: dict | None = None) -> list[dict]:
     """Update every learnable module of the graph connected to ``modules``, bottom-up, ``n_iter`` times.
 

@@ -616,7 +616,8 @@ class GMM(Module):
                     a.add_(v)
         return {"weights": acc[0] / n_avg, "means": acc[1] / n_avg, "covariances": acc[2] / n_avg, "z": z,
                 "last": {"weights": weights, "means": means, "covariances": sigma},
-                "log_joint": _log_collapsed_joint(prior, self.alpha, stats, z, bias)}
+                "log_joint": _log_collapsed_joint(prior, self.alpha, stats, z, bias),
+                "own_log_joint": _log_collapsed_joint(prior, self.alpha, stats, z)}
 
     def update(self) -> None:
         """One outer iteration: ``itr`` Gibbs sweeps (learn) or enumeration only (recog), then
@@ -651,6 +652,7 @@ class GMM(Module):
             self.assignments_ = best["z"]
             self.last_sample_ = {k: (v + prior.loc if k == "means" else v) for k, v in best["last"].items()}
             self.chain_log_joint_ = [c["log_joint"] for c in chains]
+            self.own_log_joint_ = best["own_log_joint"]
         else:
             self._require_params()
             if self.means_.shape[1] != D:
@@ -690,9 +692,11 @@ class GMM(Module):
         metrics["log_likelihood"] = float((loglik + _log_weights(self.weights_)).logsumexp(-1).mean())
         if self.mode == "learn":
             metrics["n_active_classes"] = float(torch.unique(self.assignments_).numel())
-            metrics["objective"] = max(self.chain_log_joint_)  # collapsed log joint of the kept chain
+            # log p(x, z) of the kept chain without the parent's factor: a parent that pulls points
+            # into classes their data do not support lowers it
+            metrics["objective"] = self.own_log_joint_
         else:
-            metrics["objective"] = float((own if bias is None else own + bias).logsumexp(-1).sum())
+            metrics["objective"] = float(own.logsumexp(-1).sum())  # log p(x) under the frozen parameters
         self.metrics_ = metrics
         self.n_updates_ += 1
 

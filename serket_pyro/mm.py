@@ -27,28 +27,25 @@ points (a GMM's class probabilities are nearly one-hot) otherwise forces the cha
 mistake by a transition, and a cyclic chain can never become deterministic.
 
 Inference (``method="forward_backward"``, default): exact forward-backward over the whole sequence
-(Baum et al. 1970; Rabiner 1989; :mod:`serket_pyro.forward_backward`) inside an EM loop for the
-transition matrix (Dempster, Laird, Rubin 1977): E-step expected transition counts ``n_ij``;
-M-step the Dirichlet posterior mean ``A_ij = (n_ij + alpha) / (n_i + K alpha)`` (and, with
-``evidence_noise="learn"``, ``eps`` = mean posterior probability of ``r_t = 1``).  ``itr`` EM
-iterations at most, stopping early when nothing moves by more than ``tol``.  The first update
-runs EM from two starts and keeps the more likely fit: the uniform matrix (EM cannot get stuck
-there because the evidence is fixed and not symmetric between classes), and the child's own
-transition statistics ``n_ij = sum_t P_t(i) P_{t+1}(j)`` (the original's expected counts) taken on
-the raw evidence.  From uniform alone, the first E-step sees those statistics only through the noise
-``eps``, and on one of five VAE+GMM+MLDA+MM seeds EM settled in a 5-cycle (each state covering two
-digits, log-likelihood -6096) that the moment start avoids (the 10-cycle, -5667).  Later updates run EM warm-started
-from the previous matrix and from both fresh starts (``restart=True``) and keep the fit under which the evidence is more probable: a child that
-renames its classes between updates would otherwise leave a near-deterministic warm start stuck.
-For ``N = 3000, K = 10`` one EM run takes ~0.2 s (forward-backward ~15 ms per EM iteration); an
-update with its starts and split moves 1-2 s on a loaded 2-core machine (``benchmarks/mm_speed.py``).
+(Baum et al. 1970; Rabiner 1989; :mod:`serket_pyro.forward_backward`) inside EM for the transition
+matrix (Dempster, Laird, Rubin 1977), in two stages.  (1) Structure: EM with the M-step
+``A_ij = (n_ij + alpha) / (n_i + K alpha)`` and ``eps`` held at ``lock_noise`` (0.9), where a cycle
+that the child blurs (merged or split classes) is still the most probable chain, from the uniform
+matrix, the child's own transition statistics ``n_ij = sum_t P_t(i) P_{t+1}(j)`` and, after the first
+update, the previous matrix; then split moves (SMEM).  (2) Refinement: EM from that fit with the
+hierarchical prior ``A_i ~ Dirichlet(alpha + c pi)`` (:func:`shrunk_transitions`: rows shrink to the
+state marginal ``pi``, the concentration ``c`` by empirical Bayes) and ``eps`` learned, a local
+optimum that keeps the structure and makes the estimates unbiased.  On data without order ``c``
+goes to infinity: every row is ``pi`` and the message to the child is flat.
 
 Messages (all :class:`~serket_pyro.messages.ClassProbs`, ``(N, K)``):
 
-* to the child: ``p(z_t | evidence at every other step)`` (leave-one-out: the forward prediction
-  from ``t-1`` times the backward message from ``t+1``), times the parent's message at ``t`` and the
-  other children's evidence at ``t`` if any.  It excludes the child's own evidence at ``t``, so the
-  child does not count its data twice when it multiplies the message in as a prior.
+* to the child: ``p(evidence at every other step | z_t)``, i.e. the leave-one-out posterior
+  ``p(z_t | other steps)`` divided by the chain's prior marginal ``p(z_t) = init A^t``
+  (:func:`prior_marginals`), times the parent's message at ``t`` and the other children's evidence
+  at ``t`` if any.  It excludes the child's own evidence at ``t`` (the child does not count its data
+  twice) and the class prior (the child applies its own: a GMM's weights, an MLDA's theta); a chain
+  whose rows are all equal sends a flat message, which the child treats as no message.
 * up to a parent: ``p(z_t | all children's evidence)``, the smoothed marginal (excluding the
   parent's own message at ``t``).  The tutorials give the Markov model no parent.
 
@@ -324,16 +321,14 @@ class MarkovModel(Module):
         itr: maximum EM iterations of transition learning per :meth:`update`.
         tol: EM stops when no transition probability (nor ``eps``) moves by more than this.
         evidence_noise: ``eps``, the probability that the child's message at a step is noise
-            (robust likelihood ``(1 - eps) P_t + eps / K``): a float in ``[0, 1)``, or
-            ``"learn"`` to estimate it by EM (started at 0.5 in the first update, warm-started
-            after).  0 is the plain HMM.  Default 0.9: a GMM's class probabilities are far more
-            confident than it is accurate, and maximum likelihood drives ``eps`` to ~0.01 where
-            the chain copies the child's merged classes.  With 0.9 and split moves the chain
-            locks onto the cyclic order of the tutorial data from the first GMM update on all
-            five seeds measured (with 0.8, four of five), see
-            ``benchmarks/tutorials.py``.  Each step's evidence is then weak, so a short chain
-            needs a smaller value: on 300 steps of 5 classes with 65%-correct evidence, 0.8
-            recovers the cycle and 0.9 does not (``tests/test_mm.py``).
+            (robust likelihood ``(1 - eps) P_t + eps / K``): ``"learn"`` (default: stage 1 holds
+            it at ``lock_noise``, stage 2 estimates it by EM) or a fixed float in ``[0, 1)``
+            (0: the plain HMM).  A fixed 0.9 finds the tutorial's cycle but biases everything
+            else: the chain's marginal becomes ``pi_k ~ 10 f_k - 0.9`` for class frequencies
+            ``f_k`` (the largest class grows), and the transitions come out too deterministic.
+        lock_noise: ``eps`` of stage 1 with ``evidence_noise="learn"`` (default 0.9).
+        transition_prior: ``"shrink"`` (default: the refinement uses the hierarchical prior of
+            :func:`shrunk_transitions`) or ``"flat"`` (``Dirichlet(alpha)`` rows only).
         restart: in every update after the first, run EM both from the previous matrix (warm
             start) and from the two fresh starts (uniform, moment), and keep the fit with the
             higher likelihood.  A

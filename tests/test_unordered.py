@@ -128,10 +128,14 @@ def test_falling_objectives_flags_two_falls_in_a_row():
     hist = [{"a": {"objective": v}, "b": {"objective": w}}
             for v, w in ((-100.0, -100.0), (-120.0, -99.0), (-150.0, -100.5))]
     flags = falling_objectives(hist, ["a", "b"])
-    assert len(flags) == 1 and flags[0].startswith("a:")
+    assert len(flags) == 2 and flags[0].startswith("a:") and flags[1].startswith("b:")
     assert falling_objectives(hist[:2], ["a", "b"]) == []               # one fall is not enough
+    # a child's objective falls while its parent's rises more: the system got better
+    better = [{"a": {"objective": v}, "b": {"objective": w}}
+              for v, w in ((-100.0, -300.0), (-120.0, -200.0), (-150.0, -100.0))]
+    assert falling_objectives(better, ["a", "b"]) == []
     # falls within the tolerance (sampler noise, a child that changed its message) are not flagged
-    tiny = [{"a": {"objective": -1e4 - d}} for d in (0.0, 10.0, 20.0)]
+    tiny = [{"a": {"objective": -1e4 - d}} for d in (0.0, 100.0, 200.0)]
     assert falling_objectives(tiny, ["a"]) == []
 
 
