@@ -20,11 +20,10 @@ from serket_pyro.models import vae_gmm, vae_gmm_mm
 from serket_pyro.vae import VAE
 
 
-def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0, covariance="full"):
-    torch.manual_seed(seed)
-    x = torch.rand(N, D)
+def _graph(x, K, mm, **vae_kw):
+    """Observation -> VAE -> GMM (-> MarkovModel) on ``x``; returns the module list."""
     obs = srk.Observation(x)
-    v = VAE(L, hidden=5, batch_size=4)
+    v = VAE(**vae_kw)
     g = GMM(K)
     v.connect(obs)
     g.connect(v)
@@ -33,6 +32,13 @@ def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0, covariance="full")
         m = MarkovModel()
         m.connect(g)
         mods.append(m)
+    return mods
+
+
+def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0, covariance="full"):
+    torch.manual_seed(seed)
+    x = torch.rand(N, D)
+    mods = _graph(x, K, mm, latent_dim=L, hidden=5, batch_size=4)
     jm = joint_model(mods, chunk_len=chunk_len, covariance=covariance)
     with torch.no_grad():  # non-trivial parameters
         jm.means.normal_()
@@ -332,16 +338,7 @@ def test_joint_loss_equals_brute_force_elbo(mm, likelihood):
     torch.manual_seed(0)
     K, N = (2, 3) if mm else (3, 2)
     x = torch.rand(N, 5)
-    obs = srk.Observation(x)
-    v = VAE(2, hidden=4, likelihood=likelihood)
-    g = GMM(K)
-    v.connect(obs)
-    g.connect(v)
-    mods = [obs, v, g]
-    if mm:
-        m = MarkovModel()
-        m.connect(g)
-        mods.append(m)
+    mods = _graph(x, K, mm, latent_dim=2, hidden=4, likelihood=likelihood)
     jm = joint_model(mods, chunk_len=N, covariance="diag")
     with torch.no_grad():
         jm.means.normal_()
