@@ -82,6 +82,11 @@ def test_run_save_recog_report(tmp_path, data_dir, capsys):
     p = np.loadtxt(tmp_path / "rec" / "module004_mlda" / "Pdz_recog.txt")
     assert p.shape == (200, 10)
     assert not (tmp_path / "rec" / "module004_mlda" / "Pdz_learn.txt").exists()
+    # points arranged by their true labels: every accuracy line says the score is not fair
+    assert cli.main(["recog", str(saved), "--data", "mnist-test", "--n", "200", "--data-dir", data_dir,
+                     "--order", "cyclic", "--output", str(tmp_path / "rec_cyc"), "--no-progress"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "0." in ln and "module00" in ln]
+    assert lines and all("not a fair score" in ln or "NOT A FAIR SCORE" in ln for ln in lines), lines
     # report of the training run: PNGs and a table
     assert cli.main(["report", str(tmp_path / "train")]) == 0
     out = capsys.readouterr().out
