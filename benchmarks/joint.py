@@ -17,7 +17,6 @@ minibatch) so the joint fit's memory is flat in N apart from 784 bytes per image
 
 import argparse
 import json
-import os
 import resource
 import tempfile
 import time
@@ -39,7 +38,7 @@ def peak_mb():
 
 
 def load(args):
-    root = os.environ.get("SERKET_PYRO_DATA", "/work/shared/data")
+    root = args.data_dir  # None: the loaders' search order ($SERKET_PYRO_DATA, the cache, a download)
     if args.data == "tutorial":
         d = load_tutorial(root)
         x, y = (d.images * 255).round().astype(np.uint8), d.category
@@ -161,6 +160,8 @@ if __name__ == "__main__":
                         "--no-deskew: raw pixels")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the data files (default: $SERKET_PYRO_DATA, the user cache, a download)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", default=None)
     main(p.parse_args())

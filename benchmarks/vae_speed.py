@@ -12,7 +12,6 @@ It also times the rest of one ``update()`` (posterior of all points, messages an
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
@@ -22,12 +21,12 @@ import pyro
 import torch
 
 import serket_pyro as srk
+from serket_pyro.datasets import load_tutorial
 from serket_pyro import vae
 
 
 def _load_images(n: int | None) -> np.ndarray:
-    root = os.environ.get("SERKET_PYRO_DATA", "/work/shared/data")
-    images = np.load(os.path.join(root, "serket_tutorial.npz"))["images"]
+    images = (load_tutorial().images * 255).round().astype(np.uint8)  # $SERKET_PYRO_DATA, cache, download
     return images if n is None else images[:n]
 
 

@@ -15,7 +15,6 @@ from its networks, GMM and Markov model instead.
 """
 
 import argparse
-import os
 import time
 
 import torch
@@ -32,7 +31,7 @@ def main(args):
     torch.set_num_threads(args.threads)
     srk.set_seed(args.seed)
     srk.set_output_root(args.output)
-    d = load_tutorial(os.environ.get("SERKET_PYRO_DATA", "/work/shared/data"))
+    d = load_tutorial(args.data_dir)
     images, category = d.images[:args.n], d.category[:args.n]
 
     build = vae_gmm_mm.build if args.mm else vae_gmm.build
@@ -88,6 +87,8 @@ def parser():
     p.add_argument("--chunk-len", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with serket_tutorial.npz (default: $SERKET_PYRO_DATA, the user cache, a download)")
     p.add_argument("--device", default=None)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--output", default="output_joint")

@@ -85,7 +85,6 @@ from these parameters by enumeration:
 from __future__ import annotations
 
 import math
-import warnings
 from typing import NamedTuple
 
 import numpy as np
