@@ -3,62 +3,39 @@
 Nakamura, Nagai, Taniguchi, "SERKET: An Architecture for Connecting Stochastic Models to Realize a
 Large-Scale Cognitive Model", Frontiers in Neurorobotics 12:25 (2018), section 3 (VAE+GMM+MM).
 
-The child (a GMM or an MLDA) sends up class probabilities ``P_t`` for ``N`` data points in time
-order.  This module treats them as the *likelihood* of a first-order Markov chain over the same
-``K`` classes and sends back, for every ``t``, what the rest of the sequence says about ``z_t``.
-Connecting a GMM to a Markov model in this way makes a hidden Markov model (HMM) whose emission
-model is the GMM.
+The child (a GMM or an MLDA) sends up class probabilities ``P_t`` for ``N`` points in time order.
+Up to a factor free of ``k`` they are the likelihood of ``z_t = k`` given the child's own data, so a
+GMM under a Markov model is a hidden Markov model whose emission model is the GMM.
 
 Generative model (the Pyro submodel :func:`markov_model`)::
 
     A_j   ~ Dirichlet(alpha * 1_K)                    j = 0..K-1 (rows of the transition matrix)
     z_0   ~ Categorical(init)                          init uniform
     z_t   ~ Categorical(A[z_{t-1}])                    t = 1..N-1
-    r_t   ~ Bernoulli(eps)                             "the child's label at t is noise" (eps > 0)
+    r_t   ~ Bernoulli(eps)                             "the child's label at t is noise"
     y_t | z_t, r_t:  p(y_t | z_t = k) proportional to P_t(k) if r_t = 0, to 1/K if r_t = 1
 
-Why the child's message is a likelihood: a GMM's forward message is
-``P_t(k) = p(x_t | k) pi_k / sum_j p(x_t | j) pi_j``, i.e. up to a factor that does not depend on
-``k`` the likelihood of ``z_t = k`` given the child's own data (its mixing weights ``pi`` playing the
-role of a flat prior); the chain supplies the prior.  In Pyro this is a ``pyro.factor`` at every
-step with log-value ``log P_t(z_t)``.  ``eps`` (``evidence_noise``) turns this into a robust
-likelihood ``(1 - eps) P_t(k) + eps / K``: a child that is confidently wrong on a fraction of the
-points (a GMM's class probabilities are nearly one-hot) otherwise forces the chain to explain each
-mistake by a transition, and a cyclic chain can never become deterministic.
+The robust likelihood ``(1 - eps) P_t + eps / K`` lets the chain overrule a child that is
+confidently wrong at some steps instead of explaining each mistake by a transition.
 
-Inference (``method="forward_backward"``, default): exact forward-backward over the whole sequence
-(Baum et al. 1970; Rabiner 1989; :mod:`serket_pyro.forward_backward`) inside EM for the transition
-matrix (Dempster, Laird, Rubin 1977), in two stages.  (1) Structure: EM with the M-step
-``A_ij = (n_ij + alpha) / (n_i + K alpha)`` and ``eps`` held at ``lock_noise`` (0.9), where a cycle
-that the child blurs (merged or split classes) is still the most probable chain, from the uniform
-matrix, the child's own transition statistics ``n_ij = sum_t P_t(i) P_{t+1}(j)`` and, after the first
-update, the previous matrix; then split moves (SMEM).  (2) Refinement: EM from that fit with the
-hierarchical prior ``A_i ~ Dirichlet(alpha + c pi)`` (:func:`shrunk_transitions`: rows shrink to the
-state marginal ``pi``, the concentration ``c`` by empirical Bayes) and ``eps`` learned, a local
-optimum that keeps the structure and makes the estimates unbiased.  On data without order ``c``
-goes to infinity: every row is ``pi`` and the message to the child is flat.
+Inference (``method="forward_backward"``): exact forward-backward (Baum et al. 1970; Rabiner 1989;
+:mod:`serket_pyro.forward_backward`) inside EM for the transitions (Dempster, Laird, Rubin 1977), in
+two stages.  (1) Structure: EM with rows ``(n_ij + alpha) / (n_i + K alpha)`` and ``eps`` held at
+``lock_noise``, from the uniform matrix, the child's transition statistics and the previous matrix,
+then split moves (SMEM, Ueda et al. 2000).  (2) Refinement: EM from that fit under the hierarchical
+prior ``A_i ~ Dirichlet(alpha + c pi)`` (:func:`shrunk_transitions`, ``c`` by empirical Bayes) with
+``eps`` learned.  On data without order every row becomes the marginal ``pi``.
 
-Messages (all :class:`~serket_pyro.messages.ClassProbs`, ``(N, K)``):
+Messages (:class:`~serket_pyro.messages.ClassProbs`, ``(N, K)``):
 
-* to the child: ``p(evidence at every other step | z_t)``, i.e. the leave-one-out posterior
-  ``p(z_t | other steps)`` divided by the chain's prior marginal ``p(z_t) = init A^t``
-  (:func:`prior_marginals`), times the parent's message at ``t`` and the other children's evidence
-  at ``t`` if any.  It excludes the child's own evidence at ``t`` (the child does not count its data
-  twice) and the class prior (the child applies its own: a GMM's weights, an MLDA's theta); a chain
-  whose rows are all equal sends a flat message, which the child treats as no message.
-* up to a parent: ``p(z_t | all children's evidence)``, the smoothed marginal (excluding the
-  parent's own message at ``t``).  The tutorials give the Markov model no parent.
+* to the child: ``p(evidence at every other step | z_t)``, the leave-one-out posterior divided by
+  the prior marginal ``init A^t`` (:func:`prior_marginals`), times the parent's message and the
+  other children's evidence at ``t``.  It leaves out the child's own evidence and class prior (the
+  child applies its own), so a chain without structure sends a flat message, i.e. none.
+* up to a parent: the smoothed marginal ``p(z_t | all children's evidence)``.
 
-``method="original"`` keeps the original rule: transition counts from ``num_samp`` sampled pairs
-``(z_t ~ P_t, z_{t+1} ~ P_{t+1})`` plus a pseudo-count 0.1, normalised per row; message
-``msg[0] = P_0``, ``msg[t] ~ bias[t] * (P_{t-1} @ A)`` (a one-step prediction from the child's own
-posterior), sent both up and down.
-
-Files (suffix ``_learn``, or ``_recog`` in recognition mode) in ``module%03d_mm``:
-``msg_learn.txt`` (N x K message sent to the first child; ``msg<i>_learn.txt`` to child ``i >= 1``),
-``trans_prob_learn.txt`` (K x K, rows = from), ``loglik_learn.txt`` (log-likelihood of the
-children's evidence under the learned matrix, nats) and ``evidence_noise_learn.txt``; with
-``category``: ``Pdz``/``class``/``acc``/``metrics`` of the smoothed marginals.
+``method="original"`` keeps the original's rule: transitions counted from ``num_samp`` sampled pairs
+``(z_t ~ P_t, z_{t+1} ~ P_{t+1})`` plus 0.1, and the message ``msg[t] ~ bias[t] (P_{t-1} @ A)``.
 """
 
 from __future__ import annotations
@@ -346,6 +323,11 @@ class MarkovModel(Module):
         mode: ``"learn"``, or ``"recog"`` to keep the learned matrix fixed (file suffix
             ``_recog``).
 
+    Files (suffix ``_learn`` or ``_recog``) in ``module%03d_mm``: ``msg_learn.txt`` (N x K, to the
+    first child; ``msg<i>_learn.txt`` to child ``i``), ``trans_prob_learn.txt`` (K x K, rows =
+    from), ``loglik_learn.txt`` (nats), ``evidence_noise_learn.txt``; with ``category`` the
+    classification files of the smoothed marginals.
+
     Learned state: ``trans_prob_`` ``(K, K)`` (rows = from), ``init_prob_`` ``(K,)`` (uniform: one
     sequence says nothing about the initial distribution that is not already the child's own
     evidence at ``t = 0``, which the message to the child must exclude), ``evidence_noise_``,
@@ -442,6 +424,10 @@ class MarkovModel(Module):
         K = log_p.shape[1]
         return np.logaddexp(np.log1p(-eps) + log_p, math.log(eps / K))
 
+    def _trans_np(self) -> np.ndarray:
+        """The learned transition matrix as numpy float64 (EM runs in numpy)."""
+        return self.trans_prob_.cpu().numpy().astype(np.float64)
+
     def _log_init(self, K: int) -> np.ndarray:
         """``(K,)`` log distribution of ``z_0`` (uniform until learned or loaded)."""
         if self.init_prob_ is None:
@@ -462,7 +448,7 @@ class MarkovModel(Module):
             return ev, forward_backward(log_init, np.log(A), sum(ev) + extra)
 
         if self.mode == "recog":
-            A, eps = self.trans_prob_.cpu().numpy().astype(np.float64), float(self.evidence_noise_ or 0.0)
+            A, eps = self._trans_np(), float(self.evidence_noise_ or 0.0)
             return (A, eps, *e_step(A, eps), 0)
 
         def em(A, eps, itr=None, learn=learn_eps, shrink=False):
@@ -490,7 +476,7 @@ class MarkovModel(Module):
             fits = []
             if self.trans_prob_ is not None:                               # warm start
                 eps_warm = self.evidence_noise_ if learn and self.evidence_noise_ else eps0
-                fits.append(em(self.trans_prob_.cpu().numpy().astype(np.float64), eps_warm, learn=learn))
+                fits.append(em(self._trans_np(), eps_warm, learn=learn))
             if self.trans_prob_ is None or self.restart:
                 fits.append(em(uniform, eps0, learn=learn))
                 # the child's own transition statistics n_ij = sum_t P_t(i) P_t+1(j) on the raw (not
@@ -525,7 +511,7 @@ class MarkovModel(Module):
         #    start's refined fit competes with it
         fits = [em(found[0], found[1], shrink=shrink)]
         if learn_eps and self.trans_prob_ is not None and self.evidence_noise_:
-            fits.insert(0, em(self.trans_prob_.cpu().numpy().astype(np.float64), self.evidence_noise_,
+            fits.insert(0, em(self._trans_np(), self.evidence_noise_,
                               shrink=shrink))
         return max(fits, key=lambda f: f[3].log_likelihood)
 
@@ -559,7 +545,7 @@ class MarkovModel(Module):
             if mode == "learn":
                 A = original_transitions(probs, self.num_samp).numpy()
             else:
-                A = self.trans_prob_.cpu().numpy().astype(np.float64)
+                A = self._trans_np()
             bias = None if log_bias is None else torch.from_numpy(np.exp(log_bias))
             msg = original_message(probs, torch.from_numpy(A), bias)
             up = ClassProbs.from_probs(msg.to(dev))

@@ -237,8 +237,8 @@ class VAE(Module):
     deviations), ``x_hat_<mode>.txt`` (N x D reconstructions; 4 decimals for Bernoulli data,
     ``%.4g`` for Gaussian; with ``deskew`` the reconstructions are of the deskewed images), and in
     learning mode ``loss_learn.txt`` (mean per-point negative ELBO of each epoch of this update)
-    and ``model_learn.pt`` (:meth:`state_dict`, loadable with ``torch.load(path,
-    weights_only=True)``).
+    and ``model_learn.pt`` (:meth:`state_dict`: plain tensors, read back with
+    ``torch.load(path, weights_only=True)``).
 
     Learned state: ``encoder_``, ``decoder_`` (modules), ``loss_history_`` (list of the epoch
     losses of all updates), ``input_dim_``, ``data_scale_`` (1 or 1/255, see the input rule).

@@ -171,16 +171,24 @@ def test_constructors_reject_bad_category(category):
 
 
 # ------------------------------------------------------------------------------ update()
+def connect_to_observation(module, x) -> bool:
+    """Connect ``module`` (``None``: refused) to an Observation of ``x``; ``False`` where either
+    was refused (each refusal already checked by ``expect``)."""
+    if module is None:
+        return False
+    obs = expect(observation_error(x), srk.Observation, x)
+    if obs is None:
+        return False
+    module.connect(obs)
+    return True
+
+
 @FAST
 @given(x=arrays(min_dims=1, max_dims=3), K=st.integers(1, 8), category=st.one_of(st.none(), arrays(1, 1)))
 def test_gmm_update_any_input(x, K, category, tmp_path):
     g = expect(first("gmm", category_error(category)), GMM, K, itr=2, category=category)
-    if g is None:
+    if not connect_to_observation(g, x):
         return
-    obs = expect(observation_error(x), srk.Observation, x)
-    if obs is None:
-        return
-    g.connect(obs)
     N = n_points(x)
     error = None
     if category is not None and len(category) != N:
@@ -210,12 +218,8 @@ def test_mlda_update_any_input(x, K, weights, token_rule):
     werr = {"[0]": r"weights\[0\] must be a finite number > 0", "[-1]": r"weights\[0\] must be a finite number > 0",
             "['a']": r"weights\[0\] must be a positive number or None"}.get(str(weights))
     m = expect(first("mlda", werr), MLDA, K, weights, itr=2, token_rule=token_rule)
-    if m is None:
+    if not connect_to_observation(m, x):
         return
-    obs = expect(observation_error(x), srk.Observation, x)
-    if obs is None:
-        return
-    m.connect(obs)
     v = np.asarray(x, dtype=np.float64).reshape(n_points(x), -1)
     error = None
     if weights is not None and len(weights) != 1:
