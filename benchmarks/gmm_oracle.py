@@ -3,7 +3,7 @@
 Trains the tutorial VAE (18 latents, 200 epochs, batch 500) once on the 3,000 tutorial images, runs
 the tutorial GMM(10) on its latents with several seeds, and prints for each run the accuracy and
 the exact collapsed log joint ``log p(z_latent, classes)`` (weights, means and covariances
-integrated out, :func:`serket_pyro.gmm._log_collapsed_joint`) of the partition the GMM found, next
+integrated out, :func:`serket_pyro.modules.gmm._log_collapsed_joint`) of the partition the GMM found, next
 to that of the true digit labels.  If the true partition is *less* probable than what the GMM
 finds, no better sampler, restart rule or split-merge move on the GMM can raise the accuracy: the
 latent space or the model must change.  Each GMM prior given (``--priors``: the module's default,
@@ -27,9 +27,9 @@ import torch
 
 import serket_pyro as srk
 from serket_pyro.datasets import load_tutorial
-from serket_pyro.gmm import GMM, _log_collapsed_joint, _suff_stats
+from serket_pyro.modules.gmm import GMM, _log_collapsed_joint, _suff_stats
 from serket_pyro.metrics import accuracy
-from serket_pyro.vae import VAE
+from serket_pyro.modules.vae import VAE
 
 
 def collapsed_joint(gmm: GMM, x: torch.Tensor, labels) -> float:

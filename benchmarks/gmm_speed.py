@@ -22,7 +22,7 @@ import pyro
 import torch
 
 import serket_pyro as srk
-from serket_pyro.gmm import GMM, _gibbs_sweep, _suff_stats
+from serket_pyro.modules.gmm import GMM, _gibbs_sweep, _suff_stats
 from timing import time_calls
 
 

@@ -35,7 +35,7 @@ import torch
 import serket_pyro as srk
 from serket_pyro.datasets import load_spoken_arabic_digit
 from serket_pyro.features import HACExtractor
-from serket_pyro.mlda import MLDA
+from serket_pyro.modules.mlda import MLDA
 
 DATA_DIR = os.environ.get("SERKET_PYRO_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
@@ -139,7 +139,7 @@ def main(args=None):
 
 def fsdd_rows(a, root):
     """MLDA(10) on FSDD HAC alone: every training recording once, recognition of the test split."""
-    from serket_pyro.paired_data import build_fsdd_pairs
+    from serket_pyro.datasets.paired_data import build_fsdd_pairs
 
     rows = []
     for holdout, n_tr, n_te, label in (("speaker", 2500, 500, "FSDD, speaker 'theo' held out"),

@@ -30,7 +30,7 @@ from serket_pyro.datasets import load_mnist, load_tutorial
 from serket_pyro.joint import joint_model
 from serket_pyro.metrics import accuracy
 from serket_pyro.models import vae_gmm, vae_gmm_mm
-from serket_pyro.vae import mlp_networks
+from serket_pyro.modules.vae import mlp_networks
 
 
 def peak_mb():
@@ -140,7 +140,7 @@ if __name__ == "__main__":
                    help="the VAE module's 784-128-L networks or VaDE's 784-500-500-2000-L")
     p.add_argument("--pretrain-kl-weight", type=float, default=1.0, help="0: autoencoder pretraining (VaDE)")
     p.add_argument("--pretrain-neighbour-weight", type=float, default=0.0,
-                   help="> 0: neighbour-embedding pretraining (serket_pyro.neighbour_embedding); 0: VaDE's")
+                   help="> 0: neighbour-embedding pretraining (serket_pyro.joint.neighbour_embedding); 0: VaDE's")
     p.add_argument("--neighbours", type=int, default=10, help="k of the k-nearest-neighbour graph")
     p.add_argument("--covariance", default="diag", choices=["full", "diag"], help="class covariances of the joint GMM")
     p.add_argument("--gmm-prior", default="module", choices=["module", "neighbours"],

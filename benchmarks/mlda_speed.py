@@ -35,7 +35,7 @@ import torch
 
 import serket_pyro as srk
 from serket_pyro.messages import ClassProbs
-from serket_pyro.mlda import MLDA, _gibbs_sweep, _Modality, fold_in
+from serket_pyro.modules.mlda import MLDA, _gibbs_sweep, _Modality, fold_in
 from timing import time_calls
 
 DATA_DIR = os.environ.get("SERKET_PYRO_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))

@@ -25,9 +25,9 @@ import torch
 from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 import serket_pyro as srk
-from serket_pyro.forward_backward import forward_backward, forward_backward_torch
+from serket_pyro.ops.forward_backward import forward_backward, forward_backward_torch
 from serket_pyro.messages import ClassProbs
-from serket_pyro.mm import MarkovModel, markov_model
+from serket_pyro.modules.mm import MarkovModel, markov_model
 from timing import time_calls
 
 

@@ -8,7 +8,7 @@
 ``--orders``: ``cyclic`` (the tutorial's rows as they are, digit ``n % 10``), ``random`` (the same
 rows shuffled, a new permutation per seed) and ``markov`` (a partly ordered sequence: the next
 digit is the cyclic successor with probability ``--p-next``, else a uniformly random digit; rows
-used at most once, so about 2,800 of the 3,000; :func:`serket_pyro.paired_data.markov_order`).
+used at most once, so about 2,800 of the 3,000; :func:`serket_pyro.datasets.paired_data.markov_order`).
 For systems with a Markov model the record holds the learned transition matrix's largest absolute
 error after the best label mapping, against the generating matrix and against the transition
 frequencies of the true labels of that sequence (what a learner that saw the labels would get).
@@ -28,8 +28,8 @@ import torch
 
 import serket_pyro as srk
 from serket_pyro.metrics import best_mapping
-from serket_pyro.paired_data import markov_order, markov_order_transitions
-from serket_pyro.runner import SYSTEMS, build_system, load_inputs
+from serket_pyro.datasets.paired_data import markov_order, markov_order_transitions
+from serket_pyro.app.runner import SYSTEMS, build_system, load_inputs
 
 ORIGINAL = {  # SERKET.md section 3: two seeds with the original algorithms
     "vae_gmm": "0.716 / 0.590",

@@ -1,6 +1,6 @@
 """Speed of the VAE's training step: Pyro SVI + Trace_ELBO against the hand-written analytic ELBO.
 
-Trains ``serket_pyro.vae.VAE(18, batch_size=500)`` on the 3,000 tutorial images, one thread, and
+Trains ``serket_pyro.modules.vae.VAE(18, batch_size=500)`` on the 3,000 tutorial images, one thread, and
 prints per-epoch wall time (median over the timed epochs, after warm-up) for each path, the time
 per optimisation step and the projected time of the tutorial's 5 outer iterations x 200 epochs.
 It also times the rest of one ``update()`` (posterior of all points, messages and files).

@@ -7,7 +7,7 @@ the modules.
     python examples/joint_vae_gmm.py --n 300 --pretrain-epochs 2 --epochs 2    # a quick try
 
 Default start (``--init gmm``): VaDE's networks (784-500-500-2000-10) pretrained as an autoencoder
-with a neighbour-embedding term (serket_pyro.neighbour_embedding: graph neighbours of the deskewed
+with a neighbour-embedding term (serket_pyro.joint.neighbour_embedding: graph neighbours of the deskewed
 images stay close in z), a GMM module on the latents (covariance prior set by the latents' local
 scale), then the joint objective with full class covariances.  ``--init modules`` runs the
 message-passing system of the tutorial (its VAE, ``--iterations`` outer iterations) and starts
@@ -24,7 +24,7 @@ from serket_pyro.datasets import load_tutorial
 from serket_pyro.joint import joint_model
 from serket_pyro.metrics import accuracy
 from serket_pyro.models import vae_gmm, vae_gmm_mm
-from serket_pyro.vae import mlp_networks
+from serket_pyro.modules.vae import mlp_networks
 
 
 def main(args):

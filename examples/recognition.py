@@ -25,7 +25,7 @@ from serket_pyro.models.vae_gmm_mlda_mm import build
 import serket_pyro as srk
 from serket_pyro import datasets
 from serket_pyro.persistence import load_graph, save_graph
-from serket_pyro.runner import add_tutorial_arguments, cyclic_order, load_inputs
+from serket_pyro.app.runner import add_tutorial_arguments, cyclic_order, load_inputs
 
 
 def paired_speech(labels, speech, speech_labels):

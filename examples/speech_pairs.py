@@ -30,8 +30,8 @@ import torch
 from serket_pyro.models.vae_gmm_mlda_mm import build
 
 import serket_pyro as srk
-from serket_pyro.mlda import MLDA
-from serket_pyro.paired_data import build_fsdd_pairs, build_sad_pairs
+from serket_pyro.modules.mlda import MLDA
+from serket_pyro.datasets.paired_data import build_fsdd_pairs, build_sad_pairs
 
 
 def _topic_map(topic, category, K):

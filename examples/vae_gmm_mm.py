@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 import serket_pyro as srk
 from serket_pyro import gmm, mm, vae
-from serket_pyro.runner import add_tutorial_arguments, load_inputs, print_result
+from serket_pyro.app.runner import add_tutorial_arguments, load_inputs, print_result
 
 
 def main(args):

@@ -3,8 +3,8 @@
 A saved graph is a folder with two files:
 
 * ``graph.json``: the structure.  For every module (Observations included), in construction
-  order: its class as an importable path (``serket_pyro.gmm.GMM``), its name
-  (``module002_gmm``), its ``get_config()``, its children by name, whether it had true labels
+  order: its class as an importable path (``serket_pyro.modules.gmm.GMM``; the flat layout's
+  ``serket_pyro.gmm.GMM`` still loads), its name (``module002_gmm``), its ``get_config()``, its children by name, whether it had true labels
   (``category``) and how many updates it had done; for every Observation the shape and kind of
   its data (the data themselves are *not* saved).  Plus the SHA-256 and size of ``state.pt``.
 * ``state.pt``: one flat ``dict[str, Tensor]`` written with :func:`torch.save`:
@@ -175,7 +175,21 @@ def _read_state(folder, info) -> dict[str, torch.Tensor]:
     return read_tensor_file(path, info, graph_file)
 
 
+def current_class_path(path: str) -> str:
+    """The class path ``path`` has in this layout: graphs saved by 0.1 name ``serket_pyro.gmm.GMM``,
+    which now lives in ``serket_pyro.modules.gmm`` (the alias table is
+    :data:`serket_pyro.MOVED_MODULES`)."""
+    from . import MOVED_MODULES
+
+    mod_name, _, cls_name = path.rpartition(".")
+    pkg, _, old = mod_name.rpartition(".")
+    if pkg == __package__ and old in MOVED_MODULES:
+        return f"{pkg}.{MOVED_MODULES[old]}.{cls_name}"
+    return path
+
+
 def _import_class(path: str, allowed: tuple[str, ...]):
+    path = current_class_path(path)
     if not any(path.startswith(p) for p in allowed):
         raise ValueError(f"{GRAPH_FILE} names class {path}, outside the allowed packages {list(allowed)}; "
                          "pass allowed_packages=[...] to load_graph to trust it")

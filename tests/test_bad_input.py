@@ -11,11 +11,11 @@ import torch
 import serket_pyro as srk
 from serket_pyro import features, metrics, validation
 from serket_pyro.features import HACExtractor
-from serket_pyro.gmm import GMM, _kmeanspp
+from serket_pyro.modules.gmm import GMM, _kmeanspp
 from serket_pyro.joint import joint_model
-from serket_pyro.mlda import MLDA
-from serket_pyro.mm import MarkovModel
-from serket_pyro.vae import VAE
+from serket_pyro.modules.mlda import MLDA
+from serket_pyro.modules.mm import MarkovModel
+from serket_pyro.modules.vae import VAE
 
 
 def files_under(folder):

@@ -18,7 +18,7 @@ TINY = ["--n", "300", "--epochs", "2", "--no-progress"]
 
 def _run_cmd(args, env_data):
     env = dict(os.environ, SERKET_PYRO_DATA=env_data, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "serket_pyro.cli", *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "serket_pyro.app.cli", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -144,7 +144,7 @@ def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
     import argparse
     import importlib.util
 
-    from serket_pyro.runner import add_tutorial_arguments
+    from serket_pyro.app.runner import add_tutorial_arguments
 
     path = os.path.join(os.path.dirname(__file__), "..", "examples", "recognition.py")
     spec = importlib.util.spec_from_file_location("example_recognition", path)

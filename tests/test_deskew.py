@@ -1,9 +1,9 @@
-"""Tests of serket_pyro.deskew: slant removal, centring, range and input checks."""
+"""Tests of serket_pyro.features.deskew: slant removal, centring, range and input checks."""
 
 import numpy as np
 import pytest
 
-from serket_pyro.deskew import deskew, slant
+from serket_pyro.features.deskew import deskew, slant
 
 
 def _slanted_bar(alpha, H=28, W=28, offset=(0.0, 0.0)):

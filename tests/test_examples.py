@@ -9,7 +9,7 @@ import pytest
 
 import serket_pyro as srk
 from serket_pyro import cli
-from serket_pyro.runner import add_tutorial_arguments
+from serket_pyro.app.runner import add_tutorial_arguments
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "examples")
 TINY = ["--n", "300", "--epochs", "2", "--iterations", "2", "--no-progress"]
@@ -99,7 +99,7 @@ def test_cli_export_tutorial_data(tmp_path, data_dir):
 
 def test_offline_fallback_uses_embedded_subset(tmp_path, monkeypatch):
     from serket_pyro import datasets
-    from serket_pyro.runner import load_inputs
+    from serket_pyro.app.runner import load_inputs
 
     def missing(*a, **k):
         raise datasets.DatasetNotFoundError("serket_tutorial.npz not found")

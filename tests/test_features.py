@@ -1,4 +1,4 @@
-"""Tests of serket_pyro.features (MFCC, deltas, k-means, HAC) and serket_pyro.paired_data."""
+"""Tests of serket_pyro.features (MFCC, deltas, k-means, HAC) and serket_pyro.datasets.paired_data."""
 
 import math
 
@@ -192,7 +192,7 @@ def test_hac_errors():
 
 # --------------------------------------------------------------------------------- paired data
 def test_pair_indices_cyclic_and_random():
-    from serket_pyro.paired_data import build_pairs, n_reused, pair_indices
+    from serket_pyro.datasets.paired_data import build_pairs, n_reused, pair_indices
 
     labels = np.repeat(np.arange(10), 7)[::-1]
     # 10 per class > 7: refused unless reuse is asked for, and then counted
@@ -210,7 +210,7 @@ def test_pair_indices_cyclic_and_random():
 
 def test_sad_pairs_keep_speakers_apart(data_dir):
     from serket_pyro.datasets import load_mnist, load_spoken_arabic_digit
-    from serket_pyro.paired_data import build_sad_pairs
+    from serket_pyro.datasets.paired_data import build_sad_pairs
 
     sp = build_sad_pairs(100, 50, extractor=HACExtractor(4, (5, 2)), root=data_dir)
     tr, te = sp.train, sp.test
@@ -231,7 +231,7 @@ def test_sad_pairs_keep_speakers_apart(data_dir):
 
 def test_fsdd_pairs_keep_speakers_apart(data_dir):
     from serket_pyro.datasets import load_fsdd
-    from serket_pyro.paired_data import build_fsdd_pairs
+    from serket_pyro.datasets.paired_data import build_fsdd_pairs
 
     sp = build_fsdd_pairs(60, 20, order="random", test_speakers=("theo",), takes=range(10, 13),
                           extractor=HACExtractor(3, (2,)), root=data_dir)
@@ -255,7 +255,7 @@ def test_fsdd_pairs_keep_speakers_apart(data_dir):
 
 
 def test_fsdd_mfcc_rows_and_cmn(data_dir):
-    from serket_pyro.paired_data import fsdd_mfcc
+    from serket_pyro.datasets.paired_data import fsdd_mfcc
 
     raw, f = fsdd_mfcc(data_dir, rows=[0, 7])
     norm, _ = fsdd_mfcc(data_dir, rows=[0, 7], cmn=True)

@@ -1,4 +1,4 @@
-"""Tests for serket_pyro.gmm: exactness of the Gibbs kernel, closed-form messages, files, state."""
+"""Tests for serket_pyro.modules.gmm: exactness of the Gibbs kernel, closed-form messages, files, state."""
 
 import io
 import itertools
@@ -14,8 +14,8 @@ from scipy.special import gammaln, multigammaln
 from scipy.stats import dirichlet, multivariate_normal, multivariate_t, wishart
 
 import serket_pyro as srk
-import serket_pyro.gmm as G
-from serket_pyro.gmm import GMM
+import serket_pyro.modules.gmm as G
+from serket_pyro.modules.gmm import GMM
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage
 from serket_pyro.module import Module
 

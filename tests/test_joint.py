@@ -11,12 +11,12 @@ from pyro import poutine
 
 import serket_pyro as srk
 from serket_pyro.datasets import load_mnist_subset
-from serket_pyro.forward_backward import forward_backward
-from serket_pyro.gmm import GMM, class_log_likelihood
+from serket_pyro.ops.forward_backward import forward_backward
+from serket_pyro.modules.gmm import GMM, class_log_likelihood
 from serket_pyro.joint import joint_model
-from serket_pyro.mm import MarkovModel
+from serket_pyro.modules.mm import MarkovModel
 from serket_pyro.models import vae_gmm, vae_gmm_mm
-from serket_pyro.vae import VAE
+from serket_pyro.modules.vae import VAE
 
 
 def _graph(x, K, mm, **vae_kw):
@@ -234,7 +234,7 @@ def test_init_from_message_passing_modules(tmp_path):
 def test_joint_model_deskews_like_the_vae(tmp_path):
     """With VAE(deskew=True) the joint model fits the deskewed images, and the modules it hands
     back encode exactly as the joint model does (the VAE deskews in recognition too)."""
-    from serket_pyro.deskew import deskew
+    from serket_pyro.features.deskew import deskew
 
     d = load_mnist_subset()
     x, y = d.as_float()[:100], d.category[:100]
@@ -254,7 +254,7 @@ def test_joint_model_deskews_like_the_vae(tmp_path):
 def test_gmm_start_with_the_neighbour_prior(tmp_path, monkeypatch):
     """init_clusters("gmm", gmm_prior="neighbours") runs the GMM module with nu0 = L + 100 and
     E[Sigma] = 4 v I, v = half the mean squared per-dimension gap to the 10 nearest latents."""
-    import serket_pyro.joint as joint_mod
+    import serket_pyro.joint.model as joint_mod
 
     made = []
 

@@ -1,4 +1,4 @@
-"""Tests of the multimodal LDA module (serket_pyro.mlda)."""
+"""Tests of the multimodal LDA module (serket_pyro.modules.mlda)."""
 
 import itertools
 import math
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import serket_pyro as srk
 from serket_pyro.messages import ClassProbs, GaussianMessage
-from serket_pyro.mlda import MLDA, _count_topics, _draw_topics, _entry_topic_counts, _gibbs_sweep, _Modality, \
+from serket_pyro.modules.mlda import MLDA, _count_topics, _draw_topics, _entry_topic_counts, _gibbs_sweep, _Modality, \
     fold_in, log_collapsed_joint, to_token_counts
 from serket_pyro.module import Module
 
@@ -630,7 +630,7 @@ def test_hac_speech_alone(tmp_path, data_dir):
 def test_with_a_gmm_child(tmp_path, data_dir):
     """The tutorial's wiring MLDA(10, [200, 200]).connect(speech, gmm) on 300 pairs (GMM on a
     PCA of the images instead of a VAE): the messages fit the GMM module both ways."""
-    gmm = pytest.importorskip("serket_pyro.gmm")
+    gmm = pytest.importorskip("serket_pyro.modules.gmm")
     d = np.load(os.path.join(data_dir, "serket_tutorial.npz"))
     n = 300
     x = d["images"][:n].astype(np.float64) / 255.0

@@ -22,10 +22,10 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from scipy.special import logsumexp
 
 import serket_pyro as srk
-from serket_pyro.forward_backward import forward_backward, forward_backward_torch, viterbi
+from serket_pyro.ops.forward_backward import forward_backward, forward_backward_torch, viterbi
 from serket_pyro.messages import ClassProbs
 from serket_pyro.metrics import accuracy
-from serket_pyro.mm import MarkovModel, markov_model, original_message, original_transitions
+from serket_pyro.modules.mm import MarkovModel, markov_model, original_message, original_transitions
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def test_moment_start_avoids_the_half_period_cycle(seed, monkeypatch):
     # From the uniform matrix alone, EM on this evidence settles in a 5-cycle (each state covers
     # digits d and d + 5, accuracy 0.5-0.7); the start from the child's transition statistics finds
     # the 10-cycle, whose likelihood is higher by hundreds of nats.
-    import serket_pyro.mm as mm_mod
+    import serket_pyro.modules.mm as mm_mod
     rng = np.random.default_rng(seed)
     T, K = 3000, 10
     z = np.arange(T) % K
@@ -624,7 +624,7 @@ def _dirmult_log_evidence(counts, a):
 
 
 def test_shrunk_transitions_maximise_the_evidence_over_the_concentration():
-    from serket_pyro.mm import shrunk_transitions
+    from serket_pyro.modules.mm import shrunk_transitions
 
     rng = np.random.default_rng(5)
     K, alpha = 4, 0.3
@@ -642,7 +642,7 @@ def test_shrunk_transitions_maximise_the_evidence_over_the_concentration():
 
 
 def test_shrunk_transitions_of_rows_without_order_are_the_marginal():
-    from serket_pyro.mm import shrunk_transitions
+    from serket_pyro.modules.mm import shrunk_transitions
 
     rng = np.random.default_rng(6)
     seq = rng.choice(5, size=4000, p=[0.4, 0.3, 0.1, 0.1, 0.1])         # i.i.d.: no order at all
@@ -666,7 +666,7 @@ def test_shrunk_transitions_of_rows_without_order_are_the_marginal():
 
 
 def test_prior_marginals_are_matrix_powers():
-    from serket_pyro.mm import prior_marginals
+    from serket_pyro.modules.mm import prior_marginals
 
     rng = np.random.default_rng(7)
     A = rng.dirichlet(np.ones(3), size=3)

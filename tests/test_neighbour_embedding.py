@@ -1,4 +1,4 @@
-"""Neighbour-embedding pretraining (serket_pyro.neighbour_embedding): exact k-NN graph, the UMAP
+"""Neighbour-embedding pretraining (serket_pyro.joint.neighbour_embedding): exact k-NN graph, the UMAP
 cross-entropy, and its effect through JointModel.pretrain."""
 
 import math
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import serket_pyro as srk
-from serket_pyro.gmm import GMM
+from serket_pyro.modules.gmm import GMM
 from serket_pyro.joint import joint_model
-from serket_pyro.neighbour_embedding import knn_graph, neighbour_embedding_loss
-from serket_pyro.vae import VAE
+from serket_pyro.joint.neighbour_embedding import knn_graph, neighbour_embedding_loss
+from serket_pyro.modules.vae import VAE
 
 
 def _brute_knn(x, k):

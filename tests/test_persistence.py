@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import serket_pyro as srk
-from serket_pyro.gmm import GMM
-from serket_pyro.mlda import MLDA
-from serket_pyro.mm import MarkovModel
+from serket_pyro.modules.gmm import GMM
+from serket_pyro.modules.mlda import MLDA
+from serket_pyro.modules.mm import MarkovModel
 from serket_pyro.persistence import load_graph, save_graph
-from serket_pyro.vae import VAE
+from serket_pyro.modules.vae import VAE
 
 N = 100
 SMALL = {"latent_dim": 4, "epochs": 2, "batch_size": 50, "n_classes": 10, "gmm_itr": 5, "mlda_itr": 5}
@@ -81,7 +81,7 @@ def test_files_are_json_and_flat_tensors(trained):
     assert names == ["module000_obs", "module001_obs", "module002_vae", "module003_gmm", "module004_mlda",
                      "module005_mm"]
     mlda = info["modules"][4]
-    assert mlda["class"] == "serket_pyro.mlda.MLDA" and mlda["children"] == ["module001_obs", "module003_gmm"]
+    assert mlda["class"] == "serket_pyro.modules.mlda.MLDA" and mlda["children"] == ["module001_obs", "module003_gmm"]
     assert mlda["config"]["K"] == 10 and mlda["config"]["weights"] == [200, 200]
     assert info["modules"][1]["observation"]["shape"] == [N, 2400]
     state = torch.load(folder / "state.pt", weights_only=True)  # no pickled objects

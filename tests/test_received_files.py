@@ -21,8 +21,8 @@ import torch
 import serket_pyro as srk
 from serket_pyro import cli
 from serket_pyro.driver import latest_checkpoint, load_checkpoint
-from serket_pyro.gmm import GMM
-from serket_pyro.mm import MarkovModel
+from serket_pyro.modules.gmm import GMM
+from serket_pyro.modules.mm import MarkovModel
 from serket_pyro.persistence import load_graph, save_graph
 
 
@@ -154,7 +154,7 @@ def _child_recog(graph, tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
 
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.Popen([sys.executable, "-m", "serket_pyro.cli", "recog", str(graph), "--data",
+    p = subprocess.Popen([sys.executable, "-m", "serket_pyro.app.cli", "recog", str(graph), "--data",
                           str(tmp_path / "x.npy"), "--output", str(tmp_path / "work" / "out"), "--no-progress"],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=limit)
     timer = threading.Timer(120, p.kill)  # the code before the checks blocked forever on a FIFO

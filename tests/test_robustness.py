@@ -19,12 +19,12 @@ from hypothesis.extra import numpy as hnp
 
 import serket_pyro as srk
 from serket_pyro.datasets import load_hmm_toy
-from serket_pyro.gmm import GMM
+from serket_pyro.modules.gmm import GMM
 from serket_pyro.messages import ClassProbs
-from serket_pyro.mlda import MLDA
-from serket_pyro.mm import MarkovModel
+from serket_pyro.modules.mlda import MLDA
+from serket_pyro.modules.mm import MarkovModel
 from serket_pyro.validation import MAX_INT
-from serket_pyro.vae import VAE
+from serket_pyro.modules.vae import VAE
 
 # SERKET_ROBUST_EXAMPLES=300 searches harder (random seeds) than the default quick, fixed run
 _N_EXAMPLES = int(os.environ.get("SERKET_ROBUST_EXAMPLES", "15"))

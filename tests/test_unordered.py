@@ -15,7 +15,7 @@ import serket_pyro as srk
 from serket_pyro import gmm, mlda, mm
 from serket_pyro.driver import falling_objectives
 from serket_pyro.metrics import best_mapping
-from serket_pyro.paired_data import markov_order, markov_order_transitions
+from serket_pyro.datasets.paired_data import markov_order, markov_order_transitions
 
 
 def _fit(children_of_mm, modules, iterations, seed):

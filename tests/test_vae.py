@@ -1,4 +1,4 @@
-"""Tests of serket_pyro.vae: exact posterior of a linear-Gaussian model, the prior message, the
+"""Tests of serket_pyro.modules.vae: exact posterior of a linear-Gaussian model, the prior message, the
 analytic ELBO against Pyro's estimators, and an end-to-end run on the tutorial images."""
 
 import json
@@ -509,7 +509,7 @@ def test_checkpoint_resume_matches_uninterrupted_run(images, tmp_path):
 def test_deskew_option_is_the_vae_on_deskewed_images(images, tmp_path):
     """VAE(deskew=True) on raw images computes exactly what a plain VAE computes on deskewed
     images, in learning and (after a state-dict round trip) in recognition; bad shapes are named."""
-    from serket_pyro.deskew import deskew
+    from serket_pyro.features.deskew import deskew
 
     x, _ = images
     pyro.set_rng_seed(0)

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .validation import check_memory, check_positive_float, check_positive_int, check_real
+from ..validation import check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = [
     "STREAM_NAMES",

@@ -26,7 +26,7 @@ import re
 import numpy as np
 import torch
 
-from . import metrics as _metrics
+from .. import metrics as _metrics
 
 __all__ = [
     "REPORT_INPUTS",

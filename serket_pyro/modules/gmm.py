@@ -93,10 +93,10 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from .classification import write_classification
-from .messages import ClassProbs, GaussianMessage, PointMessage
-from .module import Module
-from .validation import check_category, check_device, check_memory, check_positive_float, check_positive_int, check_real
+from ..classification import write_classification
+from ..messages import ClassProbs, GaussianMessage, PointMessage
+from ..module import Module
+from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = ["GMM", "NIWPrior", "class_log_likelihood", "sample_inverse_wishart"]
 

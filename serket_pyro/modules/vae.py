@@ -48,11 +48,11 @@ import pyro.distributions as dist
 from pyro import poutine
 from pyro.nn import PyroModule
 
-from .deskew import deskew as deskew_images
-from .messages import GaussianMessage, PointMessage
-from .module import Module
-from .safe_files import check_loaded_finite
-from .validation import check_device, check_memory, check_positive_float, check_positive_int
+from ..features.deskew import deskew as deskew_images
+from ..messages import GaussianMessage, PointMessage
+from ..module import Module
+from ..safe_files import check_loaded_finite
+from ..validation import check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "mlp_networks", "normal_kl"]
 
@@ -207,7 +207,7 @@ class VAE(Module):
             broadcastable to ``(B, D)``.  Every ``nn.Parameter`` of them is trained: keep fixed
             tensors in buffers (``register_buffer``).
         deskew: deskew and centre every image before it enters the VAE
-            (:func:`serket_pyro.deskew.deskew`, moment normalisation as in LeCun et al. 1998), in
+            (:func:`serket_pyro.features.deskew.deskew`, moment normalisation as in LeCun et al. 1998), in
             learning and in recognition alike: the VAE then models upright digits, and its latents
             no longer spend dimensions on slant (VAE+GMM on the tutorial images: 0.859 against
             0.710 with raw pixels, ``benchmarks/tutorials.py [--no-deskew]``).  Images are

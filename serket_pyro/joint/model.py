@@ -48,7 +48,7 @@ Typical use::
 
 Pretraining decides which partition the joint fit refines.  VaDE pretrains a plain autoencoder
 (``pretrain_kl_weight=0``); ``pretrain_neighbour_weight > 0`` adds a neighbour-embedding term
-(:mod:`serket_pyro.neighbour_embedding`) that keeps the k nearest neighbours of each image close
+(:mod:`serket_pyro.joint.neighbour_embedding`) that keeps the k nearest neighbours of each image close
 in ``z``, and ``init="gmm"`` starts the classes from a GMM module on those latents.  On full MNIST
 (``benchmarks/joint.py --data mnist``, see the README) that start is what takes VaDE's networks
 past its reported 0.945.
@@ -77,14 +77,14 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
-from .deskew import deskew as deskew_images
-from .forward_backward import forward_backward
-from .gmm import GMM, _kmeanspp
-from .mm import MarkovModel
+from ..features.deskew import deskew as deskew_images
+from ..ops.forward_backward import forward_backward
+from ..modules.gmm import GMM, _kmeanspp
+from ..modules.mm import MarkovModel
 from .neighbour_embedding import knn_graph, neighbour_embedding_loss
-from .module import Module, Observation, connected_modules
-from .vae import VAE, Decoder, Encoder, GaussianDecoder
-from .validation import check_device, check_positive_float, check_positive_int
+from ..module import Module, Observation, connected_modules
+from ..modules.vae import VAE, Decoder, Encoder, GaussianDecoder
+from ..validation import check_device, check_positive_float, check_positive_int
 
 __all__ = ["JointModel", "joint_model"]
 
@@ -121,10 +121,10 @@ class JointModel(PyroModule):
     """VAE+GMM (VaDE) or VAE+GMM+MM as one Pyro model with an amortised guide.
 
     Args:
-        vae: the :class:`~serket_pyro.vae.VAE` module (its networks, trained or not, its
+        vae: the :class:`~serket_pyro.modules.vae.VAE` module (its networks, trained or not, its
             ``latent_dim``, ``hidden``, ``likelihood``, ``lr``, ``batch_size``, ``device``).
-        gmm: the :class:`~serket_pyro.gmm.GMM` module (``K``, ``category`` for scores).
-        mm: optional :class:`~serket_pyro.mm.MarkovModel` (rows of the data are a sequence).
+        gmm: the :class:`~serket_pyro.modules.gmm.GMM` module (``K``, ``category`` for scores).
+        mm: optional :class:`~serket_pyro.modules.mm.MarkovModel` (rows of the data are a sequence).
         x: ``(N, D)`` data (numpy or torch; uint8 0..255 is divided by 255 per minibatch, so the
             full data set is kept in 1 byte per pixel).  Default: the VAE's observation.  With
             ``VAE(deskew=True)`` the images are deskewed once here (8-bit images stay 8-bit:
@@ -366,7 +366,7 @@ class JointModel(PyroModule):
 
     def neighbours(self, k: int = 10, progress: bool = False) -> torch.Tensor:
         """The ``k``-nearest-neighbour graph of the (deskewed) data, ``(N, k)`` int64, computed
-        once on the model's device (:func:`~serket_pyro.neighbour_embedding.knn_graph`) and kept
+        once on the model's device (:func:`~serket_pyro.joint.neighbour_embedding.knn_graph`) and kept
         in ``neighbours_``."""
         if self.neighbours_ is None or self.neighbours_.shape[1] != k:
             self.neighbours_ = knn_graph(self.x, k, device=self.device, progress=progress)
@@ -380,10 +380,10 @@ class JointModel(PyroModule):
         instead (VaDE's pretraining).
 
         ``neighbour_weight > 0`` adds ``neighbour_weight`` times the UMAP cross-entropy of the
-        encoder means (:func:`~serket_pyro.neighbour_embedding.neighbour_embedding_loss`, one
+        encoder means (:func:`~serket_pyro.joint.neighbour_embedding.neighbour_embedding_loss`, one
         random graph neighbour per point from the ``n_neighbours``-nearest-neighbour graph of the
         data, the minibatch as negatives with ``negative_weight``): latents a mixture can separate
-        (see :mod:`serket_pyro.neighbour_embedding`).  Returns the epoch losses (mean per point)."""
+        (see :mod:`serket_pyro.joint.neighbour_embedding`).  Returns the epoch losses (mean per point)."""
         epochs = check_positive_int(epochs, "epochs", "joint", minimum=0)
         bs = check_positive_int(self.vae.batch_size if batch_size is None else batch_size, "batch_size", "joint")
         lr = check_positive_float(self.vae.lr if lr is None else lr, "lr", "joint")
@@ -436,7 +436,7 @@ class JointModel(PyroModule):
 
         ``"kmeans"``: k-means++ (best of 10); means, covariances (the data's for a class of at
         most ``L`` points) and weights come from the assignment.  ``"gmm"``: a
-        :class:`~serket_pyro.gmm.GMM` module with this GMM's hyperparameters (``n_init`` chains,
+        :class:`~serket_pyro.modules.gmm.GMM` module with this GMM's hyperparameters (``n_init`` chains,
         the most probable kept) run for ``gmm_itr`` Gibbs sweeps on the latents (files go to a
         temporary folder); its ``weights_``, ``means_`` and ``covariances_`` are taken over.  With
         a Markov model the transitions come from the counts of consecutive classes (plus 1).
@@ -556,7 +556,7 @@ class JointModel(PyroModule):
                 (default the GMM's ``category``).
         Returns the epoch losses (mean negative ELBO per point).
         """
-        from .metrics import accuracy
+        from ..metrics import accuracy
 
         epochs = check_positive_int(epochs, "epochs", "joint", minimum=0)
         pretrain_epochs = check_positive_int(pretrain_epochs, "pretrain_epochs", "joint", minimum=0)

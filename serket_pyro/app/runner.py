@@ -12,10 +12,10 @@ import time
 import numpy as np
 import torch
 
-from . import datasets
-from .output import set_output_root
-from .seed import set_seed
-from .validation import check_device
+from .. import datasets
+from ..output import set_output_root
+from ..seed import set_seed
+from ..validation import check_device
 
 __all__ = [
     "SYSTEMS",
@@ -248,8 +248,8 @@ def run_system(name: str, args) -> tuple:
     system = build_system(name, images, speech, category, args)
     settings = run_settings(name, args, (images, speech, category))
     if resume:
-        from .driver import latest_checkpoint, load_checkpoint
-        from .module import connected_modules
+        from ..driver import latest_checkpoint, load_checkpoint
+        from ..module import connected_modules
 
         ckpt = latest_checkpoint(args.checkpoint_dir)
         if ckpt is not None:  # checked (files, settings, parameters) before anything is written;
@@ -266,7 +266,7 @@ def run_system(name: str, args) -> tuple:
                checkpoint_dir=args.checkpoint_dir, resume=resume, settings=settings)
     seconds = time.perf_counter() - t0
     if getattr(args, "save", None):
-        from .persistence import save_graph
+        from ..persistence import save_graph
 
         save_graph(args.save, system)
     return system, seconds, source
@@ -275,7 +275,7 @@ def run_system(name: str, args) -> tuple:
 def write_run_info(output, info: dict, category=None, images=None, n_samples: int = 10) -> None:
     """``<output>/run.json`` (what ran) and ``<output>/report_inputs.npz`` (true labels and the first
     ``n_samples`` input images), which ``serket-pyro report`` reads."""
-    from .output import atomic_save_json, atomic_savez
+    from ..output import atomic_save_json, atomic_savez
     from .plots import REPORT_INPUTS, RUN_INFO
 
     atomic_save_json(os.path.join(output, RUN_INFO), info)
@@ -372,7 +372,7 @@ def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path
 def recognise(folder, args):
     """``serket-pyro recog``: load the saved graph in recognition mode on new data and run it.
     Returns ``(system, seconds, description)``."""
-    from .persistence import load_graph, read_graph_info
+    from ..persistence import load_graph, read_graph_info
 
     torch.set_num_threads(args.threads)
     info = read_graph_info(folder)

@@ -46,12 +46,12 @@ def _cmd_recog(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .persistence import GRAPH_FILE
+    from ..persistence import GRAPH_FILE
     from .plots import make_report
 
     folder, out = args.folder, args.out
     if os.path.lexists(os.path.join(folder, GRAPH_FILE)):  # a saved graph: report its training outputs
-        from .persistence import read_graph_info
+        from ..persistence import read_graph_info
 
         outs = {os.path.dirname(e["output_dir"]) for e in read_graph_info(folder)["modules"]
                 if isinstance(e.get("output_dir"), str)}
@@ -69,8 +69,8 @@ def _cmd_report(args) -> int:
 
 def _cmd_export(args) -> int:
     """Write the tutorial's text files so the tutorial code (``np.loadtxt("data1.txt")``) runs."""
-    from . import datasets
-    from .output import atomic_savetxt
+    from .. import datasets
+    from ..output import atomic_savetxt
     from .runner import require_data_file
 
     require_data_file(args.data_dir, "serket_tutorial.npz")

@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .datasets import load_fsdd, load_mnist, load_spoken_arabic_digit
-from .features import HACExtractor, mfcc
+from . import load_fsdd, load_mnist, load_spoken_arabic_digit
+from ..features import HACExtractor, mfcc
 
 __all__ = [
     "SAD_TRAIN_SPEAKERS",

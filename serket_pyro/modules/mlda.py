@@ -19,7 +19,7 @@ The parent's message ``b`` (``ClassProbs`` N x K, uniform without one) is a pote
 token's topic *without per-token renormalisation*, exactly the product the original's collapsed
 sampler used (``(n_dk + alpha) (n_kw + beta) / (n_k + V beta) * bias``).  It is the only reading
 under which the Gibbs conditional of ``theta`` stays the conjugate ``Dirichlet(alpha + n_d)``,
-and it is the same convention as :mod:`serket_pyro.gmm`.  Given ``theta`` and ``phi`` the topic of
+and it is the same convention as :mod:`serket_pyro.modules.gmm`.  Given ``theta`` and ``phi`` the topic of
 a token is ``p(z = k) ~ theta_dk b_dk phi_mkw``, i.e. ``Categorical(theta_d x b_d)`` before its word.
 
 **From a child's message to tokens** (``token_rule``).  Each child's forward message is a
@@ -124,11 +124,11 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from .classification import write_classification
-from .messages import ClassProbs, GaussianMessage, Message, PointMessage
-from .module import Module
-from .safe_files import check_loaded_probabilities
-from .validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
+from ..classification import write_classification
+from ..messages import ClassProbs, GaussianMessage, Message, PointMessage
+from ..module import Module
+from ..safe_files import check_loaded_probabilities
+from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["MLDA", "to_token_counts", "fold_in", "TOKEN_RULES"]
 

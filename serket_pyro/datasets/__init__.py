@@ -1239,7 +1239,7 @@ def load_mnist_subset() -> MNISTSubset:
     """
     from importlib.resources import as_file, files
 
-    res = files(__package__ or "serket_pyro").joinpath(_SUBSET_RESOURCE[0]).joinpath(_SUBSET_RESOURCE[1])
+    res = files("serket_pyro").joinpath(_SUBSET_RESOURCE[0]).joinpath(_SUBSET_RESOURCE[1])
     with as_file(res) as path:
         path = Path(path)
         if not path.is_file():

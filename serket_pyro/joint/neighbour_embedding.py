@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from .validation import check_positive_float, check_positive_int
+from ..validation import check_positive_float, check_positive_int
 
 __all__ = ["knn_graph", "neighbour_embedding_loss"]
 

@@ -19,7 +19,7 @@ The robust likelihood ``(1 - eps) P_t + eps / K`` lets the chain overrule a chil
 confidently wrong at some steps instead of explaining each mistake by a transition.
 
 Inference (``method="forward_backward"``): exact forward-backward (Baum et al. 1970; Rabiner 1989;
-:mod:`serket_pyro.forward_backward`) inside EM for the transitions (Dempster, Laird, Rubin 1977), in
+:mod:`serket_pyro.ops.forward_backward`) inside EM for the transitions (Dempster, Laird, Rubin 1977), in
 two stages.  (1) Structure: EM with rows ``(n_ij + alpha) / (n_i + K alpha)`` and ``eps`` held at
 ``lock_noise``, from the uniform matrix, the child's transition statistics and the previous matrix,
 then split moves (SMEM, Ueda et al. 2000).  (2) Refinement: EM from that fit under the hierarchical
@@ -48,12 +48,12 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from .classification import write_classification
-from .forward_backward import forward_backward
-from .messages import ClassProbs
-from .module import Module
-from .safe_files import check_loaded_probabilities
-from .validation import check_category, check_device, check_positive_float, check_positive_int
+from ..classification import write_classification
+from ..ops.forward_backward import forward_backward
+from ..messages import ClassProbs
+from ..module import Module
+from ..safe_files import check_loaded_probabilities
+from ..validation import check_category, check_device, check_positive_float, check_positive_int
 
 __all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions", "prior_marginals"]
 
@@ -318,7 +318,7 @@ class MarkovModel(Module):
         method: ``"forward_backward"`` (exact, default) or ``"original"``.
         category: optional ``(N,)`` true labels to score the smoothed marginals.
         device: where the messages live (computation is numpy float64 on the CPU: see
-            :mod:`serket_pyro.forward_backward`).
+            :mod:`serket_pyro.ops.forward_backward`).
         output_root: folder for ``module%03d_mm`` (default the global output root).
         mode: ``"learn"``, or ``"recog"`` to keep the learned matrix fixed (file suffix
             ``_recog``).
