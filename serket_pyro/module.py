@@ -18,6 +18,7 @@ and is named ``module%03d_<name>``; that name is also its output folder.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 
@@ -25,8 +26,10 @@ import numpy as np
 import torch
 
 from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
+from .classification import write_classification
 from .output import OutputWriter, get_output_root
-from .validation import check_real
+from .safe_files import check_loaded_finite
+from .validation import check_category, check_real
 
 __all__ = ["Module", "Observation", "reset_module_counter", "connected_modules", "update_order"]
 
@@ -50,18 +53,80 @@ def _as_message(msg) -> Message:
 
 
 class Module:
-    """Base class of every Serket module.
+    """Base class of every Serket module, and the contract a module implements.
 
-    Subclasses store hyperparameters in ``__init__`` (after calling ``super().__init__(name)``)
-    and do their inference in :meth:`update`, which reads :meth:`get_observations` and
-    :meth:`get_backward_msg`, then calls :meth:`set_forward_msg` and :meth:`send_backward_msgs`.
+    A module is a node of the graph: its children's forward messages are its observations, it
+    sends one forward message up to its parents and one backward message down to each child.
+    :meth:`update` is a template method (as scikit-learn's ``BaseMixture.fit``): it does the
+    plumbing once and calls the module's hooks.  One ``update()``:
 
-    Args:
-        name: short name; the module is called ``module%03d_<name>``.
-        learnable: ``False`` for modules that never update (observations).
-        output_root: folder under which this module writes; default the global output root
-            (:func:`serket_pyro.set_output_root`, itself defaulting to the current directory).
+    1. ``inputs = self._read_inputs()``: the children's messages, validated;
+    2. ``backward = self._read_backward(inputs)``: the parents' combined message, validated;
+    3. ``category`` (if the module has one) is checked against the number of data points;
+    4. ``self._infer(inputs, backward)`` in ``mode="learn"``, ``self._recognise(inputs, backward)``
+       in ``mode="recog"`` (default: refuse when the fitted attributes are missing);
+    5. ``self.set_forward_msg(self._forward_message(inputs, backward))`` and
+       ``self.send_backward_msgs(self._backward_messages(inputs, backward))``;
+    6. files in ``<output root>/module%03d_<name>/<iteration>/`` (iteration = :attr:`n_updates_`,
+       ``000``, ``001``, ...; the latest also at the top): with ``category``, the classification
+       files of ``self._class_probs(...)`` (``Pdz``, ``class``, ``acc``, ``metrics``, see
+       :func:`~serket_pyro.classification.write_classification`), then
+       ``self._write_outputs(writer, inputs, backward)``;
+    7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``
+       (``"objective"``: nats, higher is better, read by :func:`serket_pyro.fit`);
+    8. ``n_updates_ += 1``.
+
+    Every error is a ``ValueError`` that starts with the module's name (``module002_gmm: ...``),
+    raised before any file of the update is written.
+
+    **What to implement.**  ``__init__(self, <hyperparameters>, ...)`` calling
+    ``super().__init__("<short name>")`` and storing every parameter as an attribute of the same
+    name (as scikit-learn's ``get_params``); the hooks ``_infer`` (learning) and
+    ``_forward_message``; as needed ``_read_inputs``, ``_read_backward``, ``_recognise``,
+    ``_backward_messages``, ``_class_probs``, ``_write_outputs`` and ``_metrics``; and the class
+    attribute ``_fitted``, the names of the learned attributes (arrays or tensors, lists or dicts
+    of them, or floats), e.g. ``_fitted = ("weights_", "means_")``.
+
+    **What you get for free.**  ``mode`` (``"learn"``/``"recog"``) and :meth:`_check_choice`;
+    the iteration folders and files; ``metrics_`` and the history of :func:`serket_pyro.fit`;
+    :meth:`get_config` (the ``__init__`` parameters), :meth:`state_dict` and
+    :meth:`load_state_dict` (the ``_fitted`` attributes, checked finite; override
+    :meth:`_check_state` for shapes and probabilities), hence checkpoints and resuming
+    (``fit(..., checkpoint_dir=..., resume=True)``), :func:`~serket_pyro.save_graph` and
+    :func:`~serket_pyro.load_graph` (recognition of new data in a fresh process: pass
+    ``allowed_packages=["your_package"]``); ``output_root`` (a module's ``__init__`` need not
+    take it).  A module overrides :meth:`state_dict` / :meth:`load_state_dict` only for state
+    that is not plain arrays (the VAE's networks) and :meth:`update` not at all.
+
+    Parameters
+    ----------
+    name : str, default "module"
+        Short name; the module is called ``module%03d_<name>`` (also its output folder).
+    learnable : bool, default True
+        ``False`` for modules that never update (observations).
+    output_root : str or os.PathLike, optional
+        Folder under which this module writes; default the global output root
+        (:func:`serket_pyro.set_output_root`, itself defaulting to the current directory).
+
+    Attributes
+    ----------
+    accepts_missing_observation : bool
+        Class attribute: an observation whose parents all have it may be left out of
+        :func:`~serket_pyro.load_graph` (it is replaced by all-zero counts: MLDA).
+    _object_params : tuple of str
+        Class attribute: ``__init__`` parameters holding objects (networks) that the config
+        records by class name only; :func:`~serket_pyro.load_graph` needs them in ``overrides``.
+    test_args : dict
+        Class attribute: small constructor arguments for the contract test
+        (``tests/test_module_contract.py``).
     """
+
+    _fitted: tuple = ()
+    _object_params: tuple = ()
+    #: ``__init__`` parameters the base keeps out of the config (labels are data, not settings)
+    _unsaved_params = ("category", "output_root", "name")
+    accepts_missing_observation = False
+    test_args: dict = {}
 
     def __init__(self, name: str = "module", learnable: bool = True, output_root=None):
         self.index = next(_counter)
@@ -74,6 +139,23 @@ class Module:
         self._backward_msgs: dict[str, Message] = {}
         self.n_updates_ = 0
         self.metrics_: dict = {}
+        self._mode = "learn"
+
+    # ------------------------------------------------------------------ checks
+    @property
+    def mode(self) -> str:
+        """``"learn"`` (infer, files ``*_learn``) or ``"recog"`` (learned state frozen, ``*_recog``)."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value) -> None:
+        self._mode = self._check_choice(value, "mode", ("learn", "recog"))
+
+    def _check_choice(self, value, what: str, choices):
+        """``value`` if it is one of ``choices``, else ``ValueError`` naming this module."""
+        if value not in choices:
+            raise ValueError(f"{self.name}: {what} must be one of {tuple(choices)}, got {value!r}")
+        return value
 
     # ------------------------------------------------------------------ graph
     def connect(self, *children: "Module") -> "Module":
@@ -136,7 +218,8 @@ class Module:
         return self._forward_msg
 
     def get_observations(self) -> list[Message]:
-        """Forward messages of the children, in ``connect`` order."""
+        """Forward messages of the children, in ``connect`` order (messages act as arrays:
+        ``np.savetxt(f, self.get_observations()[0])``)."""
         if not self.children:
             raise ValueError(f"{self.name} has no children: call {self.name}.connect(...) before update()")
         obs = []
@@ -177,6 +260,8 @@ class Module:
         return dict(self._backward_msgs)
 
     def set_forward_msg(self, msg) -> None:
+        """Set the message sent up (a :class:`~serket_pyro.messages.Message`; an array becomes a
+        point message)."""
         msg = _as_message(msg)
         n = self.n_points
         if n is not None and msg.N != n:
@@ -206,6 +291,28 @@ class Module:
             else:
                 child._backward_msgs[self.name] = msg
 
+    # the original Serket's names
+    def get_forward_msg(self) -> Message | None:
+        """The original's name of :attr:`forward_msg`."""
+        return self._forward_msg
+
+    def set_backward_msg(self, msg, parent: "Module | None" = None) -> None:
+        """The original's ``set_backward_msg``: a parent sets the backward message of this module
+        (``child.set_backward_msg(msg)`` from inside the parent).  ``parent``: the sender,
+        default the only parent (or a pseudo-parent ``"user"`` for a module without one)."""
+        msg = _as_message(msg)
+        n = self.n_points
+        if n is not None and msg.N != n:
+            raise ValueError(f"{self.name}: backward message for {msg.N} data points, this module has {n}")
+        if parent is None and len(self.parents) > 1:
+            raise ValueError(f"{self.name} has {len(self.parents)} parents: say which one sends (parent=...)")
+        key = parent.name if parent is not None else (self.parents[0].name if self.parents else "user")
+        self._backward_msgs[key] = msg
+
+    def get_name(self) -> str:
+        """The original's name of :attr:`name` (``module%03d_<name>``, the output folder)."""
+        return self.name
+
     # ---------------------------------------------------------------- outputs
     @property
     def output_dir(self) -> str:
@@ -216,22 +323,138 @@ class Module:
         """Writer for this update's files (default iteration: the number of the current update)."""
         return OutputWriter(self.output_dir, self.n_updates_ if iteration is None else iteration)
 
-    # ----------------------------------------------------------- life cycle
+    # ----------------------------------------------------------- the template
     def update(self) -> None:
-        """Run this module's inference once (one outer iteration)."""
-        raise NotImplementedError(f"{type(self).__name__}.update() is not implemented")
+        """Run this module once (one outer iteration): read and check the messages, infer (learn
+        mode), send the messages, write the files and metrics, count the update (see the class
+        docstring for the hooks it calls)."""
+        inputs = self._read_inputs()
+        backward = self._read_backward(inputs)
+        category = check_category(getattr(self, "category", None), self.n_points, self.name)
+        if self.mode == "learn":
+            self._infer(inputs, backward)
+        else:
+            self._recognise(inputs, backward)
+        self.set_forward_msg(self._forward_message(inputs, backward))
+        self.send_backward_msgs(self._backward_messages(inputs, backward))
+        w = self.writer()
+        probs = self._class_probs(inputs, backward)
+        metrics = {}
+        if probs is not None:
+            metrics = {k: float(v) for k, v in write_classification(w, probs, category, self.mode).items()}
+        self._write_outputs(w, inputs, backward)
+        metrics.update(self._metrics(inputs, backward))
+        self.metrics_ = metrics
+        self.n_updates_ += 1
+
+    # ------------------------------------------------------------------ hooks
+    def _read_inputs(self):
+        """Hook: the children's messages, validated (default: :meth:`get_observations`)."""
+        return self.get_observations()
+
+    def _read_backward(self, inputs):
+        """Hook: the parents' message, validated (default: :meth:`get_backward_msg`, or ``None``)."""
+        return self.get_backward_msg()
+
+    def _infer(self, inputs, backward) -> None:
+        """Hook, learn mode only: update the ``_fitted`` attributes from ``inputs`` and ``backward``."""
+        raise NotImplementedError(f"{self.name}: {type(self).__name__} implements no _infer(inputs, backward)")
+
+    def _recognise(self, inputs, backward) -> None:
+        """Hook, recog mode only (learned state frozen); default: refuse without learned state."""
+        self._require_fitted()
+
+    def _require_fitted(self) -> None:
+        """``ValueError`` naming this module when its first ``_fitted`` attribute is unset."""
+        if self._fitted and getattr(self, self._fitted[0], None) is None:
+            raise ValueError(f"{self.name}: mode='recog' needs learned parameters ({', '.join(self._fitted)}): "
+                             "update() in mode='learn' first, or load_state_dict() / load_graph()")
+
+    def _forward_message(self, inputs, backward):
+        """Hook: the message to the parents (a :class:`~serket_pyro.messages.Message` or an array)."""
+        raise NotImplementedError(f"{self.name}: {type(self).__name__} implements no _forward_message()")
+
+    def _backward_messages(self, inputs, backward) -> list:
+        """Hook: one message per child, ``None`` for none (default: nothing to any child)."""
+        return [None] * len(self.children)
+
+    def _class_probs(self, inputs, backward):
+        """Hook: ``(N, K)`` class probabilities to write and score (``Pdz``/``class``/``acc``
+        files), or ``None`` (default)."""
+        return None
+
+    def _write_outputs(self, writer: OutputWriter, inputs, backward) -> None:
+        """Hook: write this update's files with ``writer.savetxt(...)`` (default: none)."""
+
+    def _metrics(self, inputs, backward) -> dict:
+        """Hook: numbers of this update for ``metrics_`` (``"objective"``: nats, higher is better)."""
+        return {}
+
+    # ------------------------------------------------------------- persistence
+    @classmethod
+    def _init_params(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in list(sig.parameters.values())[1:]
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in cls._unsaved_params]
 
     def get_config(self) -> dict:
-        """JSON-serialisable hyperparameters (for saving a graph)."""
-        return {}
+        """The ``__init__`` parameters (but ``category``, ``output_root``, ``name``) as JSON values,
+        read from the attributes of the same names: ``type(m)(**m.get_config())`` rebuilds it."""
+        out = {}
+        for p in self._init_params():
+            if not hasattr(self, p):
+                raise ValueError(f"{self.name}: get_config() reads the __init__ parameter {p!r} from self.{p}, "
+                                 f"which {type(self).__name__} does not set: store every parameter under its name")
+            out[p] = _jsonable(getattr(self, p))
+        return out
 
     def state_dict(self) -> dict:
-        """Learned state as a flat dict of tensors (for checkpoints; loadable with weights_only)."""
-        return {}
+        """The ``_fitted`` attributes as a flat dict of CPU tensors (key: the name without
+        underscores; lists as ``key.0, key.1, ...``, dicts as ``key/sub``); empty before learning."""
+        if not self._fitted or getattr(self, self._fitted[0], None) is None:
+            return {}
+        out = {}
+        for attr in self._fitted:
+            v, key = getattr(self, attr, None), attr.strip("_")
+            if isinstance(v, dict):
+                out.update({f"{key}/{k}": _state_tensor(x) for k, x in v.items()})
+            elif isinstance(v, (list, tuple)):
+                out.update({f"{key}.{i}": _state_tensor(x) for i, x in enumerate(v)})
+            elif v is not None:
+                out[key] = _state_tensor(v)
+        return out
 
     def load_state_dict(self, state: dict) -> None:
-        if state:
-            raise NotImplementedError(f"{type(self).__name__} cannot load state")
+        """Inverse of :meth:`state_dict`, checked by :meth:`_check_state` before anything is set."""
+        if not state:
+            return
+        values = {}
+        for attr in self._fitted:
+            key = attr.strip("_")
+            if key in state:
+                values[attr] = state[key]
+            elif any(k.startswith(key + "/") for k in state):
+                values[attr] = {k[len(key) + 1:]: v for k, v in state.items() if k.startswith(key + "/")}
+            elif f"{key}.0" in state:
+                values[attr] = [state[f"{key}.{i}"] for i in range(len(state)) if f"{key}.{i}" in state]
+            else:
+                values[attr] = None
+        for attr, v in self._check_state(values).items():
+            setattr(self, attr, v)
+
+    def _check_state(self, values: dict) -> dict:
+        """Hook: check and convert loaded ``{attribute: tensor, list, dict or None}`` (default:
+        every attribute present, every floating-point tensor finite); ``ValueError`` naming this
+        module otherwise."""
+        missing = [a for a in self._fitted if values.get(a) is None]
+        if missing:
+            raise ValueError(f"{self.name}: state dict lacks {[a.strip('_') for a in missing]}")
+        flat = {}
+        for a, v in values.items():
+            items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else [("", v)]
+            flat.update({f"{a}{k}": torch.as_tensor(x) for k, x in items})
+        check_loaded_finite(flat, self.name)
+        return values
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """:meth:`state_dict` plus the messages this module holds and has sent (for checkpoints)."""
@@ -261,6 +484,32 @@ class Module:
     def __repr__(self) -> str:
         kids = ", ".join(c.name for c in self.children)
         return f"{type(self).__name__}(name={self.name!r}, children=[{kids}])"
+
+
+def _jsonable(v):
+    """A config value as JSON: arrays and tuples as lists, devices as strings, objects (networks)
+    by their class name."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (np.generic,)):
+        return v.item()
+    if isinstance(v, (np.ndarray, torch.Tensor)):
+        return v.tolist()
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, torch.device):
+        return str(v)
+    return type(v).__name__
+
+
+def _state_tensor(v) -> torch.Tensor:
+    if isinstance(v, float):
+        return torch.tensor(v, dtype=torch.float64)
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().clone()
+    return torch.as_tensor(np.asarray(v)).clone()
 
 
 class Observation(Module):

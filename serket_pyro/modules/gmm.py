@@ -93,7 +93,6 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ..classification import write_classification
 from ..messages import ClassProbs, GaussianMessage, PointMessage
 from ..module import Module
 from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int, check_real
@@ -393,6 +392,9 @@ class GMM(Module):
     ``weights_learn.txt`` (K,), ``covariances_learn.npz`` (array ``covariances``, K x D x D).
     """
 
+    _fitted = ("weights_", "means_", "covariances_", "assignments_", "last_sample_")
+    test_args = {"K": 2, "itr": 3, "n_init": 1}
+
     def __init__(self, K, itr=100, category=None, *, input: str = "mean", alpha: float = 1.0,
                  mean_prior=None, kappa0: float = 1.0, nu0: float | None = None, psi0=None,
                  prior_scale: str = "data", backward: str = "soft", init: str = "kmeans++",
@@ -420,7 +422,7 @@ class GMM(Module):
         self.n_init = check_positive_int(n_init, "n_init", self.name)
         self.message_init = bool(message_init)
         self.device = check_device(device)
-        self.mode = self._check_choice(mode, "mode", ("learn", "recog"))
+        self.mode = mode
         self.dtype = torch.float64
 
         self.weights_: torch.Tensor | None = None
@@ -430,11 +432,6 @@ class GMM(Module):
         self.last_sample_: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ checks
-    def _check_choice(self, value, what, choices):
-        if value not in choices:
-            raise ValueError(f"{self.name}: {what} must be one of {choices}, got {value!r}")
-        return value
-
     def _check_array(self, value, what, ndim):
         check_real(value, what, self.name)
         try:
@@ -450,7 +447,7 @@ class GMM(Module):
     def _tensor(self, a):
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
-    def _inputs(self):
+    def _read_inputs(self):
         """Validated children's data, concatenated: ``(x (N, D), splits)``."""
         parts, splits = [], []
         for child, msg in zip(self.children, self.get_observations()):
@@ -476,9 +473,9 @@ class GMM(Module):
             raise ValueError(f"{self.name}: children send different numbers of data points {sorted(N)}")
         return torch.cat(parts, dim=1), splits
 
-    def _bias(self, N):
+    def _read_backward(self, inputs):
         """Parent message as ``(N, K)`` normalised log-probabilities, or None."""
-        msg = self.get_class_backward_msg(N, self.K)
+        msg = self.get_class_backward_msg(inputs[0].shape[0], self.K)
         return None if msg is None else self._tensor(msg.log_probs)
 
     def _check_sizes(self, N: int, D: int) -> None:
@@ -618,52 +615,57 @@ class GMM(Module):
                 "log_joint": _log_collapsed_joint(prior, self.alpha, stats, z, bias),
                 "own_log_joint": _log_collapsed_joint(prior, self.alpha, stats, z)}
 
-    def update(self) -> None:
-        """One outer iteration: ``itr`` Gibbs sweeps (learn) or enumeration only (recog), then
-        messages, files and metrics."""
-        x, splits = self._inputs()
+    def _infer(self, inputs, bias) -> None:
+        """``itr`` Gibbs sweeps (``n_init`` cold chains at the first update, one warm chain later)."""
+        x = inputs[0]
         N, D = x.shape
-        bias = self._bias(N)
-        category = check_category(self.category, N, self.name)
+        self._check_sizes(N, D)
+        prior = self._prior(x)
+        xc = x - prior.loc
+        xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(N, D * D)
+        warm = self._warm_state(D, prior)
+        if warm is not None:
+            chains = [self._run_chain(xc, xx, warm, prior, bias)]
+        else:  # each chain draws its start just before it runs (the RNG order of the benchmarks)
+            chains = [self._run_chain(xc, xx, self._cold_state(xc, xx, prior), prior, bias)
+                      for _ in range(self.n_init)]
+        if bias is not None and self.message_init:
+            # a second chain started from the parent's message: Gibbs moves single points, so
+            # it cannot move a whole class that the parent assigns elsewhere (e.g. a chain that
+            # has locked onto the digits' order); keep the chain whose final assignment has
+            # the higher collapsed posterior density
+            w0, m0, _, tril0 = _sample_params(prior, self.alpha, _suff_stats(xc, xx, bias.argmax(-1), self.K))
+            chains.append(self._run_chain(xc, xx, (w0, m0, tril0), prior, bias))
+        best = max(chains, key=lambda c: c["log_joint"])
+        self.weights_ = best["weights"]
+        self.means_ = best["means"] + prior.loc
+        self.covariances_ = best["covariances"]
+        self.assignments_ = best["z"]
+        self.last_sample_ = {k: (v + prior.loc if k == "means" else v) for k, v in best["last"].items()}
+        self.chain_log_joint_ = [c["log_joint"] for c in chains]
+        self.own_log_joint_ = best["own_log_joint"]
 
-        if self.mode == "learn":
-            self._check_sizes(N, D)
-            prior = self._prior(x)
-            xc = x - prior.loc
-            xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(N, D * D)
-            warm = self._warm_state(D, prior)
-            if warm is not None:
-                chains = [self._run_chain(xc, xx, warm, prior, bias)]
-            else:  # each chain draws its start just before it runs (the RNG order of the benchmarks)
-                chains = [self._run_chain(xc, xx, self._cold_state(xc, xx, prior), prior, bias)
-                          for _ in range(self.n_init)]
-            if bias is not None and self.message_init:
-                # a second chain started from the parent's message: Gibbs moves single points, so
-                # it cannot move a whole class that the parent assigns elsewhere (e.g. a chain that
-                # has locked onto the digits' order); keep the chain whose final assignment has
-                # the higher collapsed posterior density
-                w0, m0, _, tril0 = _sample_params(prior, self.alpha, _suff_stats(xc, xx, bias.argmax(-1), self.K))
-                chains.append(self._run_chain(xc, xx, (w0, m0, tril0), prior, bias))
-            best = max(chains, key=lambda c: c["log_joint"])
-            self.weights_ = best["weights"]
-            self.means_ = best["means"] + prior.loc
-            self.covariances_ = best["covariances"]
-            self.assignments_ = best["z"]
-            self.last_sample_ = {k: (v + prior.loc if k == "means" else v) for k, v in best["last"].items()}
-            self.chain_log_joint_ = [c["log_joint"] for c in chains]
-            self.own_log_joint_ = best["own_log_joint"]
-        else:
-            self._require_params()
-            if self.means_.shape[1] != D:
-                raise ValueError(f"{self.name}: the learned means have D={self.means_.shape[1]}, the data D={D}")
+    def _recognise(self, inputs, bias) -> None:
+        self._require_params()
+        if self.means_.shape[1] != inputs[0].shape[1]:
+            raise ValueError(f"{self.name}: the learned means have D={self.means_.shape[1]}, "
+                             f"the data D={inputs[0].shape[1]}")
 
-        # messages, in closed form from the parameters
-        tril = torch.linalg.cholesky(self.covariances_)
-        loglik = class_log_likelihood(x, self.means_, tril)
-        own = loglik + _log_weights(self.weights_)
-        forward = ClassProbs(own)
-        full = forward if bias is None else ClassProbs(own + bias)
-        r = full.probs
+    def _forward_message(self, inputs, bias) -> ClassProbs:
+        """The GMM's own evidence ``log w_k + log N(x_n | mu_k, Sigma_k)`` (without the parent's
+        message); keeps the full posterior ``responsibilities_`` (with it) for the other hooks."""
+        x = inputs[0]
+        self._loglik = class_log_likelihood(x, self.means_, torch.linalg.cholesky(self.covariances_))
+        self._own = self._loglik + _log_weights(self.weights_)
+        forward = ClassProbs(self._own)
+        self.responsibilities_ = (forward if bias is None else ClassProbs(self._own + bias)).probs
+        return forward
+
+    def _backward_messages(self, inputs, bias) -> list:
+        """The moment-matched mixture (``"soft"``) or the assigned class mean (``"original"``)
+        per point, each child its own columns."""
+        x, splits = inputs
+        r = self.responsibilities_
         if self.backward == "soft":
             # law of total variance, without the cancellation of E[x^2] - E[x]^2
             loc = r @ self.means_
@@ -672,73 +674,49 @@ class GMM(Module):
             scale = var.clamp_min(torch.finfo(x.dtype).tiny).sqrt()
         else:
             hard = self.assignments_ if (self.mode == "learn" and self.assignments_ is not None
-                                         and self.assignments_.shape[0] == N) else r.argmax(-1)
+                                         and self.assignments_.shape[0] == x.shape[0]) else r.argmax(-1)
             loc = self.means_[hard]
             scale = torch.ones_like(loc)
-        self.set_forward_msg(forward)
-        locs, scales = loc.split(splits, dim=1), scale.split(splits, dim=1)
-        self.send_backward_msgs([GaussianMessage(l, s) for l, s in zip(locs, scales)])
+        self._mu = loc
+        return [GaussianMessage(l, s) for l, s in zip(loc.split(splits, dim=1), scale.split(splits, dim=1))]
 
-        # files and metrics
-        w = self.writer()
+    def _class_probs(self, inputs, bias):
+        return self.responsibilities_
+
+    def _write_outputs(self, w, inputs, bias) -> None:
         m = self.mode
-        metrics = write_classification(w, r, category, m)
-        w.savetxt(f"mu_{m}.txt", loc)
+        w.savetxt(f"mu_{m}.txt", self._mu)
         w.savetxt(f"means_{m}.txt", self.means_)
         w.savetxt(f"weights_{m}.txt", self.weights_)
         w.savez(f"covariances_{m}.npz", covariances=self.covariances_)
-        metrics = {k: float(v) for k, v in metrics.items()}
-        metrics["log_likelihood"] = float((loglik + _log_weights(self.weights_)).logsumexp(-1).mean())
+
+    def _metrics(self, inputs, bias) -> dict:
+        metrics = {"log_likelihood": float((self._loglik + _log_weights(self.weights_)).logsumexp(-1).mean())}
         if self.mode == "learn":
             metrics["n_active_classes"] = float(torch.unique(self.assignments_).numel())
             # log p(x, z) of the kept chain without the parent's factor: a parent that pulls points
             # into classes their data do not support lowers it
             metrics["objective"] = self.own_log_joint_
         else:
-            metrics["objective"] = float(own.logsumexp(-1).sum())  # log p(x) under the frozen parameters
-        self.metrics_ = metrics
-        self.n_updates_ += 1
+            metrics["objective"] = float(self._own.logsumexp(-1).sum())  # log p(x) under the frozen parameters
+        return metrics
 
     # ------------------------------------------------------------ persistence
-    def get_config(self) -> dict:
-        def j(a):
-            return a.tolist() if isinstance(a, np.ndarray) else a
+    def _check_state(self, values: dict) -> dict:
+        w, mu, cov = self._check_params(values, "_")
+        a = values.get("assignments_")
+        last = values.get("last_sample_")
+        if last is not None:
+            last = dict(zip(("weights", "means", "covariances"), self._check_params(last, "")))
+        return {"weights_": w, "means_": mu, "covariances_": cov, "last_sample_": last,
+                "assignments_": None if a is None else torch.as_tensor(a, dtype=torch.long, device=self.device)}
 
-        return {"K": self.K, "itr": self.itr, "input": self.input, "alpha": self.alpha,
-                "mean_prior": j(self.mean_prior), "kappa0": self.kappa0, "nu0": self.nu0, "psi0": j(self.psi0),
-                "prior_scale": self.prior_scale, "backward": self.backward, "init": self.init,
-                "n_average": self.n_average, "n_init": self.n_init, "message_init": self.message_init,
-                "device": str(self.device), "mode": self.mode}
-
-    def state_dict(self) -> dict:
-        if self.weights_ is None:
-            return {}
-        out = {"weights": self.weights_, "means": self.means_, "covariances": self.covariances_}
-        if self.assignments_ is not None:
-            out["assignments"] = self.assignments_
-        if self.last_sample_ is not None:
-            out.update({f"last_sample/{k}": v for k, v in self.last_sample_.items()})
-        return {k: v.detach().cpu().clone() for k, v in out.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        w, mu, cov = self._check_params(state, "")
-        self.weights_, self.means_, self.covariances_ = w, mu, cov
-        a = state.get("assignments")
-        self.assignments_ = None if a is None else torch.as_tensor(a, dtype=torch.long, device=self.device)
-        if any(k.startswith("last_sample/") for k in state):
-            w, mu, cov = self._check_params(state, "last_sample/")
-            self.last_sample_ = {"weights": w, "means": mu, "covariances": cov}
-        else:
-            self.last_sample_ = None
-
-    def _check_params(self, state, prefix):
-        """Validated ``(weights, means, covariances)`` from ``state[prefix + name]``."""
-        missing = {prefix + k for k in ("weights", "means", "covariances")} - set(state)
+    def _check_params(self, state, suffix):
+        """Validated ``(weights, means, covariances)`` from ``state[name + suffix]``."""
+        missing = {k for k in ("weights", "means", "covariances") if state.get(k + suffix) is None}
         if missing:
             raise ValueError(f"{self.name}: state dict lacks {sorted(missing)}")
-        w, mu, cov = (self._tensor(state[prefix + k]) for k in ("weights", "means", "covariances"))
+        w, mu, cov = (self._tensor(state[k + suffix]) for k in ("weights", "means", "covariances"))
         K = self.K
         if w.shape != (K,) or mu.dim() != 2 or mu.shape[0] != K or cov.shape != (K, mu.shape[1], mu.shape[1]):
             raise ValueError(f"{self.name}: state dict shapes weights {tuple(w.shape)}, means {tuple(mu.shape)}, "
