@@ -48,7 +48,6 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ..classification import write_classification
 from ..ops.forward_backward import forward_backward
 from ..messages import ClassProbs
 from ..module import Module
@@ -334,6 +333,9 @@ class MarkovModel(Module):
     ``log_likelihood_`` (nats), ``n_states_``.
     """
 
+    _fitted = ("trans_prob_", "init_prob_", "evidence_noise_", "log_likelihood_")
+    test_args = {"itr": 5, "max_splits": 1}
+
     def __init__(self, num_samp: int = 100, name: str = "mm", *, alpha: float = 0.1, itr: int = 100,
                  tol: float = 1e-6, evidence_noise="learn", lock_noise: float = 0.9, restart: bool = True,
                  max_splits: int = 10,
@@ -365,8 +367,6 @@ class MarkovModel(Module):
         if transition_prior not in ("shrink", "flat"):
             raise ValueError(f"{self.name}: transition_prior must be 'shrink' or 'flat', got {transition_prior!r}")
         self.transition_prior = transition_prior
-        if mode not in _MODES:
-            raise ValueError(f"{self.name}: mode must be one of {_MODES}, got {mode!r}")
         self.mode = mode
         self.category = check_category(category, None, self.name)
         self.device = check_device(device)
@@ -378,8 +378,8 @@ class MarkovModel(Module):
         self.n_em_iter_: int = 0
 
     # ------------------------------------------------------------------ inputs
-    def _inputs(self):
-        """Validated ``(child log-probs list, parent log-bias or None)`` as numpy float64."""
+    def _read_inputs(self):
+        """Validated children's log-probabilities, a list of ``(N, K)`` numpy float64."""
         obs = self.get_observations()
         logs = []
         for child, msg in zip(self.children, obs):
@@ -406,6 +406,11 @@ class MarkovModel(Module):
         if self.mode == "recog" and self.trans_prob_ is None:
             raise ValueError(f"{self.name}: mode='recog' needs a learned transition matrix "
                              "(update in mode='learn' first or load_state_dict)")
+        return logs
+
+    def _read_backward(self, logs):
+        """The parent's message as ``(N, K)`` numpy log-probabilities, or None."""
+        N, K = logs[0].shape
         bias = self.get_backward_msg()
         log_bias = None
         if bias is not None:
@@ -413,7 +418,7 @@ class MarkovModel(Module):
                 raise ValueError(f"{self.name}: the parent's message must be class probabilities of shape "
                                  f"{(N, K)}, got {bias!r}")
             log_bias = bias.log_probs.detach().cpu().to(torch.float64).numpy()
-        return logs, log_bias
+        return log_bias
 
     # --------------------------------------------------------------- inference
     @staticmethod
@@ -515,13 +520,17 @@ class MarkovModel(Module):
                               shrink=shrink))
         return max(fits, key=lambda f: f[3].log_likelihood)
 
-    # ------------------------------------------------------------------ update
-    def update(self) -> None:
-        """One outer iteration: learn the transitions from the child's current message, send the
-        leave-one-out message down and the smoothed marginals up, write the files."""
-        logs, log_bias = self._inputs()
+    # ------------------------------------------------------------------ hooks
+    def _infer(self, logs, log_bias) -> None:
+        """Learn the transitions from the child's current message (and the messages with them)."""
+        self._fit(logs, log_bias)
+
+    def _recognise(self, logs, log_bias) -> None:
+        """The messages under the learned (frozen) transitions."""
+        self._fit(logs, log_bias)
+
+    def _fit(self, logs, log_bias) -> None:
         K = logs[0].shape[1]
-        mode = self.mode
         dev = self.device
         if self.method == "forward_backward":
             A, eps, ev, res, n_iter = self._fit_forward_backward(logs, log_bias, K)
@@ -542,7 +551,7 @@ class MarkovModel(Module):
         else:
             probs = torch.from_numpy(np.exp(sum(logs)))
             probs = probs / probs.sum(1, keepdim=True)
-            if mode == "learn":
+            if self.mode == "learn":
                 A = original_transitions(probs, self.num_samp).numpy()
             else:
                 A = self._trans_np()
@@ -551,16 +560,12 @@ class MarkovModel(Module):
             up = ClassProbs.from_probs(msg.to(dev))
             down = [up] * len(self.children)
             eps = 0.0
-            ev = logs
             with np.errstate(divide="ignore"):
                 res = forward_backward(np.full(K, -math.log(K)), np.log(A), sum(logs))
             log_lik = res.log_likelihood
             post = msg.numpy()
             self.n_em_iter_ = 0
-
-        self.set_forward_msg(up)
-        self.send_backward_msgs(down)
-
+        self._up, self._down, self._post = up, down, post
         self.trans_prob_ = torch.from_numpy(np.ascontiguousarray(A))
         if self.init_prob_ is None:
             self.init_prob_ = torch.full((K,), 1.0 / K, dtype=torch.float64)
@@ -568,19 +573,29 @@ class MarkovModel(Module):
         self.log_likelihood_ = float(log_lik)
         self.n_states_ = K
 
-        w = self.writer()
-        for i, m in enumerate(down):
+    def _forward_message(self, logs, log_bias) -> ClassProbs:
+        """The smoothed marginals (every step's evidence and the chain)."""
+        return self._up
+
+    def _backward_messages(self, logs, log_bias) -> list:
+        """To child ``c``: everything at each step but ``c``'s own evidence (leave-one-out)."""
+        return self._down
+
+    def _class_probs(self, logs, log_bias):
+        return None if self.category is None else self._post
+
+    def _write_outputs(self, w, logs, log_bias) -> None:
+        mode = self.mode
+        for i, m in enumerate(self._down):
             w.savetxt(f"msg{i if i else ''}_{mode}.txt", m.probs.cpu().numpy())
-        w.savetxt(f"trans_prob_{mode}.txt", A)
-        w.savetxt(f"loglik_{mode}.txt", np.array([log_lik]))
+        w.savetxt(f"trans_prob_{mode}.txt", self.trans_prob_.numpy())
+        w.savetxt(f"loglik_{mode}.txt", np.array([self.log_likelihood_]))
         if self.method == "forward_backward":
-            w.savetxt(f"evidence_noise_{mode}.txt", np.array([eps]))
-        metrics = {"log_likelihood": float(log_lik), "objective": float(log_lik), "evidence_noise": float(eps),
-                   "em_iterations": float(self.n_em_iter_)}
-        if self.category is not None:
-            metrics.update(write_classification(w, post, self.category, mode))
-        self.metrics_ = metrics
-        self.n_updates_ += 1
+            w.savetxt(f"evidence_noise_{mode}.txt", np.array([self.evidence_noise_]))
+
+    def _metrics(self, logs, log_bias) -> dict:
+        return {"log_likelihood": self.log_likelihood_, "objective": self.log_likelihood_,
+                "evidence_noise": self.evidence_noise_, "em_iterations": float(self.n_em_iter_)}
 
     # ------------------------------------------------------------- Pyro model
     def model(self, log_evidence=None, trans_prob=None) -> None:
@@ -597,38 +612,27 @@ class MarkovModel(Module):
            None if bias is None else bias.log_probs)
 
     # --------------------------------------------------------------- state I/O
-    def get_config(self) -> dict:
-        return {"num_samp": self.num_samp, "alpha": self.alpha, "itr": self.itr, "tol": self.tol,
-                "evidence_noise": self.evidence_noise, "lock_noise": self.lock_noise, "restart": self.restart, "max_splits": self.max_splits, "method": self.method,
-                "transition_prior": self.transition_prior,
-                "mode": self.mode, "device": str(self.device)}
-
-    def state_dict(self) -> dict:
-        if self.trans_prob_ is None:
-            return {}
-        return {"trans_prob": self.trans_prob_.clone(), "init_prob": self.init_prob_.clone(),
-                "evidence_noise": torch.tensor(self.evidence_noise_, dtype=torch.float64),
-                "log_likelihood": torch.tensor(self.log_likelihood_, dtype=torch.float64)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        A = torch.as_tensor(state["trans_prob"], dtype=torch.float64)
+    def _check_state(self, values: dict) -> dict:
+        """Square stochastic ``trans_prob`` (required), ``init_prob`` (default uniform), finite
+        ``evidence_noise >= 0`` (default 0); ``n_states_`` follows ``trans_prob``."""
+        if values["trans_prob_"] is None:
+            raise ValueError(f"{self.name}: state dict lacks 'trans_prob'")
+        A = torch.as_tensor(values["trans_prob_"], dtype=torch.float64)
         if A.dim() != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"{self.name}: trans_prob must be square (K, K), got {tuple(A.shape)}")
         K = A.shape[0]
         if self.n_states_ is not None and K != self.n_states_:
             raise ValueError(f"{self.name}: state has K={K}, this module has K={self.n_states_}")
-        init = torch.as_tensor(state.get("init_prob", torch.full((K,), 1.0 / K)), dtype=torch.float64)
+        init = values["init_prob_"]
+        init = torch.as_tensor(torch.full((K,), 1.0 / K) if init is None else init, dtype=torch.float64)
         if tuple(init.shape) != (K,):
             raise ValueError(f"{self.name}: init_prob must have shape ({K},), got {tuple(init.shape)}")
         check_loaded_probabilities(A, "trans_prob", self.name)
         check_loaded_probabilities(init, "init_prob", self.name)
-        noise = float(state.get("evidence_noise", torch.tensor(0.0)))
+        noise = values["evidence_noise_"]
+        noise = 0.0 if noise is None else float(noise)
         if not math.isfinite(noise) or noise < 0:
             raise ValueError(f"{self.name}: loaded evidence_noise must be finite and >= 0, got {noise}")
-        self.trans_prob_ = A.clone()
-        self.init_prob_ = init.clone()
-        self.evidence_noise_ = noise
-        self.log_likelihood_ = float(state.get("log_likelihood", torch.tensor(float("nan"))))
-        self.n_states_ = K
+        ll = values["log_likelihood_"]
+        return {"trans_prob_": A.clone(), "init_prob_": init.clone(), "evidence_noise_": noise,
+                "log_likelihood_": float("nan") if ll is None else float(ll), "n_states_": K}
