@@ -34,8 +34,8 @@ as saved and restores their state.  Two uses:
   would have computed (same seed, same numbers; ``tests/test_persistence.py`` checks it).
 * **Recognition** on new data (``mode="recog"``): every learnable module is rebuilt with
   ``mode="recog"`` (learned parameters frozen, ``*_recog`` files); messages are not restored
-  (they belong to the training data).  An Observation whose only parents are MLDA modules may be
-  left out: it is replaced by all-zero counts of its saved width, which MLDA treats as a missing
+  (they belong to the training data).  An Observation whose only parents are MLDA modules (any
+  module class with ``accepts_missing_observation = True``) may be left out: it is replaced by all-zero counts of its saved width, which MLDA treats as a missing
   modality for every document (recognition from the other modalities: MLDA's forward message is
   then exactly that of an MLDA without the modality, ``tests/test_persistence.py``).  Other
   observations (e.g. a VAE's images) are required.  ``exclude=["mm"]`` leaves a top module out,
@@ -292,9 +292,10 @@ def load_graph(folder, observations=None, *, mode: str | None = None, category=N
         saved_shape = tuple(e["observation"]["shape"])
         if d is None:
             parents = parents_of[name]
-            if not parents or not all(p["class"].endswith(".MLDA") for p in parents):
+            if not parents or not all(classes[p["name"]].accepts_missing_observation for p in parents):
                 raise ValueError(f"load_graph(): observation {name} is required (only an observation read by MLDA "
-                                 "modules alone can be left out as a missing modality)")
+                                 "modules alone, or modules with accepts_missing_observation, can be left out as a "
+                                 "missing modality)")
             if not given_n:
                 raise ValueError("load_graph(): at least one observation must be given")
             d = torch.zeros((next(iter(given_n)),) + saved_shape[1:], dtype=torch.float64)
@@ -318,9 +319,11 @@ def load_graph(folder, observations=None, *, mode: str | None = None, category=N
         name = e["name"]
         cfg = dict(e["config"])
         cfg.update(overrides.get(name, {}))
-        if cls_vae_custom(cfg):
-            raise ValueError(f"load_graph(): {name} used custom networks ({cfg.get('encoder')}, {cfg.get('decoder')}); "
-                             f"pass overrides={{'{name}': {{'encoder': ..., 'decoder': ...}}}}")
+        objects = [k for k in classes[name]._object_params if isinstance(cfg.get(k), str)]
+        if objects:
+            raise ValueError(f"load_graph(): {name} used custom objects ({', '.join(str(cfg[k]) for k in objects)}), "
+                             "saved by class name only; pass overrides={'" + name + "': {"
+                             + ", ".join(f"'{k}': ..." for k in objects) + "}}")
         if mode is not None and "mode" in cfg:
             cfg["mode"] = mode
         if device is not None and "device" in cfg:
@@ -328,10 +331,12 @@ def load_graph(folder, observations=None, *, mode: str | None = None, category=N
         if e.get("has_category") and category is not None:
             cfg["category"] = check_category(category, n_new, name)
         try:
-            m = classes[name](**cfg, output_root=output_root)
+            m = classes[name](**cfg)
         except TypeError as err:
             raise ValueError(f"load_graph(): cannot re-create {name} from its saved config: {err}") from None
-        m.index, m.name = int(e.get("index", m.index)), name
+        m.index, m.name, m.output_root = int(e.get("index", m.index)), name, output_root
+        if mode is not None:
+            m.mode = mode
         built[name] = m
     for e in entries:
         if e["children"]:
@@ -398,11 +403,6 @@ def _without(info, exclude) -> list[dict]:
     if not any("observation" not in e for e in kept):
         raise ValueError("load_graph(): exclude leaves no learnable module")
     return kept
-
-
-def cls_vae_custom(cfg: dict) -> bool:
-    """A VAE config that names custom networks (class names only: not re-creatable from JSON)."""
-    return isinstance(cfg.get("encoder"), str) or isinstance(cfg.get("decoder"), str)
 
 
 def observation_shapes(folder) -> dict[str, tuple]:

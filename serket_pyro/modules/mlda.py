@@ -124,7 +124,6 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ..classification import write_classification
 from ..messages import ClassProbs, GaussianMessage, Message, PointMessage
 from ..module import Module
 from ..safe_files import check_loaded_probabilities
@@ -616,6 +615,11 @@ class MLDA(Module):
     ``Pmdw[m]`` of the last update (list of ``(N, V_m)``, not part of the state dict).
     """
 
+    _fitted = ("theta_", "phi_", "_theta_draw", "_phi_draw")
+    #: an observation read only by MLDA modules may be left out at recognition (all-zero counts)
+    accepts_missing_observation = True
+    test_args = {"K": 2, "itr": 3}
+
     def __init__(self, K, weights=None, itr=100, category=None, *, alpha: float = 1.0, beta: float = 1.0,
                  token_rule: str = "largest_remainder", forward: str = "exclusive", backward: str = "exclusive",
                  n_average: int = 10, split_merge: int = 3, save_predictions: bool = True, device=None,
@@ -634,7 +638,7 @@ class MLDA(Module):
         self.split_merge = check_positive_int(split_merge, "split_merge", self.name, minimum=0)
         self.save_predictions = bool(save_predictions)
         self.device = check_device(device)
-        self.mode = self._check_choice(mode, "mode", ("learn", "recog"))
+        self.mode = mode
 
         self.theta_: torch.Tensor | None = None
         self.phi_: list[torch.Tensor] | None = None
@@ -644,11 +648,6 @@ class MLDA(Module):
         self.predictions_: list[torch.Tensor] | None = None  # Pmdw[m] of the last update (not saved)
 
     # ------------------------------------------------------------------ checks
-    def _check_choice(self, value, what, choices):
-        if value not in choices:
-            raise ValueError(f"{self.name}: {what} must be one of {choices}, got {value!r}")
-        return value
-
     def _check_weights(self, weights):
         if weights is None:
             return None
@@ -754,9 +753,13 @@ class MLDA(Module):
         self._token_cache = new_cache
         return counts, is_class, mods
 
-    def _bias(self, N):
+    def _read_inputs(self):
+        """``(token counts, whether each child sends class probabilities, modalities)``."""
+        return self._tokens()
+
+    def _read_backward(self, inputs):
         """Parent message as ``(N, K)`` probabilities (float64), or None."""
-        msg = self.get_class_backward_msg(N, self.K)
+        msg = self.get_class_backward_msg(inputs[0][0].shape[0], self.K)
         return None if msg is None else msg.probs.to(dtype=torch.float64, device=self.device)
 
     # --------------------------------------------------------------- the model
@@ -879,26 +882,31 @@ class MLDA(Module):
         if have != vocab:
             raise ValueError(f"{self.name}: the learned topics have vocabularies {have}, the children send {vocab}")
 
-    def update(self) -> None:
-        """One outer iteration: ``itr`` Gibbs sweeps, then messages, files and metrics."""
-        counts, is_class, mods = self._tokens()
-        N = counts[0].shape[0]
-        category = check_category(self.category, N, self.name)
-        bias = self._bias(N)
+    def _infer(self, inputs, bias) -> None:
+        """``itr`` Gibbs sweeps (and split-merge moves) of topics and documents."""
+        counts, _, mods = inputs
         doc_tokens = sum(m.doc_total for m in mods)
         if bool((doc_tokens == 0).any()):
             warnings.warn(f"{self.name}: {int((doc_tokens == 0).sum())} document(s) have no tokens after the "
-                          f"'{self.token_rule}' rule; their topics follow the prior", UserWarning, stacklevel=2)
-        vocab = [m.V for m in mods]
+                          f"'{self.token_rule}' rule; their topics follow the prior", UserWarning, stacklevel=3)
         if self.mode == "recog":
-            self._require_params(vocab)
+            self._require_params([m.V for m in mods])
         self._sample(mods, bias, counts)
 
-        # messages
-        if self.forward == "exclusive":
-            fwd = fold_in(mods, self.phi_, self.alpha)
-        else:
-            fwd = self.theta_
+    #: recognition samples the documents' topics under the learned (frozen) ``phi_``
+    _recognise = _infer
+
+    def _forward_message(self, inputs, bias) -> ClassProbs:
+        """The documents' topics from their own words (fold-in without the parent, or ``theta_``)."""
+        _, is_class, mods = inputs
+        return ClassProbs.from_probs(fold_in(mods, self.phi_, self.alpha) if self.forward == "exclusive"
+                                     else self.theta_)
+
+    def _backward_messages(self, inputs, bias) -> list:
+        """Each modality predicted from the others and the parent (``Pmdw[m]``); an
+        ``Observation`` gets nothing (a 3000 x 2400 prediction would only weigh on memory)."""
+        counts, is_class, mods = inputs
+        N = counts[0].shape[0]
         preds = []
         for m, phi in enumerate(self.phi_):
             if self.backward == "exclusive":
@@ -913,29 +921,25 @@ class MLDA(Module):
                 pi = self.theta_
             preds.append(pi @ phi)
         self.predictions_ = preds
-        self.set_forward_msg(ClassProbs.from_probs(fwd))
-        # an Observation ignores its message: send it nothing (a 3000 x 2400 prediction would only
-        # weigh on memory and checkpoints); Pmdw[m] holds it
-        self.send_backward_msgs([ClassProbs.from_probs(p) if c else (PointMessage(p) if child.learnable else None)
-                                 for p, c, child in zip(preds, is_class, self.children)])
+        return [ClassProbs.from_probs(p) if c else (PointMessage(p) if child.learnable else None)
+                for p, c, child in zip(preds, is_class, self.children)]
 
-        # files and metrics
-        w = self.writer()
+    def _class_probs(self, inputs, bias):
+        return self.theta_
+
+    def _write_outputs(self, w, inputs, bias) -> None:
         md = self.mode
-        metrics = write_classification(w, self.theta_, category, md)
         w.savetxt(f"theta_{md}.txt", self.theta_)
         for m, phi in enumerate(self.phi_):
             w.savetxt(f"phi[{m}]_{md}.txt", phi)
             if self.save_predictions:
-                w.savetxt(f"Pmdw[{m}]_{md}.txt", preds[m])
-        metrics = {k: float(v) for k, v in metrics.items()}
+                w.savetxt(f"Pmdw[{m}]_{md}.txt", self.predictions_[m])
+
+    def _metrics(self, inputs, bias) -> dict:
+        mods = inputs[2]
         n_tok = sum(m.n_tokens for m in mods)
         log_lik = self._log_likelihood(mods)
-        metrics["log_likelihood"] = log_lik / max(n_tok, 1.0)
-        metrics["objective"] = log_lik
-        metrics["n_tokens"] = n_tok
-        self.metrics_ = metrics
-        self.n_updates_ += 1
+        return {"log_likelihood": log_lik / max(n_tok, 1.0), "objective": log_lik, "n_tokens": n_tok}
 
     def _log_likelihood(self, mods) -> float:
         """``sum_tokens log sum_k theta_dk phi_mkw`` with the estimates (no bias), nats."""
@@ -947,35 +951,17 @@ class MLDA(Module):
         return total
 
     # ------------------------------------------------------------ persistence
-    def get_config(self) -> dict:
-        return {"K": self.K, "weights": self.weights, "itr": self.itr, "alpha": self.alpha, "beta": self.beta,
-                "token_rule": self.token_rule, "forward": self.forward, "backward": self.backward,
-                "n_average": self.n_average, "split_merge": self.split_merge, "save_predictions": self.save_predictions,
-                "device": str(self.device), "mode": self.mode}
-
-    def state_dict(self) -> dict:
-        if self.phi_ is None:
-            return {}
-        out = {"theta": self.theta_}
-        out.update({f"phi.{m}": p for m, p in enumerate(self.phi_)})
-        if self._theta_draw is not None:
-            out["theta_draw"] = self._theta_draw
-        if self._phi_draw is not None:
-            out.update({f"phi_draw.{m}": p for m, p in enumerate(self._phi_draw)})
-        return {k: v.detach().cpu().clone() for k, v in out.items()}
-
-    def load_state_dict(self, state: dict) -> None:
-        if not state:
-            return
-        M = sum(1 for k in state if k.startswith("phi."))
-        if "theta" not in state or M == 0 or any(f"phi.{m}" not in state for m in range(M)):
-            raise ValueError(f"{self.name}: state dict needs 'theta' and 'phi.0', 'phi.1', ...; got {sorted(state)}")
+    def _check_state(self, values: dict) -> dict:
+        """``theta`` ``(N, K)`` and ``phi.m`` ``(K, V_m)`` with rows on the simplex; the draws
+        (warm start) default to the estimates."""
+        theta, phis = values["theta_"], values["phi_"]
+        if theta is None or not phis:
+            raise ValueError(f"{self.name}: state dict needs 'theta' and 'phi.0', 'phi.1', ...")
 
         def t(v):
             return torch.as_tensor(v).to(dtype=torch.float64, device=self.device)
 
-        theta = t(state["theta"])
-        phis = [t(state[f"phi.{m}"]) for m in range(M)]
+        theta, phis = t(theta), [t(p) for p in phis]
         for name, a in [("theta", theta)] + [(f"phi.{m}", p) for m, p in enumerate(phis)]:
             if a.dim() != 2 or a.shape[0 if name != "theta" else 1] != self.K:
                 raise ValueError(f"{self.name}: state dict {name} has shape {tuple(a.shape)}, which does not fit "
@@ -984,15 +970,15 @@ class MLDA(Module):
                 raise ValueError(f"{self.name}: state dict {name} must be non-negative and finite")
             if not torch.allclose(a.sum(1), torch.ones_like(a[:, 0]), atol=1e-6):
                 raise ValueError(f"{self.name}: the rows of state dict {name} must sum to 1")
-        for k in ["theta_draw"] + [f"phi_draw.{m}" for m in range(M)]:
-            if k in state:
-                check_loaded_probabilities(t(state[k]), k, self.name)
-        self.theta_, self.phi_ = theta, phis
-        self._theta_draw = t(state["theta_draw"]) if "theta_draw" in state else theta
-        if all(f"phi_draw.{m}" in state for m in range(M)):
-            self._phi_draw = [t(state[f"phi_draw.{m}"]) for m in range(M)]
+        theta_draw, phi_draw = values["_theta_draw"], values["_phi_draw"]
+        if theta_draw is not None:
+            theta_draw = check_loaded_probabilities(t(theta_draw), "theta_draw", self.name)
+        if phi_draw is not None and len(phi_draw) == len(phis):
+            phi_draw = [check_loaded_probabilities(t(p), f"phi_draw.{m}", self.name) for m, p in enumerate(phi_draw)]
         else:
-            self._phi_draw = [p.clone() for p in phis]
+            phi_draw = None
+        return {"theta_": theta, "phi_": phis, "_theta_draw": theta if theta_draw is None else t(theta_draw),
+                "_phi_draw": [p.clone() for p in phis] if phi_draw is None else [t(p) for p in phi_draw]}
 
 
 def _token_list(counts: torch.Tensor):

@@ -244,6 +244,11 @@ class VAE(Module):
     losses of all updates), ``input_dim_``, ``data_scale_`` (1 or 1/255, see the input rule).
     """
 
+    _fitted = ("encoder_", "decoder_", "input_dim_", "data_scale_", "loss_history_")
+    #: custom networks are recorded by class name: load_graph needs them in ``overrides``
+    _object_params = ("encoder", "decoder")
+    test_args = {"latent_dim": 2, "itr": 2, "batch_size": 8, "hidden": 8}
+
     def __init__(self, latent_dim, itr=200, batch_size=500, *, hidden=128, lr=1e-3, kl_weight=1.0,
                  likelihood="bernoulli", forward="mean", elbo="analytic", encoder=None, decoder=None,
                  deskew=False, image_shape=None, device=None, output_root=None, mode="learn", progress=False):
@@ -255,7 +260,7 @@ class VAE(Module):
         self.lr = check_positive_float(lr, "lr", self.name)
         self.kl_weight = check_positive_float(kl_weight, "kl_weight", self.name)
         for value, allowed, what in ((likelihood, _LIKELIHOODS, "likelihood"), (forward, _FORWARDS, "forward"),
-                                     (elbo, _ELBOS, "elbo"), (mode, _MODES, "mode")):
+                                     (elbo, _ELBOS, "elbo")):
             if value not in allowed:
                 raise ValueError(f"{self.name}: {what} must be one of {allowed}, got {value!r}")
         for net, what in ((encoder, "encoder"), (decoder, "decoder")):
@@ -289,18 +294,7 @@ class VAE(Module):
         self._pending_optim_state: dict[str, dict[str, torch.Tensor]] = {}
         self._deskewed: tuple | None = None  # (source tensor, image_shape, deskewed images)
 
-    # ------------------------------------------------------------------ config / state
-    def get_config(self) -> dict:
-        return {
-            "latent_dim": self.latent_dim, "itr": self.itr, "batch_size": self.batch_size,
-            "hidden": self.hidden, "lr": self.lr, "kl_weight": self.kl_weight,
-            "likelihood": self.likelihood, "forward": self.forward, "elbo": self.elbo,
-            "encoder": None if self.encoder is None else type(self.encoder).__name__,
-            "decoder": None if self.decoder is None else type(self.decoder).__name__,
-            "deskew": self.deskew, "image_shape": None if self.image_shape is None else list(self.image_shape),
-            "device": str(self.device), "mode": self.mode, "progress": self.progress,
-        }
-
+    # ------------------------------------------------------------------ state
     def _named_parameters(self):
         """``("encoder.<name>", p)`` and ``("decoder.<name>", p)`` of the current networks."""
         for prefix, net in (("encoder", self.encoder_), ("decoder", self.decoder_)):
@@ -634,30 +628,41 @@ class VAE(Module):
             scales.append(scale)
         return torch.cat(locs), torch.cat(scales), torch.cat(recs)
 
-    def update(self) -> None:
-        """One outer iteration: train for ``itr`` epochs (learning mode), then send ``q(z | x)``
-        up and the reconstruction down, and write the files."""
+    def _read_inputs(self):
+        """``(x (N, D) float32 on the device, data scale)``, validated (:meth:`_data`)."""
         x, data_scale = self._data()
         N, D = x.shape
         # the posterior (loc, scale) and reconstructions of all points, in float32 and float64
         check_memory(3 * N * (2 * self.latent_dim + D),
                      f"posteriors and reconstructions of N x (2 latent_dim + D) = {N} x {2 * self.latent_dim + D}",
                      self.name)
-        prior_loc, prior_scale = self._prior_tensors(N)
-        if self.mode == "learn":
-            if self.encoder_ is None:
-                self._build(D)
-            self.data_scale_ = data_scale
-            bar = trange(self.itr, disable=not self.progress, desc=self.name, unit="epoch")
-            try:
-                train = self._train_analytic if self.elbo == "analytic" else self._train_pyro
-                losses = train(x, prior_loc, prior_scale, bar)
-            finally:
-                bar.close()
-            self.loss_history_.extend(losses)
-        elif self.encoder_ is None:
+        return x, data_scale
+
+    def _read_backward(self, inputs):
+        """The parent's prior ``(loc, scale)`` ``(N, L)`` float32, or ``(None, None)``."""
+        return self._prior_tensors(inputs[0].shape[0])
+
+    def _infer(self, inputs, prior) -> None:
+        """Train the networks for ``itr`` epochs on the negative ELBO under the parent's prior."""
+        x, data_scale = inputs
+        if self.encoder_ is None:
+            self._build(x.shape[1])
+        self.data_scale_ = data_scale
+        bar = trange(self.itr, disable=not self.progress, desc=self.name, unit="epoch")
+        try:
+            train = self._train_analytic if self.elbo == "analytic" else self._train_pyro
+            self._losses = train(x, *prior, bar)
+        finally:
+            bar.close()
+        self.loss_history_.extend(self._losses)
+
+    def _recognise(self, inputs, prior) -> None:
+        if self.encoder_ is None:
             raise ValueError(f"{self.name}: mode='recog' needs trained networks: load_state_dict() first")
 
+    def _forward_message(self, inputs, prior):
+        """``q(z | x)`` (``forward="mean"``) or one draw from it (``"sample"``), ``(N, L)``."""
+        x = inputs[0]
         loc, scale, x_hat = self.posterior(x)
         loc64, scale64 = loc.cpu().double(), scale.cpu().double()
         if not (bool(torch.isfinite(loc64).all()) and bool(torch.isfinite(scale64).all())
@@ -665,26 +670,28 @@ class VAE(Module):
             raise ValueError(f"{self.name}: the networks give NaN or infinite latents or reconstructions "
                              f"(training diverged?) on data ranging over [{float(x.min()):g}, {float(x.max()):g}]; "
                              "standardise the data or lower lr")
+        self._loc, self._scale, self._x_hat = loc64, scale64, x_hat.cpu().double()
         if self.forward == "mean":
-            self.set_forward_msg(GaussianMessage(loc64, scale64))
-        else:
-            self.set_forward_msg(PointMessage(loc64 + scale64 * torch.randn_like(loc64)))
-        x_hat64 = x_hat.cpu().double()
-        self.send_backward_msgs([PointMessage(x_hat64)])
+            return GaussianMessage(loc64, scale64)
+        return PointMessage(loc64 + scale64 * torch.randn_like(loc64))
 
+    def _backward_messages(self, inputs, prior) -> list:
+        """The reconstruction at the posterior mean, ``(N, D)``."""
+        return [PointMessage(self._x_hat)]
+
+    def _write_outputs(self, w, inputs, prior) -> None:
         m = self.mode
-        w = self.writer()
-        w.savetxt(f"z_{m}.txt", loc64)
-        w.savetxt(f"z_scale_{m}.txt", scale64)
+        w.savetxt(f"z_{m}.txt", self._loc)
+        w.savetxt(f"z_scale_{m}.txt", self._scale)
         if self.likelihood == "bernoulli":
-            text = _format_unit_interval(x_hat64.numpy())
-            w.write_bytes(f"x_hat_{m}.txt", text)
+            w.write_bytes(f"x_hat_{m}.txt", _format_unit_interval(self._x_hat.numpy()))
         else:
-            w.savetxt(f"x_hat_{m}.txt", x_hat64, fmt="%.4g")
+            w.savetxt(f"x_hat_{m}.txt", self._x_hat, fmt="%.4g")
         if m == "learn":
-            w.savetxt("loss_learn.txt", np.asarray(losses, dtype=np.float64))
+            w.savetxt("loss_learn.txt", np.asarray(self._losses, dtype=np.float64))
             w.torch_save("model_learn.pt", self.state_dict())
-            self.metrics_ = {"loss": float(losses[-1]), "objective": -float(losses[-1])}
-        else:
-            self.metrics_ = {}
-        self.n_updates_ += 1
+
+    def _metrics(self, inputs, prior) -> dict:
+        if self.mode != "learn":
+            return {}
+        return {"loss": float(self._losses[-1]), "objective": -float(self._losses[-1])}
