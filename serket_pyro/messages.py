@@ -19,6 +19,7 @@ All tensors are ``torch.Tensor``; numpy arrays are converted on construction.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import torch
@@ -55,9 +56,19 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
 
 
 class Message:
-    """Base class of all messages: ``N`` data points (rows)."""
+    """Base class of all messages: ``N`` data points (rows).
+
+    A message also behaves like the array the original Serket passed: ``np.asarray(msg)`` (and
+    ``np.savetxt(f, msg)``) give its :meth:`numpy` values (class probabilities, Gaussian means,
+    points), ``msg.shape == (N, dim)``, ``len(msg) == N``, ``msg[i]`` indexes those values, and
+    arithmetic with numbers and arrays (``msg * 2.0``, ``msg + arr``, ``arr - msg``) returns a
+    plain numpy array (a torch tensor when the other operand is one): the result is no longer a
+    message.  Between two messages ``*`` is the product rule (two class or two Gaussian
+    messages), never the elementwise product.
+    """
 
     kind = "message"
+    __array_priority__ = 1000  # numpy defers ``arr * msg`` to ``msg.__rmul__``
 
     @property
     def N(self) -> int:  # pragma: no cover - overridden
@@ -68,8 +79,67 @@ class Message:
         """Size of the second axis (K classes or D dimensions)."""
         raise NotImplementedError  # pragma: no cover
 
-    def __mul__(self, other: "Message") -> "Message":
-        raise TypeError(f"cannot combine a {self.kind} message with a {other.kind} message")
+    def values(self) -> torch.Tensor:  # pragma: no cover - overridden
+        """``(N, dim)`` tensor the array view shows (probabilities, means or points)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ array view
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.N, self.dim)
+
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.N
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def __getitem__(self, index):
+        return self.numpy()[index]
+
+    def _arith(self, other, op, reflected=False):
+        if isinstance(other, Message):
+            other = other.values()
+        if isinstance(other, torch.Tensor):
+            a = self.values()
+        else:
+            a, other = self.numpy(), np.asarray(other)
+        return op(other, a) if reflected else op(a, other)
+
+    def __mul__(self, other):
+        if isinstance(other, Message):
+            raise TypeError(f"cannot combine a {self.kind} message with a {other.kind} message")
+        return self._arith(other, operator.mul)
+
+    def __rmul__(self, other):
+        return self._arith(other, operator.mul, True)
+
+    def __add__(self, other):
+        return self._arith(other, operator.add)
+
+    def __radd__(self, other):
+        return self._arith(other, operator.add, True)
+
+    def __sub__(self, other):
+        return self._arith(other, operator.sub)
+
+    def __rsub__(self, other):
+        return self._arith(other, operator.sub, True)
+
+    def __truediv__(self, other):
+        return self._arith(other, operator.truediv)
+
+    def __rtruediv__(self, other):
+        return self._arith(other, operator.truediv, True)
+
+    def __pow__(self, other):
+        return self._arith(other, operator.pow)
+
+    def __neg__(self):
+        return -self.numpy()
 
     def to(self, device) -> "Message":  # pragma: no cover - overridden
         raise NotImplementedError
@@ -153,6 +223,9 @@ class ClassProbs(Message):
             )
         return ClassProbs(self._log_probs + other.log_probs.to(self._log_probs))
 
+    def values(self) -> torch.Tensor:
+        return self.probs
+
     def to(self, device) -> "ClassProbs":
         return ClassProbs(self._log_probs.to(device))
 
@@ -218,6 +291,9 @@ class GaussianMessage(Message):
         """One reparameterised draw, ``(N, D)``."""
         return self.loc + self.scale * torch.randn_like(self.loc)
 
+    def values(self) -> torch.Tensor:
+        return self.loc
+
     def to(self, device) -> "GaussianMessage":
         return GaussianMessage(self.loc.to(device), self.scale.to(device))
 
@@ -252,6 +328,9 @@ class PointMessage(Message):
     @property
     def dim(self) -> int:
         return self.value.shape[1]
+
+    def values(self) -> torch.Tensor:
+        return self.value
 
     def to(self, device) -> "PointMessage":
         return PointMessage(self.value.to(device))
