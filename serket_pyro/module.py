@@ -443,18 +443,27 @@ class Module:
             setattr(self, attr, v)
 
     def _check_state(self, values: dict) -> dict:
-        """Hook: check and convert loaded ``{attribute: tensor, list, dict or None}`` (default:
-        every attribute present, every floating-point tensor finite); ``ValueError`` naming this
-        module otherwise."""
+        """Hook: check and convert loaded ``{attribute: tensor, list or dict of tensors, or None}``.
+
+        Default: every attribute present, every floating-point value finite, values converted
+        to numpy arrays (0-d ones to Python numbers), as the module computed them in the
+        original Serket; ``ValueError`` naming this module otherwise.  Override it for shapes,
+        probabilities or tensors."""
         missing = [a for a in self._fitted if values.get(a) is None]
         if missing:
             raise ValueError(f"{self.name}: state dict lacks {[a.strip('_') for a in missing]}")
-        flat = {}
+
+        def conv(x):
+            a = torch.as_tensor(x).detach().cpu().numpy()
+            return a.item() if a.ndim == 0 else a
+
+        out = {}
         for a, v in values.items():
             items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else [("", v)]
-            flat.update({f"{a}{k}": torch.as_tensor(x) for k, x in items})
-        check_loaded_finite(flat, self.name)
-        return values
+            check_loaded_finite({f"{a}{k}": torch.as_tensor(x) for k, x in items}, self.name)
+            out[a] = ({k: conv(x) for k, x in v.items()} if isinstance(v, dict)
+                      else [conv(x) for x in v] if isinstance(v, list) else conv(v))
+        return out
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """:meth:`state_dict` plus the messages this module holds and has sent (for checkpoints)."""

@@ -48,6 +48,7 @@ import importlib
 import json
 import os
 import re
+import sys
 
 import torch
 
@@ -70,8 +71,19 @@ _TRUSTED = ("serket_pyro.",)
 
 
 def _class_path(m: Module) -> str:
+    """``package.module.Class``; a class of a script run as ``__main__`` is recorded under the
+    script's module name (``python examples/custom_module.py`` -> ``custom_module.PCA``), which a
+    fresh process imports with the script's folder on ``sys.path``."""
     cls = type(m)
-    return f"{cls.__module__}.{cls.__qualname__}"
+    mod = cls.__module__
+    if mod == "__main__":
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name:
+            mod = spec.name
+        elif getattr(main, "__file__", None):
+            mod = os.path.splitext(os.path.basename(main.__file__))[0]
+    return f"{mod}.{cls.__qualname__}"
 
 
 def _short_name(m: Module) -> str:
