@@ -19,14 +19,9 @@ from serket_pyro.modules.gmm import GMM
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage
 from serket_pyro.module import Module
 
+from conftest import Parent
+
 F64 = torch.float64
-
-
-class Parent(Module):
-    """A stand-in parent that only sends a backward message."""
-
-    def __init__(self):
-        super().__init__("parent")
 
 
 def toy(data_dir):

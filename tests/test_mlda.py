@@ -18,21 +18,12 @@ from serket_pyro.modules.mlda import MLDA, _count_topics, _draw_topics, _entry_t
     fold_in, log_collapsed_joint, to_token_counts
 from serket_pyro.module import Module
 
+from conftest import Parent
+
 try:
     from serket_pyro.metrics import adjusted_rand_index
 except ImportError:  # pragma: no cover
     adjusted_rand_index = None
-
-
-class Parent(Module):
-    """A stand-in parent that only sends a fixed backward message (N x K class probabilities)."""
-
-    def __init__(self, probs):
-        super().__init__("parent")
-        self.msg = ClassProbs.from_probs(probs)
-
-    def update(self):
-        self.send_backward_msgs([self.msg])
 
 
 # --------------------------------------------------------------------------------------------

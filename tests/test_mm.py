@@ -22,6 +22,8 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from scipy.special import logsumexp
 
 import serket_pyro as srk
+
+from conftest import Parent
 from serket_pyro.ops.forward_backward import forward_backward, forward_backward_torch, viterbi
 from serket_pyro.messages import ClassProbs
 from serket_pyro.metrics import accuracy
@@ -249,19 +251,6 @@ def test_module_model_and_log_likelihood_agree():
 # ---------------------------------------------------------------------------------------------
 # module: messages against enumeration
 # ---------------------------------------------------------------------------------------------
-class Parent(srk.Module):
-    """Test parent: sends a fixed class-probability message down."""
-
-    def __init__(self, down):
-        super().__init__("parent")
-        self.down = down
-
-    def update(self):
-        self.get_observations()
-        self.send_backward_msgs([ClassProbs.from_probs(self.down)])
-        self.n_updates_ += 1
-
-
 def test_messages_are_leave_one_out_with_parent_and_two_children():
     K, T = 3, 5
     rng = np.random.default_rng(8)

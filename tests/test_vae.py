@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 import serket_pyro as srk
+
+from conftest import Parent
 from serket_pyro import vae
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage
 
@@ -25,13 +27,6 @@ def images():
         pytest.skip(f"{path} not found (set SERKET_PYRO_DATA)")
     with np.load(path) as d:
         return d["images"][:300].copy(), d["category"][:300].copy()
-
-
-class Parent(srk.Module):
-    """A stand-in for the GMM: it only sends backward messages."""
-
-    def __init__(self):
-        super().__init__("parent")
 
 
 # ---------------------------------------------------------------- 1. exact posterior (PPCA)
