@@ -24,7 +24,7 @@ import numpy as np
 
 import serket_pyro as srk
 from serket_pyro.datasets import load_mnist_subset
-from serket_pyro.messages import GaussianMessage
+from serket_pyro.messages import GaussianMessage, PointMessage
 
 
 class PCA(srk.Module):
@@ -40,6 +40,7 @@ class PCA(srk.Module):
     """
 
     _fitted = ("mean_", "components_", "noise_")
+    input_kinds = (PointMessage,)
     test_args = {"n_components": 2}
 
     def __init__(self, n_components=20, name="pca"):

@@ -60,7 +60,8 @@ class Module:
     :meth:`update` is a template method (as scikit-learn's ``BaseMixture.fit``): it does the
     plumbing once and calls the module's hooks.  One ``update()``:
 
-    1. ``inputs = self._read_inputs()``: the children's messages, validated;
+    1. ``inputs = self._read_inputs()``: the children's messages, validated (and of the kinds
+       in ``input_kinds``);
     2. ``backward = self._read_backward(inputs)``: the parents' combined message, validated;
     3. ``category`` (if the module has one) is checked against the number of data points;
     4. ``self._infer(inputs, backward)`` in ``mode="learn"``, ``self._recognise(inputs, backward)``
@@ -110,6 +111,9 @@ class Module:
 
     Attributes
     ----------
+    input_kinds : tuple of type
+        Class attribute: the message classes the module reads from its children (default any);
+        :meth:`update` refuses others, naming the child.
     accepts_missing_observation : bool
         Class attribute: an observation whose parents all have it may be left out of
         :func:`~serket_pyro.load_graph` (it is replaced by all-zero counts: MLDA).
@@ -122,6 +126,7 @@ class Module:
     """
 
     _fitted: tuple = ()
+    input_kinds: tuple = (Message,)
     _object_params: tuple = ()
     #: ``__init__`` parameters the base keeps out of the config (labels are data, not settings)
     _unsaved_params = ("category", "output_root", "name")
@@ -329,6 +334,10 @@ class Module:
         mode), send the messages, write the files and metrics, count the update (see the class
         docstring for the hooks it calls)."""
         inputs = self._read_inputs()
+        for child, msg in zip(self.children, self.get_observations()):
+            if not isinstance(msg, self.input_kinds):
+                raise ValueError(f"{self.name}: the message from {child.name} must be one of "
+                                 f"{[k.__name__ for k in self.input_kinds]}, got a {msg.kind} message")
         backward = self._read_backward(inputs)
         category = check_category(getattr(self, "category", None), self.n_points, self.name)
         if self.mode == "learn":

@@ -392,6 +392,7 @@ class GMM(Module):
     ``weights_learn.txt`` (K,), ``covariances_learn.npz`` (array ``covariances``, K x D x D).
     """
 
+    input_kinds = (PointMessage, GaussianMessage)
     _fitted = ("weights_", "means_", "covariances_", "assignments_", "last_sample_")
     test_args = {"K": 2, "itr": 3, "n_init": 1}
 

@@ -615,6 +615,7 @@ class MLDA(Module):
     ``Pmdw[m]`` of the last update (list of ``(N, V_m)``, not part of the state dict).
     """
 
+    input_kinds = (PointMessage, ClassProbs)
     _fitted = ("theta_", "phi_", "_theta_draw", "_phi_draw")
     #: an observation read only by MLDA modules may be left out at recognition (all-zero counts)
     accepts_missing_observation = True

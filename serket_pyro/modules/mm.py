@@ -333,6 +333,7 @@ class MarkovModel(Module):
     ``log_likelihood_`` (nats), ``n_states_``.
     """
 
+    input_kinds = (ClassProbs,)
     _fitted = ("trans_prob_", "init_prob_", "evidence_noise_", "log_likelihood_")
     test_args = {"itr": 5, "max_splits": 1}
 

@@ -244,6 +244,7 @@ class VAE(Module):
     losses of all updates), ``input_dim_``, ``data_scale_`` (1 or 1/255, see the input rule).
     """
 
+    input_kinds = (PointMessage,)
     _fitted = ("encoder_", "decoder_", "input_dim_", "data_scale_", "loss_history_")
     #: custom networks are recorded by class name: load_graph needs them in ``overrides``
     _object_params = ("encoder", "decoder")
