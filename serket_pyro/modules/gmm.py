@@ -340,45 +340,64 @@ def _kmeanspp_once(x: torch.Tensor, K: int, n_lloyd: int):
 class GMM(Module):
     """Bayesian Gaussian mixture with K classes, learned by blocked Gibbs sampling.
 
-    Args:
-        K: number of classes (integer >= 1).  Learning needs ``K <= N`` (``update()`` refuses
-            more classes than data points, before any file is written).
-        itr: Gibbs sweeps per :meth:`update` (>= 1; original 100).
-        category: ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
-        input: for a child sending a :class:`~serket_pyro.messages.GaussianMessage` (a VAE's
-            q(z | x)): ``"mean"`` clusters its ``loc``; ``"sample"`` one draw
-            ``loc + scale * eps`` per update.  Point messages are used as they are.
-        alpha: symmetric Dirichlet pseudo-count on the class weights (> 0).
-        mean_prior: ``(D,)`` NIW prior mean m0; ``None``: the data mean (original).
-        kappa0: NIW mean pseudo-count (original 1).
-        nu0: NIW degrees of freedom, ``> D + 1``; ``None``: ``D + 21`` (original: ``D + 2``).
-        psi0: NIW inverse-Wishart scale Psi0: a number (times the identity), a ``(D,)`` diagonal
-            or a ``(D, D)`` SPD matrix; ``None``: ``0.3 (nu0 - D - 1)``, so that
-            ``E[Sigma_k] = 0.3 I`` before ``prior_scale`` (original: 0.1 with ``"absolute"``).
-        prior_scale: ``"data"`` (default: Psi0 scaled by the per-dimension data variance,
-            ``S^1/2 Psi0 S^1/2``, ``S = diag(var x)``; the classes do not change when the data are
-            rescaled, e.g. the HMM toy from 1e-12 to 1e12) or ``"absolute"`` (Psi0 as given, in
-            the data's units, original; not invariant: data at 1e-6 fall into one class).
-        backward: ``"soft"`` (moment-matched mixture per point) or ``"original"`` (hard-assigned
-            class mean, scale 1); see the module docstring.
-        init: first update's start, ``"kmeans++"`` or ``"random"`` (uniform assignment, original).
-        n_average: number of final sweeps whose Rao-Blackwellised parameter estimates are
-            averaged (clipped to ``itr``; 1: last sweep only).
-        n_init: at a cold start (the first update), the number of chains started from independent
-            k-means++ (or random) initialisations; the chain whose final assignment has the highest
-            collapsed posterior density (:func:`_log_collapsed_joint`) is kept.  Guards against a
-            chain stuck with two clusters merged and another split (costs ``n_init`` times the
-            first update's sweeps; later updates run one warm chain).
-        message_init: with a parent's message, also run a chain started from the message's most
-            probable classes and keep the chain whose last assignment has the higher collapsed
-            posterior density (:func:`_log_collapsed_joint`); lets a confident parent (a Markov
-            chain locked onto the data's order) move whole classes, which single-point Gibbs
-            moves cannot.
-        device: torch device (default CPU).  Computation is in float64.
-        output_root: folder for this module's output folder (default the global output root).
-        mode: ``"learn"`` (sample; files ``*_learn``) or ``"recog"`` (parameters frozen, classes
-            by enumeration only; files ``*_recog``; needs learned or loaded parameters).
-        name: short name (``module%03d_<name>``).
+    Parameters
+    ----------
+    K : int
+        Number of classes (integer >= 1).  Learning needs ``K <= N`` (``update()`` refuses more classes
+        than data points, before any file is written).
+    itr : int, default 100
+        Gibbs sweeps per :meth:`update` (>= 1; original 100).
+    category : array_like of int, shape (N,), optional
+        ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
+    input : {'mean', 'sample'}, default 'mean'
+        For a child sending a :class:`~serket_pyro.messages.GaussianMessage` (a VAE's q(z | x)):
+        ``"mean"`` clusters its ``loc``; ``"sample"`` one draw ``loc + scale * eps`` per update.  Point
+        messages are used as they are.
+    alpha : float, default 1.0
+        Symmetric Dirichlet pseudo-count on the class weights (> 0).
+    mean_prior : array_like, shape (D,), optional
+        ``(D,)`` NIW prior mean m0; ``None``: the data mean (original).
+    kappa0 : float, default 1.0
+        NIW mean pseudo-count (original 1).
+    nu0 : float, optional
+        NIW degrees of freedom, ``> D + 1``; ``None``: ``D + 21`` (original: ``D + 2``).
+    psi0 : float or array_like, optional
+        NIW inverse-Wishart scale Psi0: a number (times the identity), a ``(D,)`` diagonal or a
+        ``(D, D)`` SPD matrix; ``None``: ``0.3 (nu0 - D - 1)``, so that ``E[Sigma_k] = 0.3 I`` before
+        ``prior_scale`` (original: 0.1 with ``"absolute"``).
+    prior_scale : {'data', 'absolute'}, default 'data'
+        ``"data"`` (default: Psi0 scaled by the per-dimension data variance, ``S^1/2 Psi0 S^1/2``,
+        ``S = diag(var x)``; the classes do not change when the data are rescaled, e.g. the HMM toy from
+        1e-12 to 1e12) or ``"absolute"`` (Psi0 as given, in the data's units, original; not invariant:
+        data at 1e-6 fall into one class).
+    backward : {'soft', 'original'}, default 'soft'
+        ``"soft"`` (moment-matched mixture per point) or ``"original"`` (hard-assigned class mean, scale
+        1); see the module docstring.
+    init : {'kmeans++', 'random'}, default 'kmeans++'
+        First update's start, ``"kmeans++"`` or ``"random"`` (uniform assignment, original).
+    n_average : int, default 10
+        Number of final sweeps whose Rao-Blackwellised parameter estimates are averaged (clipped to
+        ``itr``; 1: last sweep only).
+    n_init : int, default 4
+        At a cold start (the first update), the number of chains started from independent k-means++ (or
+        random) initialisations; the chain whose final assignment has the highest collapsed posterior
+        density (:func:`_log_collapsed_joint`) is kept.  Guards against a chain stuck with two clusters
+        merged and another split (costs ``n_init`` times the first update's sweeps; later updates run
+        one warm chain).
+    message_init : bool, default True
+        With a parent's message, also run a chain started from the message's most probable classes and
+        keep the chain whose last assignment has the higher collapsed posterior density
+        (:func:`_log_collapsed_joint`); lets a confident parent (a Markov chain locked onto the data's
+        order) move whole classes, which single-point Gibbs moves cannot.
+    device : str or torch.device, optional
+        Torch device (default CPU).  Computation is in float64.
+    output_root : str or os.PathLike, optional
+        Folder for this module's output folder (default the global output root).
+    mode : {'learn', 'recog'}, default 'learn'
+        ``"learn"`` (sample; files ``*_learn``) or ``"recog"`` (parameters frozen, classes by
+        enumeration only; files ``*_recog``; needs learned or loaded parameters).
+    name : str, default 'gmm'
+        Short name (``module%03d_<name>``).
 
     Learned state: ``weights_ (K,)``, ``means_ (K, D)``, ``covariances_ (K, D, D)`` (posterior
     means, see the module docstring), ``assignments_ (N,)`` (classes of the last sweep),

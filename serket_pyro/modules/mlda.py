@@ -570,45 +570,54 @@ def fold_in(mods: Sequence[_Modality], phis: Sequence[torch.Tensor], alpha: floa
 class MLDA(Module):
     """Multimodal LDA with ``K`` topics (classes) over one modality per child.
 
-    Args:
-        K: number of topics (integer >= 1).
-        weights: tokens per document for each child, in ``connect`` order (the original's
-            ``[200, 200]``), or ``None`` / ``None`` entries for the default (module docstring).
-            Its length must equal the number of children (checked in :meth:`update`).
-        itr: Gibbs sweeps per :meth:`update` (>= 1; original 100).
-        category: ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
-        alpha: symmetric Dirichlet concentration of the topic proportions (> 0; original 1).
-        beta: symmetric Dirichlet concentration of the topic-word distributions (> 0; original 1).
-        token_rule: ``"largest_remainder"`` (default), ``"fractional"`` or ``"original"``.
-        forward: ``"exclusive"`` (fold-in without the parent's message, default) or
-            ``"original"`` (``theta_``, which includes it).
-        backward: ``"exclusive"`` (prediction from the other modalities and the parent, default)
-            or ``"original"`` (``theta_ @ phi_m``, includes the child's own evidence).
-        n_average: number of final sweeps whose Rao-Blackwellised estimates are averaged
-            (clipped to ``itr``; 1: last sweep only, the original's estimator).
-        split_merge: after the ``itr`` sweeps, up to this many split-merge moves
-            (:func:`_split_merge_proposals`): the chain and up to three proposals (merge two
-            similar topics, split a large one in two) each run ``max(itr // 5, n_average)`` more
-            sweeps, and the one with the highest collapsed log joint
-            (:func:`log_collapsed_joint`, averaged over the last ``n_average`` sweeps) goes on;
-            the moves stop when the chain itself wins.  A search over modes, not part of the MCMC
-            kernel (as the GMM's ``message_init``).  Skipped in updates with a parent's message,
-            which already moves whole topics (a Markov chain locked onto the data's order).  0
-            turns the moves off.  On the HAC speech alone (3 updates, seeds 0-2): 0.845, 0.845,
-            0.844 against 0.852, 0.735, 0.846 with 0, at about twice the time per update.
-            VAE+GMM+MLDA (``python benchmarks/tutorials.py --systems vae_gmm_mlda``, seeds 0-4):
-            0.824, 0.950, 0.866, 0.929, 0.866 (mean 0.887) against 0.828, 0.865, 0.848, 0.843,
-            0.871 (0.851) with 0; where a move separates "four" from "nine" the GMM follows.
-            Run in every update, the moves doubled the time of VAE+GMM+MLDA+MM (291 and 297 s
-            per run against about 150 s) for the same 1.000, hence the parent rule; with it they
-            run in the first update only (219 s per run, seeds 0-4, same 1.000).
-        save_predictions: write ``Pmdw[m]_learn.txt`` (N x V_m per modality; 80 MB of text for
-            the tutorial's 3000 x 2400 speech histograms).
-        device: torch device (default CPU).
-        output_root: folder for this module's output folder (default the global output root).
-        mode: ``"learn"`` (files ``*_learn``) or ``"recog"`` (topics ``phi_`` frozen, only the
-            documents' topics are sampled; files ``*_recog``; needs learned or loaded ``phi_``).
-        name: short name (``module%03d_<name>``).
+    Parameters
+    ----------
+    K : int
+        Number of topics (integer >= 1).
+    weights : list of float or None, optional
+        Tokens per document for each child, in ``connect`` order (the original's ``[200, 200]``), or
+        ``None`` / ``None`` entries for the default (module docstring). Its length must equal the number
+        of children (checked in :meth:`update`).
+    itr : int, default 100
+        Gibbs sweeps per :meth:`update` (>= 1; original 100).
+    category : array_like of int, shape (N,), optional
+        ``(N,)`` true labels, used only to score (``acc_learn.txt``, ``metrics_``).
+    alpha : float, default 1.0
+        Symmetric Dirichlet concentration of the topic proportions (> 0; original 1).
+    beta : float, default 1.0
+        Symmetric Dirichlet concentration of the topic-word distributions (> 0; original 1).
+    token_rule : {'largest_remainder', 'fractional', 'original'}, default 'largest_remainder'
+        ``"largest_remainder"`` (default), ``"fractional"`` or ``"original"``.
+    forward : {'exclusive', 'original'}, default 'exclusive'
+        ``"exclusive"`` (fold-in without the parent's message, default) or ``"original"`` (``theta_``,
+        which includes it).
+    backward : {'exclusive', 'original'}, default 'exclusive'
+        ``"exclusive"`` (prediction from the other modalities and the parent, default) or ``"original"``
+        (``theta_ @ phi_m``, includes the child's own evidence).
+    n_average : int, default 10
+        Number of final sweeps whose Rao-Blackwellised estimates are averaged (clipped to ``itr``; 1:
+        last sweep only, the original's estimator).
+    split_merge : int, default 3
+        After the ``itr`` sweeps, up to this many split-merge moves (:func:`_split_merge_proposals`):
+        the chain and up to three proposals (merge two similar topics, split a large one in two) each
+        run ``max(itr // 5, n_average)`` more sweeps, and the one with the highest collapsed log joint
+        (:func:`log_collapsed_joint`) goes on; the moves stop when the chain itself wins.  A search over
+        modes, not part of the MCMC kernel (as the GMM's ``message_init``); skipped in updates with a
+        parent's message, which already moves whole topics.  0 turns the moves off.  Why: Gibbs moves
+        single tokens and cannot separate two merged digits; the moves raise VAE+GMM+MLDA's accuracy
+        at about twice the time of an update (``benchmarks/tutorials.py --mlda-split-merge 0``).
+    save_predictions : bool, default True
+        Write ``Pmdw[m]_learn.txt`` (N x V_m per modality; 80 MB of text for the tutorial's 3000 x 2400
+        speech histograms).
+    device : str or torch.device, optional
+        Torch device (default CPU).
+    output_root : str or os.PathLike, optional
+        Folder for this module's output folder (default the global output root).
+    mode : {'learn', 'recog'}, default 'learn'
+        ``"learn"`` (files ``*_learn``) or ``"recog"`` (topics ``phi_`` frozen, only the documents'
+        topics are sampled; files ``*_recog``; needs learned or loaded ``phi_``).
+    name : str, default 'mlda'
+        Short name (``module%03d_<name>``).
 
     Learned state: ``theta_ (N, K)``, ``phi_`` (list of ``(K, V_m)``), posterior means (module
     docstring); the chain's last draw is kept for the warm start.  ``predictions_``: the

@@ -287,40 +287,51 @@ def _split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
 class MarkovModel(Module):
     """Markov chain over a child's classes (Serket's ``MarkovModel``), exact by default.
 
-    Args (positional as in the original):
-        num_samp: number of sampled pairs per time step in ``method="original"``.
-        name: short name (``module%03d_<name>``).
-
-    Keyword args:
-        alpha: Dirichlet pseudo-count on every entry of the transition matrix (the original
-            adds 0.1).  Small values let the chain become nearly deterministic.
-        itr: maximum EM iterations of transition learning per :meth:`update`.
-        tol: EM stops when no transition probability (nor ``eps``) moves by more than this.
-        evidence_noise: ``eps``, the probability that the child's message at a step is noise
-            (robust likelihood ``(1 - eps) P_t + eps / K``): ``"learn"`` (default: stage 1 holds
-            it at ``lock_noise``, stage 2 estimates it by EM) or a fixed float in ``[0, 1)``
-            (0: the plain HMM).  A fixed 0.9 finds the tutorial's cycle but biases everything
-            else: the chain's marginal becomes ``pi_k ~ 10 f_k - 0.9`` for class frequencies
-            ``f_k`` (the largest class grows), and the transitions come out too deterministic.
-        lock_noise: ``eps`` of stage 1 with ``evidence_noise="learn"`` (default 0.9).
-        transition_prior: ``"shrink"`` (default: the refinement uses the hierarchical prior of
-            :func:`shrunk_transitions`) or ``"flat"`` (``Dirichlet(alpha)`` rows only).
-        restart: in every update after the first, run EM both from the previous matrix (warm
-            start) and from the two fresh starts (uniform, moment), and keep the fit with the
-            higher likelihood.  A
-            warm start alone cannot undo a relabelling of the child's classes between updates
-            (a near-deterministic matrix then declares most of the evidence noise); ``False``
-            costs a third.
-        max_splits: after EM, up to this many accepted split moves (:func:`_split_proposals`):
-            a spare state takes over one branch of a state with two successors, kept only if the
-            likelihood rises; 0 turns them off.
-        method: ``"forward_backward"`` (exact, default) or ``"original"``.
-        category: optional ``(N,)`` true labels to score the smoothed marginals.
-        device: where the messages live (computation is numpy float64 on the CPU: see
-            :mod:`serket_pyro.ops.forward_backward`).
-        output_root: folder for ``module%03d_mm`` (default the global output root).
-        mode: ``"learn"``, or ``"recog"`` to keep the learned matrix fixed (file suffix
-            ``_recog``).
+    Parameters
+    ----------
+    num_samp : int, default 100
+        Number of sampled pairs per time step in ``method="original"``.
+    name : str, default 'mm'
+        Short name (``module%03d_<name>``).
+    alpha : float, default 0.1
+        Dirichlet pseudo-count on every entry of the transition matrix (the original adds 0.1).  Small
+        values let the chain become nearly deterministic.
+    itr : int, default 100
+        Maximum EM iterations of transition learning per :meth:`update`.
+    tol : float, default 1e-06
+        EM stops when no transition probability (nor ``eps``) moves by more than this.
+    evidence_noise : float or {'learn'}, default 'learn'
+        ``eps``, the probability that the child's message at a step is noise (robust likelihood
+        ``(1 - eps) P_t + eps / K``): ``"learn"`` (default: stage 1 holds it at ``lock_noise``, stage 2
+        estimates it by EM) or a fixed float in ``[0, 1)`` (0: the plain HMM).  A fixed 0.9 finds the
+        tutorial's cycle but biases everything else: the chain's marginal becomes
+        ``pi_k ~ 10 f_k - 0.9`` for class frequencies ``f_k`` (the largest class grows), and the
+        transitions come out too deterministic.
+    lock_noise : float, default 0.9
+        ``eps`` of stage 1 with ``evidence_noise="learn"`` (default 0.9).
+    transition_prior : {'shrink', 'flat'}, default 'shrink'
+        ``"shrink"`` (default: the refinement uses the hierarchical prior of :func:`shrunk_transitions`)
+        or ``"flat"`` (``Dirichlet(alpha)`` rows only).
+    restart : bool, default True
+        In every update after the first, run EM both from the previous matrix (warm start) and from the
+        two fresh starts (uniform, moment), and keep the fit with the higher likelihood.  A warm start
+        alone cannot undo a relabelling of the child's classes between updates (a near-deterministic
+        matrix then declares most of the evidence noise); ``False`` costs a third.
+    max_splits : int, default 10
+        After EM, up to this many accepted split moves (:func:`_split_proposals`): a spare state takes
+        over one branch of a state with two successors, kept only if the likelihood rises; 0 turns them
+        off.
+    method : {'forward_backward', 'original'}, default 'forward_backward'
+        ``"forward_backward"`` (exact, default) or ``"original"``.
+    category : array_like of int, shape (N,), optional
+        Optional ``(N,)`` true labels to score the smoothed marginals.
+    device : str or torch.device, optional
+        Where the messages live (computation is numpy float64 on the CPU: see
+        :mod:`serket_pyro.ops.forward_backward`).
+    output_root : str or os.PathLike, optional
+        Folder for ``module%03d_mm`` (default the global output root).
+    mode : {'learn', 'recog'}, default 'learn'
+        ``"learn"``, or ``"recog"`` to keep the learned matrix fixed (file suffix ``_recog``).
 
     Files (suffix ``_learn`` or ``_recog``) in ``module%03d_mm``: ``msg_learn.txt`` (N x K, to the
     first child; ``msg<i>_learn.txt`` to child ``i``), ``trans_prob_learn.txt`` (K x K, rows =

@@ -187,37 +187,53 @@ class VAE(Module):
 
     Tutorial call: ``vae.VAE(18, itr=200, batch_size=500)``; ``vae1.connect(obs)``; ``vae1.update()``.
 
-    Args:
-        latent_dim: ``L``, dimension of z.
-        itr: epochs per :meth:`update` (200 in the tutorials).
-        batch_size: minibatch size (500); larger than ``N`` means one batch of all points.
-        hidden: hidden-layer width of the built-in networks (128).
-        lr: Adam learning rate (1e-3).
-        kl_weight: weight (> 0) of the KL term (1 is the ELBO).
-        likelihood: ``"bernoulli"`` (data in [0, 1], binary cross-entropy as the original) or
-            ``"gaussian"`` (real-valued data, :class:`GaussianDecoder`).
-        forward: what the parent receives: ``"mean"`` (default), a :class:`GaussianMessage` with
-            ``loc, scale = q(z | x)`` ``(N, L)``; ``"sample"``, a :class:`PointMessage` of one draw
-            from ``q(z | x)`` per point (the original's message).
-        elbo: ``"analytic"`` (hand-written ELBO with closed-form KL, default) or ``"pyro"``
-            (:class:`pyro.infer.SVI` with :class:`pyro.infer.Trace_ELBO`); see the module docstring.
-        encoder, decoder: optional ``torch.nn.Module`` replacing the built-in networks (deep-copied
-            at the first update).  ``encoder(x: (B, D)) -> (loc, scale)`` each ``(B, L)``; a Bernoulli
-            decoder returns logits ``(B, D)``, a Gaussian one ``(loc (B, D), scale)`` with ``scale``
-            broadcastable to ``(B, D)``.  Every ``nn.Parameter`` of them is trained: keep fixed
-            tensors in buffers (``register_buffer``).
-        deskew: deskew and centre every image before it enters the VAE
-            (:func:`serket_pyro.features.deskew.deskew`, moment normalisation as in LeCun et al. 1998), in
-            learning and in recognition alike: the VAE then models upright digits, and its latents
-            no longer spend dimensions on slant (VAE+GMM on the tutorial images: 0.859 against
-            0.710 with raw pixels, ``benchmarks/tutorials.py [--no-deskew]``).  Images are
-            ``(N, H*W)``; each distinct input is deskewed once and reused by later updates.
-        image_shape: ``(H, W)`` of the images for ``deskew`` (default: square).
-        device: torch device for the networks and the computations (CPU by default).
-        output_root: folder for this module's output folder (default: the global output root).
-        mode: ``"learn"`` (train, then write ``*_learn`` files) or ``"recog"`` (networks frozen,
-            e.g. after :meth:`load_state_dict`; write ``*_recog`` files).
-        progress: show a tqdm progress bar over epochs.
+    Parameters
+    ----------
+    latent_dim : int
+        ``L``, dimension of z.
+    itr : int, default 200
+        Epochs per :meth:`update` (200 in the tutorials).
+    batch_size : int, default 500
+        Minibatch size (500); larger than ``N`` means one batch of all points.
+    hidden : int, default 128
+        Hidden-layer width of the built-in networks (128).
+    lr : float, default 0.001
+        Adam learning rate (1e-3).
+    kl_weight : float, default 1.0
+        Weight (> 0) of the KL term (1 is the ELBO).
+    likelihood : {'bernoulli', 'gaussian'}, default 'bernoulli'
+        ``"bernoulli"`` (data in [0, 1], binary cross-entropy as the original) or ``"gaussian"``
+        (real-valued data, :class:`GaussianDecoder`).
+    forward : {'mean', 'sample'}, default 'mean'
+        What the parent receives: ``"mean"`` (default), a :class:`GaussianMessage` with
+        ``loc, scale = q(z | x)`` ``(N, L)``; ``"sample"``, a :class:`PointMessage` of one draw from
+        ``q(z | x)`` per point (the original's message).
+    elbo : {'analytic', 'pyro'}, default 'analytic'
+        ``"analytic"`` (hand-written ELBO with closed-form KL, default) or ``"pyro"``
+        (:class:`pyro.infer.SVI` with :class:`pyro.infer.Trace_ELBO`); see the module docstring.
+    encoder, decoder : torch.nn.Module, optional
+        Optional ``torch.nn.Module`` replacing the built-in networks (deep-copied at the first update).
+        ``encoder(x: (B, D)) -> (loc, scale)`` each ``(B, L)``; a Bernoulli decoder returns logits
+        ``(B, D)``, a Gaussian one ``(loc (B, D), scale)`` with ``scale`` broadcastable to ``(B, D)``.
+        Every ``nn.Parameter`` of them is trained: keep fixed tensors in buffers (``register_buffer``).
+    deskew : bool, default False
+        Deskew and centre every image before it enters the VAE
+        (:func:`serket_pyro.features.deskew.deskew`, moment normalisation as in LeCun et al. 1998), in
+        learning and in recognition alike: the VAE then models upright digits, and its latents no longer
+        spend dimensions on slant (VAE+GMM on the tutorial images: 0.859 against 0.710 with raw pixels,
+        ``benchmarks/tutorials.py [--no-deskew]``).  Images are ``(N, H*W)``; each distinct input is
+        deskewed once and reused by later updates.
+    image_shape : tuple of int (H, W), optional
+        ``(H, W)`` of the images for ``deskew`` (default: square).
+    device : str or torch.device, optional
+        Torch device for the networks and the computations (CPU by default).
+    output_root : str or os.PathLike, optional
+        Folder for this module's output folder (default: the global output root).
+    mode : {'learn', 'recog'}, default 'learn'
+        ``"learn"`` (train, then write ``*_learn`` files) or ``"recog"`` (networks frozen, e.g. after
+        :meth:`load_state_dict`; write ``*_recog`` files).
+    progress : bool, default False
+        Show a tqdm progress bar over epochs.
 
     Input rule: with ``likelihood="bernoulli"`` the data must lie in [0, 1].  Data with a maximum
     above 1 whose values are all integers in 0..255 are taken as 8-bit pixels and divided by 255
