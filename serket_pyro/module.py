@@ -28,7 +28,7 @@ import torch
 from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
 from .classification import write_classification
 from .output import OutputWriter, get_output_root
-from .safe_files import check_loaded_finite
+from .safe_files import check_loaded_finite, check_loaded_probabilities
 from .validation import check_category, check_real
 
 __all__ = ["Module", "Observation", "reset_module_counter", "connected_modules", "update_order"]
@@ -91,8 +91,8 @@ class Module:
     **What you get for free.**  ``mode`` (``"learn"``/``"recog"``) and :meth:`_check_choice`;
     the iteration folders and files; ``metrics_`` and the history of :func:`serket_pyro.fit`;
     :meth:`get_config` (the ``__init__`` parameters), :meth:`state_dict` and
-    :meth:`load_state_dict` (the ``_fitted`` attributes, checked finite; override
-    :meth:`_check_state` for shapes and probabilities), hence checkpoints and resuming
+    :meth:`load_state_dict` (the ``_fitted`` attributes, checked finite, and probabilities where
+    ``_state_rules`` says so; override :meth:`_check_state` for shapes), hence checkpoints and resuming
     (``fit(..., checkpoint_dir=..., resume=True)``), :func:`~serket_pyro.save_graph` and
     :func:`~serket_pyro.load_graph` (recognition of new data in a fresh process: pass
     ``allowed_packages=["your_package"]``); ``output_root`` (a module's ``__init__`` need not
@@ -126,6 +126,9 @@ class Module:
     """
 
     _fitted: tuple = ()
+    #: checks :meth:`load_state_dict` applies to loaded ``_fitted`` values, ``{attribute: rule}``;
+    #: rule ``"probabilities"``: finite, non-negative, every row (last axis) summing to 1
+    _state_rules: dict = {}
     input_kinds: tuple = (Message,)
     _object_params: tuple = ()
     #: ``__init__`` parameters the base keeps out of the config (labels are data, not settings)
@@ -434,7 +437,8 @@ class Module:
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        """Inverse of :meth:`state_dict`, checked by :meth:`_check_state` before anything is set."""
+        """Inverse of :meth:`state_dict`, checked by :meth:`_check_state` and ``_state_rules``
+        before anything is set."""
         if not state:
             return
         values = {}
@@ -448,7 +452,15 @@ class Module:
                 values[attr] = [state[f"{key}.{i}"] for i in range(len(state)) if f"{key}.{i}" in state]
             else:
                 values[attr] = None
-        for attr, v in self._check_state(values).items():
+        values = self._check_state(values)
+        for attr, rule in self._state_rules.items():
+            v = values.get(attr)
+            items = [] if v is None else v.items() if isinstance(v, dict) else (
+                [(f".{i}", x) for i, x in enumerate(v)] if isinstance(v, list) else [("", v)])
+            for k, x in items:
+                if rule == "probabilities":
+                    check_loaded_probabilities(torch.as_tensor(x), attr.strip("_") + k, self.name)
+        for attr, v in values.items():
             setattr(self, attr, v)
 
     def _check_state(self, values: dict) -> dict:

@@ -126,7 +126,6 @@ from pyro.ops.indexing import Vindex
 
 from ..messages import ClassProbs, GaussianMessage, Message, PointMessage
 from ..module import Module
-from ..safe_files import check_loaded_probabilities
 from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["MLDA", "to_token_counts", "fold_in", "TOKEN_RULES"]
@@ -626,6 +625,7 @@ class MLDA(Module):
 
     input_kinds = (PointMessage, ClassProbs)
     _fitted = ("theta_", "phi_", "_theta_draw", "_phi_draw")
+    _state_rules = dict.fromkeys(_fitted, "probabilities")
     #: an observation read only by MLDA modules may be left out at recognition (all-zero counts)
     accepts_missing_observation = True
     test_args = {"K": 2, "itr": 3}
@@ -962,33 +962,23 @@ class MLDA(Module):
 
     # ------------------------------------------------------------ persistence
     def _check_state(self, values: dict) -> dict:
-        """``theta`` ``(N, K)`` and ``phi.m`` ``(K, V_m)`` with rows on the simplex; the draws
-        (warm start) default to the estimates."""
-        theta, phis = values["theta_"], values["phi_"]
-        if theta is None or not phis:
+        """``theta`` ``(N, K)`` and ``phi.m`` ``(K, V_m)`` (rows on the simplex: ``_state_rules``);
+        the draws (warm start) default to the estimates."""
+        if values["theta_"] is None or not values["phi_"]:
             raise ValueError(f"{self.name}: state dict needs 'theta' and 'phi.0', 'phi.1', ...")
 
         def t(v):
             return torch.as_tensor(v).to(dtype=torch.float64, device=self.device)
 
-        theta, phis = t(theta), [t(p) for p in phis]
+        theta, phis = t(values["theta_"]), [t(p) for p in values["phi_"]]
         for name, a in [("theta", theta)] + [(f"phi.{m}", p) for m, p in enumerate(phis)]:
             if a.dim() != 2 or a.shape[0 if name != "theta" else 1] != self.K:
                 raise ValueError(f"{self.name}: state dict {name} has shape {tuple(a.shape)}, which does not fit "
                                  f"K={self.K}")
-            if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
-                raise ValueError(f"{self.name}: state dict {name} must be non-negative and finite")
-            if not torch.allclose(a.sum(1), torch.ones_like(a[:, 0]), atol=1e-6):
-                raise ValueError(f"{self.name}: the rows of state dict {name} must sum to 1")
         theta_draw, phi_draw = values["_theta_draw"], values["_phi_draw"]
-        if theta_draw is not None:
-            theta_draw = check_loaded_probabilities(t(theta_draw), "theta_draw", self.name)
-        if phi_draw is not None and len(phi_draw) == len(phis):
-            phi_draw = [check_loaded_probabilities(t(p), f"phi_draw.{m}", self.name) for m, p in enumerate(phi_draw)]
-        else:
-            phi_draw = None
         return {"theta_": theta, "phi_": phis, "_theta_draw": theta if theta_draw is None else t(theta_draw),
-                "_phi_draw": [p.clone() for p in phis] if phi_draw is None else [t(p) for p in phi_draw]}
+                "_phi_draw": [t(p) for p in phi_draw] if phi_draw and len(phi_draw) == len(phis)
+                else [p.clone() for p in phis]}
 
 
 def _token_list(counts: torch.Tensor):

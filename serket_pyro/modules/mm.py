@@ -51,7 +51,6 @@ from pyro.ops.indexing import Vindex
 from ..ops.forward_backward import forward_backward
 from ..messages import ClassProbs
 from ..module import Module
-from ..safe_files import check_loaded_probabilities
 from ..validation import check_category, check_device, check_positive_float, check_positive_int
 
 __all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions", "prior_marginals"]
@@ -346,6 +345,7 @@ class MarkovModel(Module):
 
     input_kinds = (ClassProbs,)
     _fitted = ("trans_prob_", "init_prob_", "evidence_noise_", "log_likelihood_")
+    _state_rules = {"trans_prob_": "probabilities", "init_prob_": "probabilities"}
     test_args = {"itr": 5, "max_splits": 1}
 
     def __init__(self, num_samp: int = 100, name: str = "mm", *, alpha: float = 0.1, itr: int = 100,
@@ -625,8 +625,8 @@ class MarkovModel(Module):
 
     # --------------------------------------------------------------- state I/O
     def _check_state(self, values: dict) -> dict:
-        """Square stochastic ``trans_prob`` (required), ``init_prob`` (default uniform), finite
-        ``evidence_noise >= 0`` (default 0); ``n_states_`` follows ``trans_prob``."""
+        """Square ``trans_prob`` (required; rows on the simplex: ``_state_rules``), ``init_prob``
+        (default uniform), finite ``evidence_noise >= 0`` (default 0); ``n_states_`` follows."""
         if values["trans_prob_"] is None:
             raise ValueError(f"{self.name}: state dict lacks 'trans_prob'")
         A = torch.as_tensor(values["trans_prob_"], dtype=torch.float64)
@@ -639,8 +639,6 @@ class MarkovModel(Module):
         init = torch.as_tensor(torch.full((K,), 1.0 / K) if init is None else init, dtype=torch.float64)
         if tuple(init.shape) != (K,):
             raise ValueError(f"{self.name}: init_prob must have shape ({K},), got {tuple(init.shape)}")
-        check_loaded_probabilities(A, "trans_prob", self.name)
-        check_loaded_probabilities(init, "init_prob", self.name)
         noise = values["evidence_noise_"]
         noise = 0.0 if noise is None else float(noise)
         if not math.isfinite(noise) or noise < 0:
