@@ -113,6 +113,14 @@ def test_config_round_trip_through_the_constructor(cls):
     assert json.loads(json.dumps(cfg)) == cfg
     assert not {"category", "output_root", "name"} & set(cfg)
     assert type(m)(**cfg).get_config() == cfg
+    # every __init__ parameter, as given or by default (as scikit-learn's get_params)
+    import inspect
+
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.name in cls.test_args:
+            assert cfg[p.name] == json.loads(json.dumps(cls.test_args[p.name])), p.name
+        elif p.name in cfg and p.default is not None and p.default is not inspect.Parameter.empty:
+            assert cfg[p.name] == json.loads(json.dumps(p.default)), p.name
 
 
 def test_state_round_trip(cls, tmp_path):
