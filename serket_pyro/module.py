@@ -60,8 +60,8 @@ class Module:
     :meth:`update` is a template method (as scikit-learn's ``BaseMixture.fit``): it does the
     plumbing once and calls the module's hooks.  One ``update()``:
 
-    1. ``inputs = self._read_inputs()``: the children's messages, validated (and of the kinds
-       in ``input_kinds``);
+    1. ``inputs = self._read_inputs()``: the children's messages (checked to be of the kinds in
+       ``input_kinds`` first), validated;
     2. ``backward = self._read_backward(inputs)``: the parents' combined message, validated;
     3. ``category`` (if the module has one) is checked against the number of data points;
     4. ``self._infer(inputs, backward)`` in ``mode="learn"``, ``self._recognise(inputs, backward)``
@@ -336,11 +336,11 @@ class Module:
         """Run this module once (one outer iteration): read and check the messages, infer (learn
         mode), send the messages, write the files and metrics, count the update (see the class
         docstring for the hooks it calls)."""
-        inputs = self._read_inputs()
         for child, msg in zip(self.children, self.get_observations()):
             if not isinstance(msg, self.input_kinds):
-                raise ValueError(f"{self.name}: the message from {child.name} must be one of "
-                                 f"{[k.__name__ for k in self.input_kinds]}, got a {msg.kind} message")
+                raise ValueError(f"{self.name}: the message from {child.name} must be a "
+                                 f"{' or '.join(k.kind for k in self.input_kinds)} message, got a {msg.kind} message")
+        inputs = self._read_inputs()
         backward = self._read_backward(inputs)
         category = check_category(getattr(self, "category", None), self.n_points, self.name)
         if self.mode == "learn":

@@ -474,13 +474,8 @@ class GMM(Module):
             if isinstance(msg, GaussianMessage):
                 loc, scale = self._tensor(msg.loc), self._tensor(msg.scale)
                 v = loc if self.input == "mean" else loc + scale * torch.randn_like(loc)
-            elif isinstance(msg, PointMessage):
+            else:  # a point message (input_kinds)
                 v = self._tensor(msg.value)
-            else:
-                raise ValueError(
-                    f"{self.name}: the message from {child.name} must be a point or Gaussian message (N, D), "
-                    f"got {type(msg).__name__}"
-                )
             if v.dim() != 2:
                 raise ValueError(f"{self.name}: the message from {child.name} must be 2-D (N, D), "
                                  f"got shape {tuple(v.shape)}")

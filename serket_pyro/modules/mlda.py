@@ -124,7 +124,7 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from ..messages import ClassProbs, GaussianMessage, Message, PointMessage
+from ..messages import ClassProbs, Message, PointMessage
 from ..module import Module
 from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
 
@@ -689,13 +689,9 @@ class MLDA(Module):
             if isinstance(msg, ClassProbs):
                 v = msg.probs
                 is_class.append(True)
-            elif isinstance(msg, PointMessage):
+            else:  # counts, a point message (input_kinds)
                 v = msg.value
                 is_class.append(False)
-            else:
-                kind = "Gaussian" if isinstance(msg, GaussianMessage) else type(msg).__name__
-                raise ValueError(f"{self.name}: the message from {child.name} must be counts (PointMessage N x V) "
-                                 f"or class probabilities (ClassProbs N x K), got a {kind} message")
             v = torch.as_tensor(v).to(dtype=torch.float64, device=self.device)
             if v.dim() != 2:
                 raise ValueError(f"{self.name}: the message from {child.name} must be 2-D (N, V), "

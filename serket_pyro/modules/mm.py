@@ -56,7 +56,6 @@ from ..validation import check_category, check_device, check_positive_float, che
 __all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions", "prior_marginals"]
 
 _METHODS = ("forward_backward", "original")
-_MODES = ("learn", "recog")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -394,13 +393,7 @@ class MarkovModel(Module):
         """Validated children's log-probabilities, a list of ``(N, K)`` numpy float64."""
         obs = self.get_observations()
         logs = []
-        for child, msg in zip(self.children, obs):
-            if not isinstance(msg, ClassProbs):
-                raise ValueError(  # noqa: TRY004 - the project reports bad inputs as ValueError
-                    f"{self.name}: the forward message of {child.name} must be class probabilities "
-                    f"(ClassProbs, N x K), got a {msg.kind} message; connect the Markov model to a "
-                    "module that classifies (GMM, MLDA)"
-                )
+        for child, msg in zip(self.children, obs):  # class probabilities (input_kinds)
             logs.append(msg.log_probs.detach().cpu().to(torch.float64).numpy())
         N, K = logs[0].shape
         for child, lp in zip(self.children, logs):

@@ -59,7 +59,6 @@ __all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "mlp_ne
 _LIKELIHOODS = ("bernoulli", "gaussian")
 _FORWARDS = ("mean", "sample")
 _ELBOS = ("analytic", "pyro")
-_MODES = ("learn", "recog")
 
 
 # --------------------------------------------------------------------------- networks
@@ -486,10 +485,7 @@ class VAE(Module):
         obs = self.get_observations()
         if len(obs) != 1:
             raise ValueError(f"{self.name} takes exactly one child (an observation), got {len(obs)}")
-        msg, child = obs[0], self.children[0]
-        if not isinstance(msg, PointMessage):
-            raise ValueError(f"{self.name}: the child {child.name} must send data (a PointMessage, N x D), "
-                             f"got a {msg.kind} message")
+        msg, child = obs[0], self.children[0]  # a point message (input_kinds)
         x = msg.value
         if x.dim() != 2:
             raise ValueError(f"{self.name}: data from {child.name} must be N x D, got shape {tuple(x.shape)}")
