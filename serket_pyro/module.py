@@ -339,7 +339,9 @@ class Module:
         for child, msg in zip(self.children, self.get_observations()):
             if not isinstance(msg, self.input_kinds):
                 raise ValueError(f"{self.name}: the message from {child.name} must be a "
-                                 f"{' or '.join(k.kind for k in self.input_kinds)} message, got a {msg.kind} message")
+                                 f"{' or '.join(k.kind for k in self.input_kinds)} message "
+                                 f"({', '.join(k.__name__ for k in self.input_kinds)}), got a {msg.kind} message "
+                                 f"({type(msg).__name__})")
         inputs = self._read_inputs()
         backward = self._read_backward(inputs)
         category = check_category(getattr(self, "category", None), self.n_points, self.name)

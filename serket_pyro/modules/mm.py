@@ -391,10 +391,8 @@ class MarkovModel(Module):
     # ------------------------------------------------------------------ inputs
     def _read_inputs(self):
         """Validated children's log-probabilities, a list of ``(N, K)`` numpy float64."""
-        obs = self.get_observations()
-        logs = []
-        for child, msg in zip(self.children, obs):  # class probabilities (input_kinds)
-            logs.append(msg.log_probs.detach().cpu().to(torch.float64).numpy())
+        # class probabilities (input_kinds)
+        logs = [msg.log_probs.detach().cpu().to(torch.float64).numpy() for msg in self.get_observations()]
         N, K = logs[0].shape
         for child, lp in zip(self.children, logs):
             if lp.shape != (N, K):
@@ -405,12 +403,6 @@ class MarkovModel(Module):
         if self.n_states_ is not None and K != self.n_states_:
             raise ValueError(f"{self.name}: the child now sends K={K} classes, but the Markov model was "
                              f"built for K={self.n_states_}")
-        if self.category is not None and self.category.shape[0] != N:
-            raise ValueError(f"{self.name}: category has {self.category.shape[0]} labels but the data have "
-                             f"N={N} points")
-        if self.mode == "recog" and self.trans_prob_ is None:
-            raise ValueError(f"{self.name}: mode='recog' needs a learned transition matrix "
-                             "(update in mode='learn' first or load_state_dict)")
         return logs
 
     def _read_backward(self, logs):
@@ -532,6 +524,9 @@ class MarkovModel(Module):
 
     def _recognise(self, logs, log_bias) -> None:
         """The messages under the learned (frozen) transitions."""
+        if self.trans_prob_ is None:
+            raise ValueError(f"{self.name}: mode='recog' needs a learned transition matrix "
+                             "(update in mode='learn' first or load_state_dict)")
         self._fit(logs, log_bias)
 
     def _fit(self, logs, log_bias) -> None:
