@@ -69,8 +69,9 @@ class Module:
     5. ``self.set_forward_msg(self._forward_message(inputs, backward))`` and
        ``self.send_backward_msgs(self._backward_messages(inputs, backward))``;
     6. files in ``<output root>/module%03d_<name>/<iteration>/`` (iteration = :attr:`n_updates_`,
-       ``000``, ``001``, ...; the latest also at the top): with ``category``, the classification
-       files of ``self._class_probs(...)`` (``Pdz``, ``class``, ``acc``, ``metrics``, see
+       ``000``, ``001``, ...; the latest also at the top): the classification files of
+       ``self._class_probs(...)`` when it returns probabilities (``Pdz``, ``class``; with
+       ``category`` also ``acc`` and ``metrics``, see
        :func:`~serket_pyro.classification.write_classification`), then
        ``self._write_outputs(writer, inputs, backward)``;
     7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``
@@ -92,8 +93,8 @@ class Module:
     the iteration folders and files; ``metrics_`` and the history of :func:`serket_pyro.fit`;
     :meth:`get_config` (the ``__init__`` parameters), :meth:`state_dict` and
     :meth:`load_state_dict` (the ``_fitted`` attributes, checked finite, and probabilities where
-    ``_state_rules`` says so; override :meth:`_check_state` for shapes), hence checkpoints and resuming
-    (``fit(..., checkpoint_dir=..., resume=True)``), :func:`~serket_pyro.save_graph` and
+    ``_state_rules`` says so; override :meth:`_check_state` for shapes), hence checkpoints and
+    resuming (``fit(..., checkpoint_dir=..., resume=True)``), :func:`~serket_pyro.save_graph` and
     :func:`~serket_pyro.load_graph` (recognition of new data in a fresh process: pass
     ``allowed_packages=["your_package"]``); ``output_root`` (a module's ``__init__`` need not
     take it).  A module overrides :meth:`state_dict` / :meth:`load_state_dict` only for state

@@ -223,10 +223,9 @@ def test_messages_behave_like_arrays():
     np.savetxt(f, p)  # the original's np.savetxt(f, self.get_observations()[0])
     assert np.array_equal(np.loadtxt(io.StringIO(f.getvalue())), np.asarray(p))
     # arithmetic with numbers and arrays: plain arrays (tensors with tensors)
-    for out, want in [(p * 2.0, np.arange(6.0).reshape(3, 2) * 2), (2.0 * p, np.arange(6.0).reshape(3, 2) * 2),
-                      (p + np.ones((3, 2)), np.arange(6.0).reshape(3, 2) + 1),
-                      (np.ones((3, 2)) - p, 1 - np.arange(6.0).reshape(3, 2)), (p / 2, np.arange(6.0).reshape(3, 2) / 2),
-                      (-p, -np.arange(6.0).reshape(3, 2))]:
+    a = np.arange(6.0).reshape(3, 2)
+    for out, want in [(p * 2.0, a * 2), (2.0 * p, a * 2), (p + np.ones((3, 2)), a + 1),
+                      (np.ones((3, 2)) - p, 1 - a), (p / 2, a / 2), (-p, -a), (p ** 2, a ** 2)]:
         assert isinstance(out, np.ndarray) and np.array_equal(out, want)
     t = torch.ones(3, 2, dtype=torch.float64) * p
     assert isinstance(t, torch.Tensor) and torch.equal(t, p.value)
@@ -234,7 +233,8 @@ def test_messages_behave_like_arrays():
     # between messages: the product rule, types kept
     assert isinstance(c * c, ClassProbs) and np.allclose(np.asarray(c * c)[0], [0.1, 0.9])
     gg = g * g
-    assert isinstance(gg, GaussianMessage) and torch.allclose(gg.scale, torch.full((3, 2), 2.0 ** 0.5, dtype=torch.float64))
+    assert isinstance(gg, GaussianMessage)
+    assert torch.allclose(gg.scale, torch.full((3, 2), 2.0 ** 0.5, dtype=torch.float64))
     with pytest.raises(TypeError):
         p * p
     with pytest.raises(TypeError):
