@@ -36,8 +36,9 @@ as saved and restores their state.  Two uses:
   ``mode="recog"`` (learned parameters frozen, ``*_recog`` files); messages are not restored
   (they belong to the training data).  An Observation whose only parents are MLDA modules (any
   module class with ``accepts_missing_observation = True``) may be left out: it is replaced by
-  all-zero counts of its saved width, which MLDA treats as a missing modality for every document (recognition from the other modalities: MLDA's forward message is
-  then exactly that of an MLDA without the modality, ``tests/test_persistence.py``).  Other
+  all-zero counts of its saved width, which MLDA treats as a missing modality for every document
+  (recognition from the other modalities: MLDA's forward message is then exactly that of an MLDA
+  without the modality, ``tests/test_persistence.py``).  Other
   observations (e.g. a VAE's images) are required.  ``exclude=["mm"]`` leaves a top module out,
   e.g. a Markov model when the new points are not in the training sequence's order.
 """
