@@ -236,16 +236,18 @@ def test_pyro_enumeration_matches_forward_backward(eps):
     assert pyro_ll == pytest.approx(r.log_likelihood, abs=1e-8)
 
 
-def test_module_model_and_log_likelihood_agree():
+@pytest.mark.parametrize("evidence_model", ["noise", "confusion"])
+def test_module_model_and_log_likelihood_agree(evidence_model):
     K, T = 3, 6
     rng = np.random.default_rng(4)
     probs = rng.dirichlet(np.ones(K), size=T)
-    _obs, m = mm_on(probs, itr=5)
+    _obs, m = mm_on(probs, itr=5, evidence_model=evidence_model, emission_prior=0.5)
     m.update()
     model = config_enumerate(m.model, default="parallel")
     neg = TraceEnum_ELBO(max_plate_nesting=1).loss(model, lambda *a, **k: None, None, m.trans_prob_)
     prior = float(dist.Dirichlet(torch.full((K, K), m.alpha, dtype=torch.float64)).log_prob(m.trans_prob_).sum())
     assert -neg - prior == pytest.approx(m.log_likelihood_, abs=1e-8)
+    assert (m.emission_ is None) == (evidence_model == "noise")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,3 +665,60 @@ def test_prior_marginals_are_matrix_powers():
     got = np.exp(prior_marginals(np.log(init), A, 200))
     want = np.stack([init @ np.linalg.matrix_power(A, t) for t in range(200)])
     np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# the confusion model: a child that confuses classes systematically
+# ---------------------------------------------------------------------------------------------
+def confused_chain(seed, T=3000, K=5, p_next=0.7, conf=0.99):
+    """A partly cyclic chain (successor with ``p_next``, else uniform) whose child reports state
+    ``k`` as class ``C[k]`` (``C``: a fixed confusion matrix, 25 % of state 1 read as class 2 and
+    of state 3 as class 4), confidently (the reported class gets ``conf``)."""
+    rng = np.random.default_rng(seed)
+    A = p_next * np.roll(np.eye(K), 1, 1) + (1 - p_next) / K
+    C = np.eye(K)
+    C[1] = [0, 0.75, 0.25, 0, 0]
+    C[3] = [0, 0, 0, 0.75, 0.25]
+    z = np.empty(T, dtype=int)
+    z[0] = 0
+    for t in range(1, T):
+        z[t] = rng.choice(K, p=A[z[t - 1]])
+    rep = (rng.random(T)[:, None] > np.cumsum(C[z], 1)).sum(1)
+    p = np.full((T, K), (1 - conf) / (K - 1))
+    p[np.arange(T), rep] = conf
+    counts = np.zeros((K, K))
+    np.add.at(counts, (z[:-1], z[1:]), 1)
+    return z, p, counts / counts.sum(1, keepdims=True), C
+
+
+def test_confusion_model_reads_systematic_confusions_as_confusions():
+    """The learned emission matrix recovers the child's confusions and the transitions stay those
+    of the states; the single-eps noise model must explain the confusions by transitions."""
+    z, p, empirical, C = confused_chain(0)
+    _obs, m = mm_on(p, evidence_model="confusion")
+    m.update()
+    assert m.forward_msg.probs.argmax(1).numpy().tolist() != p.argmax(1).tolist()  # it re-reads
+    assert np.abs(m.trans_prob_.numpy() - empirical).max() < 0.05
+    np.testing.assert_allclose(m.emission_[0].numpy(), C, atol=0.05)
+    assert accuracy(z, m.forward_msg.probs.argmax(1).numpy()) > 0.95
+    _obs0, m0 = mm_on(p, evidence_model="noise")
+    m0.update()
+    assert np.abs(m0.trans_prob_.numpy() - empirical).max() > 0.1
+
+
+def test_confusion_state_round_trip_and_recognition():
+    _z, p, _emp, _C = confused_chain(1, T=600)
+    obs, m = mm_on(p, evidence_model="confusion")
+    m.update()
+    state = m.state_dict()
+    assert tuple(state["emission"].shape) == (1, 5, 5)
+    obs2, m2 = mm_on(p, evidence_model="confusion", mode="recog")
+    m2.load_state_dict(state)
+    m2.update()
+    assert torch.equal(m2.emission_, m.emission_) and torch.equal(m2.trans_prob_, m.trans_prob_)
+    np.testing.assert_allclose(obs2.get_backward_msg().log_probs.numpy(), obs.get_backward_msg().log_probs.numpy(),
+                               atol=1e-10)
+    assert os.path.isfile(os.path.join(m.output_dir, "000", "emission_learn.txt"))
+    bad = dict(state, emission=state["emission"] * 2)
+    with pytest.raises(ValueError, match=r"module\d+_mm.*emission"):
+        mm_on(p, evidence_model="confusion", mode="recog")[1].load_state_dict(bad)

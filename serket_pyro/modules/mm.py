@@ -51,6 +51,7 @@ from pyro.ops.indexing import Vindex
 from ..ops.forward_backward import forward_backward
 from ..messages import ClassProbs
 from ..module import Module
+from ..safe_files import check_loaded_probabilities
 from ..validation import check_category, check_device, check_positive_float, check_positive_int
 
 __all__ = ["MarkovModel", "markov_model", "original_message", "original_transitions", "prior_marginals"]
@@ -62,7 +63,7 @@ _METHODS = ("forward_backward", "original")
 # Pyro submodel
 # ---------------------------------------------------------------------------------------------
 def markov_model(log_evidence, alpha: float = 0.1, init_prob=None, evidence_noise: float = 0.0,
-                 log_bias=None) -> None:
+                 log_bias=None, emission=None) -> None:
     """The Markov model as a Pyro submodel (for checks with enumeration; ``update()`` runs the same
     model with hand-written forward-backward).
 
@@ -74,6 +75,8 @@ def markov_model(log_evidence, alpha: float = 0.1, init_prob=None, evidence_nois
         evidence_noise: probability ``eps`` that a child's message at a step is uninformative
             (site ``noise_<c>_<t>``; 0 leaves the sites out).
         log_bias: optional ``(N, K)`` log message from a parent (a factor on every ``z_t``).
+        emission: optional ``(children, K, K)`` confusion matrices ``B`` (rows = state): the
+            evidence of child ``c`` at ``t`` is ``log sum_j B_c[z_t, j] P_t(j)`` (replaces the noise).
 
     Sites: ``trans_prob`` (``(K, K)``, in plate ``from_state``), ``z_0 .. z_{N-1}`` (the class the
     child shares, in a ``pyro.markov`` chain), ``noise_<c>_<t>`` and factors ``evidence_<c>_<t>``,
@@ -90,6 +93,10 @@ def markov_model(log_evidence, alpha: float = 0.1, init_prob=None, evidence_nois
         trans = pyro.sample("trans_prob", dist.Dirichlet(torch.full((K, K), float(alpha), dtype=dtype)))
     # normalise the children's messages (log P_t(k)) and mix with the uniform "noise" likelihood
     logs = [lp - torch.logsumexp(lp, -1, keepdim=True) for lp in logs]
+    if emission is not None:  # log sum_j B[k, j] P_t(j), (N, K) per child
+        emission = torch.as_tensor(emission, dtype=dtype)
+        logs = [torch.logsumexp(lp[:, None, :] + B.log()[None], -1) for lp, B in zip(logs, emission)]
+        evidence_noise = 0.0
     log_unif = -math.log(K)
     z = None
     for t in pyro.markov(range(N)):
@@ -226,6 +233,40 @@ def _moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
     return (n + alpha) / (n.sum(1, keepdims=True) + P.shape[1] * alpha)
 
 
+def confusion_evidence(log_p: np.ndarray, emission: np.ndarray) -> np.ndarray:
+    """``log p(child's message at t | z_t = k) = log sum_j B[k, j] P_t(j)`` up to a constant per ``t``.
+
+    Args:
+        log_p: ``(T, K)`` normalised log class probabilities of the child.
+        emission: ``(K, J)`` rows sum to 1: ``B[k, j]`` = probability that the child reports class
+            ``j`` when the chain is in state ``k``.
+    Returns:
+        ``(T, K)`` log evidence.
+    """
+    m = log_p.max(1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(log_p - m) @ emission.T) + m
+
+
+def confusion_counts(log_p: np.ndarray, emission: np.ndarray, log_marginals: np.ndarray) -> np.ndarray:
+    """Expected counts ``C[k, j] = sum_t p(z_t = k, child's class j | everything)`` (EM for ``B``).
+
+    ``p(z_t = k, j | .) = gamma_t(k) B[k, j] P_t(j) / sum_j' B[k, j'] P_t(j')``; ``(K, J)``.
+    """
+    m = log_p.max(1, keepdims=True)
+    P = np.exp(log_p - m)
+    e = P @ emission.T                                                   # (T, K)
+    gamma = np.exp(log_marginals)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(e > 0, gamma / e, 0.0)
+    return emission * (r.T @ P)
+
+
+def noise_emission(eps: float, K: int) -> np.ndarray:
+    """The confusion matrix of the robust likelihood: ``(1 - eps) I + eps / K``, ``(K, K)``."""
+    return (1.0 - eps) * np.eye(K) + eps / K
+
+
 def _split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
                      min_second: float = 0.2, n_spare: int = 2, n_rows: int = 3) -> list[np.ndarray]:
     """Split moves for EM over transitions (SMEM, Ueda, Nakano, Ghahramani, Hinton 2000).
@@ -310,6 +351,17 @@ class MarkovModel(Module):
     transition_prior : {'shrink', 'flat'}, default 'shrink'
         ``"shrink"`` (default: the refinement uses the hierarchical prior of :func:`shrunk_transitions`)
         or ``"flat"`` (``Dirichlet(alpha)`` rows only).
+    evidence_model : {'noise', 'confusion'}, default 'noise'
+        With ``evidence_noise="learn"``, what stage 2 learns about each child: ``"noise"``, the single
+        ``eps`` of the robust likelihood, or ``"confusion"``, a ``(K, K)`` matrix ``B[k, j]``, the
+        probability that the child reports class ``j`` in state ``k`` (likelihood
+        ``sum_j B[k, j] P_t(j)``; the noise model is ``B = (1 - eps) I + eps / K``).  A child that
+        confuses or merges classes systematically is then read through its confusions, not as
+        transitions; on a calibrated child some random jumps are read as confusions (the matrix
+        comes out too deterministic): see the README.
+    emission_prior : float, default 1.0
+        Pseudo-count added to every entry of ``B`` in its EM update (Laplace's rule: no confusion is
+        impossible).
     restart : bool, default True
         In every update after the first, run EM both from the previous matrix (warm start) and from the
         two fresh starts (uniform, moment), and keep the fit with the higher likelihood.  A warm start
@@ -339,11 +391,12 @@ class MarkovModel(Module):
     Learned state: ``trans_prob_`` ``(K, K)`` (rows = from), ``init_prob_`` ``(K,)`` (uniform: one
     sequence says nothing about the initial distribution that is not already the child's own
     evidence at ``t = 0``, which the message to the child must exclude), ``evidence_noise_``,
-    ``log_likelihood_`` (nats), ``n_states_``.
+    ``log_likelihood_`` (nats), ``n_states_``, ``emission_`` ``(children, K, K)`` (rows = state,
+    ``evidence_model="confusion"``; ``None`` otherwise; file ``emission_learn.txt``).
     """
 
     input_kinds = (ClassProbs,)
-    _fitted = ("trans_prob_", "init_prob_", "evidence_noise_", "log_likelihood_")
+    _fitted = ("trans_prob_", "init_prob_", "evidence_noise_", "log_likelihood_", "emission_")
     _state_rules = {"trans_prob_": "probabilities", "init_prob_": "probabilities"}
     test_args = {"itr": 5, "max_splits": 1}
 
@@ -351,6 +404,7 @@ class MarkovModel(Module):
                  tol: float = 1e-6, evidence_noise="learn", lock_noise: float = 0.9, restart: bool = True,
                  max_splits: int = 10,
                  method: str = "forward_backward", transition_prior: str = "shrink",
+                 evidence_model: str = "noise", emission_prior: float = 1.0,
                  category=None, device=None, output_root=None, mode: str = "learn"):
         super().__init__(name, output_root=output_root)
         self.num_samp = check_positive_int(num_samp, "num_samp", self.name)
@@ -378,12 +432,16 @@ class MarkovModel(Module):
         if transition_prior not in ("shrink", "flat"):
             raise ValueError(f"{self.name}: transition_prior must be 'shrink' or 'flat', got {transition_prior!r}")
         self.transition_prior = transition_prior
+        self._check_choice(evidence_model, "evidence_model", ("noise", "confusion"))
+        self.evidence_model = evidence_model
+        self.emission_prior = check_positive_float(emission_prior, "emission_prior", self.name)
         self.mode = mode
         self.category = check_category(category, None, self.name)
         self.device = check_device(device)
         self.trans_prob_: torch.Tensor | None = None
         self.init_prob_: torch.Tensor | None = None
         self.evidence_noise_: float | None = None
+        self.emission_: torch.Tensor | None = None
         self.log_likelihood_: float | None = None
         self.n_states_: int | None = None
         self.n_em_iter_: int = 0
@@ -445,33 +503,48 @@ class MarkovModel(Module):
         eps_fresh = self.lock_noise if learn_eps else float(self.evidence_noise)
         uniform = np.full((K, K), 1.0 / K)
 
-        def e_step(A, eps):
-            ev = [self._robust(lp, eps) for lp in logs]
+        # the children's noise: a float eps (robust likelihood) or a list of (K, K) confusion
+        # matrices, one per child (evidence_model="confusion", learned in stage 2)
+        def e_step(A, noise):
+            if isinstance(noise, float):
+                ev = [self._robust(lp, noise) for lp in logs]
+            else:
+                ev = [confusion_evidence(lp, B) for lp, B in zip(logs, noise)]
             return ev, forward_backward(log_init, np.log(A), sum(ev) + extra)
 
         if self.mode == "recog":
-            A, eps = self._trans_np(), float(self.evidence_noise_ or 0.0)
-            return (A, eps, *e_step(A, eps), 0)
+            A = self._trans_np()
+            noise = (float(self.evidence_noise_ or 0.0) if self.emission_ is None
+                     else list(self.emission_.cpu().numpy().astype(np.float64)))
+            return (A, noise, *e_step(A, noise), 0)
 
-        def em(A, eps, itr=None, learn=learn_eps, shrink=False):
+        def em(A, noise, itr=None, learn=learn_eps, shrink=False):
             n_iter = 0
             for n_iter in range(1, (itr or self.itr) + 1):
-                ev, res = e_step(A, eps)
+                ev, res = e_step(A, noise)
                 n = res.trans_counts
                 if shrink:
                     A_new, _ = shrunk_transitions(n, self.alpha)
                 else:
                     A_new = (n + self.alpha) / (n.sum(1, keepdims=True) + K * self.alpha)
-                eps_new = eps
-                if learn and eps > 0:
+                noise_new, moved = noise, 0.0
+                if learn and isinstance(noise, float) and noise > 0:
                     gamma = np.exp(res.log_marginals)
                     # p(r_ct = 1 | all evidence) = sum_k gamma_t(k) (eps / K) / l_ct(k)
-                    eps_new = float(np.mean([(gamma * np.exp(math.log(eps / K) - e)).sum(1) for e in ev]))
-                delta = max(float(np.abs(A_new - A).max()), abs(eps_new - eps))
-                A, eps = A_new, eps_new
+                    noise_new = float(np.mean([(gamma * np.exp(math.log(noise / K) - e)).sum(1) for e in ev]))
+                    moved = abs(noise_new - noise)
+                elif learn and not isinstance(noise, float):
+                    a = self.emission_prior
+                    noise_new = []
+                    for lp, B in zip(logs, noise):
+                        C = confusion_counts(lp, B, res.log_marginals)
+                        noise_new.append((C + a) / (C.sum(1, keepdims=True) + C.shape[1] * a))
+                    moved = max(float(np.abs(Bn - B).max()) for Bn, B in zip(noise_new, noise))
+                delta = max(float(np.abs(A_new - A).max()), moved)
+                A, noise = A_new, noise_new
                 if delta <= self.tol:
                     break
-            return (A, eps, *e_step(A, eps), n_iter)
+            return (A, noise, *e_step(A, noise), n_iter)
 
         def search(eps0, learn):
             """EM from the warm and fresh starts, then split moves; the most probable fit."""
@@ -511,6 +584,15 @@ class MarkovModel(Module):
         #    shrink to the marginal) and, with evidence_noise="learn", eps learned (a local optimum
         #    that keeps the structure and makes the transition estimates unbiased); the warm
         #    start's refined fit competes with it
+        if learn_eps and self.evidence_model == "confusion":
+            # stage 2 learns a confusion matrix per child instead of one eps: which class the
+            # child reports in each state (merged or swapped classes included), started from
+            # the stage-1 noise; the warm start continues the previous update's matrices
+            fits = [em(found[0], [noise_emission(found[1], K)] * len(logs), shrink=shrink)]
+            if self.trans_prob_ is not None and self.emission_ is not None:
+                fits.insert(0, em(self._trans_np(), list(self.emission_.cpu().numpy().astype(np.float64)),
+                                  shrink=shrink))
+            return max(fits, key=lambda f: f[3].log_likelihood)
         fits = [em(found[0], found[1], shrink=shrink)]
         if learn_eps and self.trans_prob_ is not None and self.evidence_noise_:
             fits.insert(0, em(self._trans_np(), self.evidence_noise_,
@@ -533,19 +615,26 @@ class MarkovModel(Module):
         K = logs[0].shape[1]
         dev = self.device
         if self.method == "forward_backward":
-            A, eps, ev, res, n_iter = self._fit_forward_backward(logs, log_bias, K)
+            A, noise, ev, res, n_iter = self._fit_forward_backward(logs, log_bias, K)
             self.n_em_iter_ = n_iter
             # p(other steps' evidence | z_t): the leave-one-out posterior over the prior marginal.
             # The child applies its own class prior (a GMM's weights, an MLDA's theta); a chain
             # with identical rows (no sequential structure) then sends a flat message instead
             # of its marginal, which the child would count a second time.
-            log_loo = res.log_loo - prior_marginals(self._log_init(K), A, len(res.log_loo))
-            if log_bias is not None:
-                log_loo = log_loo + log_bias
+            log_prior = prior_marginals(self._log_init(K), A, len(res.log_loo))
+            log_rest = res.log_loo if log_bias is None else res.log_loo + log_bias
             up = ClassProbs(torch.from_numpy(res.log_loo + sum(ev)).to(dev))
             # child c: everything at t except its own evidence (a sum, not a difference: -inf safe)
-            down = [ClassProbs(torch.from_numpy(log_loo + sum(e for j, e in enumerate(ev) if j != c)).to(dev))
-                    for c in range(len(ev))]
+            # The child's class is the chain's state (the chain is a prior over it): the noise or
+            # confusion model says how far to trust the child's evidence when learning the chain,
+            # and the message is on the shared state, at full strength
+            down = [ClassProbs(torch.from_numpy(log_rest - log_prior + sum(e for j, e in enumerate(ev) if j != c))
+                               .to(dev)) for c in range(len(ev))]
+            if isinstance(noise, float):
+                eps, self.emission_ = noise, None
+            else:
+                self.emission_ = torch.from_numpy(np.stack(noise))
+                eps = float(np.mean([K / (K - 1) * (1.0 - np.diag(B).mean()) for B in noise])) if K > 1 else 0.0
             log_lik = res.log_likelihood
             post = np.exp(res.log_marginals)
         else:
@@ -592,6 +681,9 @@ class MarkovModel(Module):
         w.savetxt(f"loglik_{mode}.txt", np.array([self.log_likelihood_]))
         if self.method == "forward_backward":
             w.savetxt(f"evidence_noise_{mode}.txt", np.array([self.evidence_noise_]))
+        if self.emission_ is not None:
+            for i, B in enumerate(self.emission_.numpy()):
+                w.savetxt(f"emission{i if i else ''}_{mode}.txt", B)
 
     def _metrics(self, logs, log_bias) -> dict:
         return {"log_likelihood": self.log_likelihood_, "objective": self.log_likelihood_,
@@ -609,7 +701,7 @@ class MarkovModel(Module):
             fn = pyro.poutine.condition(markov_model, data={"trans_prob": torch.as_tensor(trans_prob)})
         bias = self.get_backward_msg()
         fn(log_evidence, self.alpha, None, float(eps or 0.0),
-           None if bias is None else bias.log_probs)
+           None if bias is None else bias.log_probs, self.emission_)
 
     # --------------------------------------------------------------- state I/O
     def _check_state(self, values: dict) -> dict:
@@ -632,5 +724,15 @@ class MarkovModel(Module):
         if not math.isfinite(noise) or noise < 0:
             raise ValueError(f"{self.name}: loaded evidence_noise must be finite and >= 0, got {noise}")
         ll = values["log_likelihood_"]
+        emission = values.get("emission_")
+        if emission is not None:
+            emission = torch.as_tensor(emission, dtype=torch.float64)
+            if emission.dim() != 3 or tuple(emission.shape[1:]) != (K, K):
+                raise ValueError(f"{self.name}: emission must have shape (children, {K}, {K}), "
+                                 f"got {tuple(emission.shape)}")
+            for B in emission:
+                check_loaded_probabilities(B, "emission", self.name)
+            emission = emission.clone()
         return {"trans_prob_": A.clone(), "init_prob_": init.clone(), "evidence_noise_": noise,
-                "log_likelihood_": float("nan") if ll is None else float(ll), "n_states_": K}
+                "log_likelihood_": float("nan") if ll is None else float(ll), "n_states_": K,
+                "emission_": emission}
