@@ -4,6 +4,7 @@
     python benchmarks/tutorials.py --systems vae_gmm_mm --seeds 0 1
     python benchmarks/tutorials.py --epochs 20 --n 1000     # a quick look
     python benchmarks/tutorials.py --orders random markov   # the same pairs without the cyclic order
+    python benchmarks/tutorials.py --systems vae_gmm_mm --orders markov --mm-evidence-model confusion
 
 ``--orders``: ``cyclic`` (the tutorial's rows as they are, digit ``n % 10``), ``random`` (the same
 rows shuffled, a new permutation per seed) and ``markov`` (a partly ordered sequence: the next
@@ -87,6 +88,8 @@ def run_one(name, seed, args, images, speech, category, order="cyclic"):
     system = build_system(name, images, speech, category, args)
     if args.mlda_split_merge is not None and "mlda" in system.modules:
         system["mlda"].split_merge = args.mlda_split_merge
+    if args.mm_evidence_model is not None and "mm" in system.modules:
+        system["mm"].evidence_model = args.mm_evidence_model
     t0 = time.perf_counter()
     system.fit(n_iter=args.iterations, seed=seed, progress=False)
     seconds = time.perf_counter() - t0
@@ -153,6 +156,8 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=os.path.join("runs", "tutorials"))
     p.add_argument("--json", default=None, help="write per-run records here")
+    p.add_argument("--mm-evidence-model", choices=["noise", "confusion"], default=None,
+                   help="the Markov model's evidence_model (default: the module's)")
     p.add_argument("--mlda-split-merge", type=int, default=None,
                    help="MLDA split-merge moves per update (MLDA(split_merge=...); default: the module's, 3)")
     p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
