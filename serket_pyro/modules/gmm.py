@@ -297,44 +297,14 @@ def _gibbs_sweep(x, xx, weights, means, scale_tril, prior: NIWPrior, alpha: floa
 
 
 def _kmeanspp(x: torch.Tensor, K: int, n_init: int = 10, n_lloyd: int = 20) -> torch.Tensor:
-    """k-means++ (Arthur and Vassilvitskii, SODA 2007): D^2 seeding and up to ``n_lloyd`` Lloyd
-    iterations, best of ``n_init`` restarts (least within-class sum of squares).
+    """k-means assignments ``(N,)`` of ``x``: :func:`serket_pyro.ops.kmeans` with greedy k-means++
+    seeding, at most ``n_lloyd`` Lloyd iterations, best of ``n_init`` restarts.
 
-    Returns ``(N,)`` assignments.  Uses torch's global RNG.  The points are first divided by the
-    power of two nearest above their largest magnitude (exact in floating point, so the result
-    is the same as on ``x`` itself), so that squared distances neither overflow nor underflow."""
-    amax = float(x.abs().max()) if x.numel() else 0.0
-    if 0.0 < amax < math.inf:
-        x = x * 2.0 ** -math.frexp(amax)[1]
-    best, best_sse = None, math.inf
-    for _ in range(n_init):
-        z, sse = _kmeanspp_once(x, K, n_lloyd)
-        if sse < best_sse:
-            best, best_sse = z, sse
-    return best
+    The generator is seeded from torch's global RNG (one draw), so :func:`serket_pyro.set_seed`
+    fixes the result.  Scale-free: the points are rescaled by a power of two first."""
+    from ..ops.kmeans import kmeans
 
-
-def _kmeanspp_once(x: torch.Tensor, K: int, n_lloyd: int):
-    N = x.shape[0]
-    centres = [x[torch.randint(N, ()).item()]]
-    d2 = (x - centres[0]).pow(2).sum(-1)
-    for _ in range(1, K):
-        total = d2.sum()
-        probs = d2 / total if total > 0 else torch.full_like(d2, 1.0 / N)
-        idx = torch.multinomial(probs, 1).item()
-        centres.append(x[idx])
-        d2 = torch.minimum(d2, (x - x[idx]).pow(2).sum(-1))
-    c = torch.stack(centres)
-    d2, z = torch.cdist(x, c).min(-1)
-    for _ in range(n_lloyd):
-        counts = torch.bincount(z, minlength=K).to(x.dtype)
-        sums = x.new_zeros(K, x.shape[1]).index_add_(0, z, x)
-        c = torch.where(counts.unsqueeze(-1) > 0, sums / counts.clamp_min(1).unsqueeze(-1), c)  # keep empty
-        d2, z_new = torch.cdist(x, c).min(-1)
-        if torch.equal(z_new, z):
-            break
-        z = z_new
-    return z, float(d2.pow(2).sum())
+    return kmeans(x, K, n_init=n_init, max_iter=n_lloyd).labels
 
 
 # ------------------------------------------------------------------------------------ module
