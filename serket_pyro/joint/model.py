@@ -406,16 +406,16 @@ class JointModel(PyroModule):
     def init_clusters(self, method: str = "kmeans", gmm_itr: int = 30, gmm_prior: str = "module") -> None:
         """Initialise the class parameters from the latents ``E q(z | x)``.
 
-        ``"kmeans"``: k-means++ (best of 10); means, covariances (the data's for a class of at
-        most ``L`` points) and weights come from the assignment.  ``"gmm"``: a
-        :class:`~serket_pyro.modules.gmm.GMM` module with this GMM's hyperparameters (``n_init`` chains,
-        the most probable kept) run for ``gmm_itr`` Gibbs sweeps on the latents (files go to a
-        temporary folder); its ``weights_``, ``means_`` and ``covariances_`` are taken over.  With
-        a Markov model the transitions come from the counts of consecutive classes (plus 1).
-        ``"modules"``: the GMM's learned ``weights_``, ``means_``, ``covariances_`` and the Markov
-        model's ``trans_prob_`` (message passing as pre-training: ``system.fit(...)`` first, then
-        :func:`joint_model` copies the trained VAE networks).  ``covariance="diag"`` keeps the
-        diagonal of the covariances.
+        ``"kmeans"``: k-means (:func:`serket_pyro.ops.kmeans`: greedy k-means++ seeding, best of 10
+        starts); means, covariances (the data's for a class of at most ``L`` points) and weights
+        come from the assignment.  ``"gmm"``: a :class:`~serket_pyro.modules.gmm.GMM` module with
+        this GMM's hyperparameters (``n_init`` chains, the most probable kept) run for ``gmm_itr``
+        Gibbs sweeps on the latents (files go to a temporary folder); its ``weights_``, ``means_``
+        and ``covariances_`` are taken over.  With a Markov model the transitions come from the
+        counts of consecutive classes (plus 1). ``"modules"``: the GMM's learned ``weights_``,
+        ``means_``, ``covariances_`` and the Markov model's ``trans_prob_`` (message passing as
+        pre-training: ``system.fit(...)`` first, then :func:`joint_model` copies the trained VAE
+        networks).  ``covariance="diag"`` keeps the diagonal of the covariances.
 
         ``gmm_prior`` (``"gmm"`` only): ``"module"`` uses the GMM module's covariance prior;
         ``"neighbours"`` a strong one set by the latents' local scale, ``nu0 = L + 100`` and
