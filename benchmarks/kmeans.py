@@ -28,10 +28,11 @@ MNIST subset pixels, 10             0.4 (1.0)    0.1 (0.3)   0.5 (1.1)    0.0 (0
 VAE latents (tutorial seed 0), 10   0.4 (0.7)    0.0 (0.1)   0.9 (3.6)    0.1 (0.1)
 VAE latents (tutorial seed 1), 10   0.5 (1.4)    0.1 (0.2)   0.4 (1.7)    0.0 (0.1)
 VAE latents (tutorial seed 2), 10   0.6 (2.1)    0.0 (0.1)   0.7 (2.9)    0.0 (0.0)
+tutorial HAC counts, 10             1.3 (2.3)    0.3 (0.5)   1.1 (2.3)    0.3 (0.5)
 ==================================  ===========  ==========  ===========  ==========
 
 On these sets one start lands at most 3.6 % above the best (not the 36-72 % reported in issue 15
-for its test sets); ten greedy starts land within 0.2 %.  One start of the new code is 1.1-4.4x
+for its test sets); ten greedy starts land within 0.5 %.  One start of the new code is 1.1-4.7x
 faster than the former ``features.kmeans`` (matrix-product distances, stop when no label changes;
 MNIST: 2.7 s against 11.8 s); ten starts cost about ten single starts.
 
