@@ -82,8 +82,12 @@ def main(args):
     return scores
 
 
+def parser():
+    p = add_tutorial_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    p.add_argument("--n-test", type=int, default=1000, help="MNIST test images to recognise")
+    p.add_argument("--recog-iterations", type=int, default=2, help="outer iterations at recognition")
+    return p
+
+
 if __name__ == "__main__":
-    parser = add_tutorial_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    parser.add_argument("--n-test", type=int, default=1000, help="MNIST test images to recognise")
-    parser.add_argument("--recog-iterations", type=int, default=2, help="outer iterations at recognition")
-    main(parser.parse_args())
+    main(parser().parse_args())

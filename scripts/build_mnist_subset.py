@@ -16,8 +16,8 @@ Usage::
 By default ``mnist.npz`` is looked for like the package loaders do (the
 ``SERKET_PYRO_DATA`` directory, then the user cache; ``--root`` adds a
 directory searched first).  After writing, the script prints the array
-digest to record as ``ARRAY_SHA256["mnist_subset.npz"]`` in
-``serket_pyro/datasets.py``.
+digest to record as ``SUBSET_SHA256`` in
+``serket_pyro/datasets/mnist.py``.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import struct
 import urllib.error
 import zipfile
@@ -14,11 +15,12 @@ import numpy as np
 import pytest
 
 from serket_pyro import datasets as D
+from serket_pyro.datasets import _base
 
 PROJECT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SERKET_PYRO_DATA", PROJECT.parent / "shared" / "data"))
 
-_REAL_DOWNLOAD = D._download  # before the autouse fixture replaces it
+_REAL_DOWNLOAD = _base._download  # before the autouse fixture replaces it
 
 needs_data = pytest.mark.skipif(
     not DATA_DIR.is_dir(),
@@ -34,7 +36,7 @@ def _isolated_cache(tmp_path, monkeypatch):
     def no_network(url, dest, desc=None):
         raise urllib.error.URLError("network disabled in tests")
 
-    monkeypatch.setattr(D, "_download", no_network)
+    monkeypatch.setattr(_base, "_download", no_network)
     return tmp_path / "xdg" / "serket_pyro"
 
 
@@ -44,7 +46,7 @@ def _npz(name: str) -> dict[str, np.ndarray]:
 
 
 def _fake_download(files: dict[str, bytes], calls: list | None = None):
-    """A stand-in for D._download serving ``files`` by URL basename."""
+    """A stand-in for _base._download serving ``files`` by URL basename."""
 
     def fetch(url, dest, desc=None):
         if calls is not None:
@@ -175,8 +177,61 @@ def test_embedded_subset_matches_mnist():
 
 
 @needs_data
+def test_mmlda_chain():
+    c = D.load_mmlda_chain(root=DATA_DIR)
+    mods = c.modalities()
+    assert len(mods) == 5 and mods[0] is c.data000 and mods[4] is c.data004
+    for a in mods:
+        assert a.shape == (50, 10) and a.dtype == np.int64 and (a.sum(1) == 1000).all()
+    assert c.category.dtype == np.int64 and np.array_equal(np.bincount(c.category), [5] * 10)
+
+
+@needs_data
+def test_download_mmlda_chain_end_to_end(monkeypatch, _isolated_cache):
+    monkeypatch.delenv(D.ENV_VAR, raising=False)
+    c = _npz("serket_mmlda_chain.npz")
+    files = {f"data00{i}.txt": _savetxt(c[f"data00{i}"], "%d") for i in range(5)}
+    files["data_category.txt"] = _savetxt(c["category"], "%d")
+    monkeypatch.setattr(_base, "_download", _fake_download(files))
+    got = D.load_mmlda_chain()
+    assert all(np.array_equal(got[k], c[k]) for k in c)
+    assert (_isolated_cache / "serket_mmlda_chain.npz").is_file()
+
+
+def test_mmlda_chain_from_texts_small():
+    data = {f"data00{i}": _savetxt(np.full((3, 2), i), "%d") for i in range(5)}
+    a = D.mmlda_chain_from_texts(data, b"0\n1\n1\n")
+    assert a["data003"].tolist() == [[3, 3]] * 3 and a["category"].tolist() == [0, 1, 1]
+    assert a["data000"].dtype == np.int64 and set(a) == set(D.mmlda_chain.LAYOUT)
+    with pytest.raises(D.DatasetCorruptError, match="number of documents"):
+        D.mmlda_chain_from_texts(data, b"0\n1\n")
+    with pytest.raises(D.DatasetCorruptError, match="missing modalities \\['data004'\\]"):
+        D.mmlda_chain_from_texts({k: v for k, v in data.items() if k != "data004"}, b"0\n")
+
+
+def test_one_module_per_data_set():
+    """Each data file is declared once, by the module named after it, and every README file has one."""
+    from serket_pyro.datasets import _base as base
+
+    owners = {"serket_tutorial.npz": "tutorial", "serket_hmm_toy.npz": "hmm_toy",
+              "serket_objects.npz": "objects", "serket_mmlda_chain.npz": "mmlda_chain",
+              "spoken_arabic_digit.npz": "spoken_arabic_digit", "fsdd.npz": "fsdd",
+              "mnist.npz": "mnist", "mnist_subset.npz": "mnist"}
+    assert set(base.FILES) == set(owners) and base.ARRAY_SHA256 is D.ARRAY_SHA256
+    for filename, module in owners.items():
+        spec = base.FILES[filename]
+        mod = getattr(D, module)
+        assert spec in (getattr(mod, "FILE"), getattr(mod, "SUBSET_FILE", None))
+        assert D.ARRAY_SHA256[filename] == spec.sha256
+        assert (spec.convert is None) == (not spec.sources) == (filename == "mnist_subset.npz")
+    if (DATA_DIR / "README.md").is_file():
+        listed = set(re.findall(r"^\| `([a-z_]+\.npz)`", (DATA_DIR / "README.md").read_text(), re.M))
+        assert listed and listed <= set(owners)
+
+
+@needs_data
 def test_shared_files_match_recorded_digests():
-    for name in ("serket_hmm_toy.npz", "serket_objects.npz", "serket_tutorial.npz"):
+    for name in ("serket_hmm_toy.npz", "serket_objects.npz", "serket_tutorial.npz", "serket_mmlda_chain.npz"):
         assert D.array_digest(_npz(name)) == D.ARRAY_SHA256[name]
 
 
@@ -211,6 +266,7 @@ def test_lookup_order(tmp_path, monkeypatch, _isolated_cache):
         (D.load_spoken_arabic_digit, "spoken_arabic_digit.npz"),
         (D.load_fsdd, "fsdd.npz"),
         (D.load_mnist, "mnist.npz"),
+        (D.load_mmlda_chain, "serket_mmlda_chain.npz"),
     ],
 )
 def test_missing_file_no_download(tmp_path, monkeypatch, _isolated_cache, loader, filename):
@@ -278,7 +334,7 @@ def test_download_hmm_and_objects_end_to_end(monkeypatch, _isolated_cache):
     files["Object_Category.txt"] = _savetxt(o["object_category"], "%d")
     files["Motion_Category.txt"] = _savetxt(o["motion_category"], "%d")
     calls: list[str] = []
-    monkeypatch.setattr(D, "_download", _fake_download(files, calls))
+    monkeypatch.setattr(_base, "_download", _fake_download(files, calls))
 
     got = D.load_hmm_toy()
     assert np.array_equal(got.data, h["data"]) and np.array_equal(got.category, h["category"])
@@ -303,7 +359,7 @@ def test_download_tutorial_end_to_end(monkeypatch, _isolated_cache):
         zf.writestr("data/data1.txt", _savetxt(t["images"] / 255.0))
         zf.writestr("data/data2.txt", _savetxt(t["hac"], "%d"))
         zf.writestr("data/category.txt", _savetxt(t["category"], "%d"))
-    monkeypatch.setattr(D, "_download", _fake_download({"data.zip": buf.getvalue()}))
+    monkeypatch.setattr(_base, "_download", _fake_download({"data.zip": buf.getvalue()}))
     got = D.load_tutorial()
     assert np.array_equal(np.rint(got.images * 255).astype(np.uint8), t["images"])
     assert np.array_equal(got.hac, t["hac"]) and np.array_equal(got.category, t["category"])
@@ -336,7 +392,7 @@ def test_digest_mismatch_caches_nothing(monkeypatch, _isolated_cache):
     data = h["data"].copy()
     data[17, 1] += 1e-9  # a tiny change upstream
     files = {"data.txt": _savetxt(data), "correct.txt": _savetxt(h["category"], "%d")}
-    monkeypatch.setattr(D, "_download", _fake_download(files))
+    monkeypatch.setattr(_base, "_download", _fake_download(files))
     with pytest.raises(D.DatasetChecksumError, match="Nothing was cached") as ei:
         D.load_hmm_toy()
     assert D.ARRAY_SHA256["serket_hmm_toy.npz"] in str(ei.value)
@@ -345,7 +401,7 @@ def test_digest_mismatch_caches_nothing(monkeypatch, _isolated_cache):
 
 def test_unparseable_download_caches_nothing(monkeypatch, _isolated_cache):
     monkeypatch.delenv(D.ENV_VAR, raising=False)
-    monkeypatch.setattr(D, "_download", _fake_download({"data.zip": b"<html>not a zip</html>"}))
+    monkeypatch.setattr(_base, "_download", _fake_download({"data.zip": b"<html>not a zip</html>"}))
     with pytest.raises(D.DatasetCorruptError, match="nothing was cached"):
         D.load_tutorial()
     assert not _isolated_cache.exists() or not any(_isolated_cache.iterdir())
@@ -458,7 +514,7 @@ def test_arabic_digit_from_texts_small():
     assert np.array_equal(a["train_digit"], np.repeat(np.arange(10), 20))
     assert np.array_equal(a["train_speaker"], np.tile(np.repeat([0, 1], 10), 10))
     assert np.array_equal(a["test_speaker"], np.zeros(100, np.int64))
-    assert set(a) == set(D._LAYOUTS["spoken_arabic_digit.npz"])
+    assert set(a) == set(D.spoken_arabic_digit.LAYOUT)
     with pytest.raises(D.DatasetCorruptError, match="multiple"):
         D.arabic_digit_from_texts("1 " * 13 + "\n", text(1))
 

@@ -3,6 +3,8 @@
 import argparse
 import importlib.util
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -173,3 +175,63 @@ def test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises(t
         assert (tmp_path / "out_resumed" / "module001_pca" / it / "z_learn.txt").exists()
     assert run("--recognise", "resumed", "--output", "out_recog") == straight
     assert (tmp_path / "out_recog" / "module002_gmm" / "acc_recog.txt").exists()
+
+
+def test_recognition_example_runs(tmp_path, data_dir):
+    """Run as a script (its ``__main__`` block and flags), tiny: train, save, load in recog mode, score."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "recognition.py"), "--n", "100", "--epochs", "1", "--iterations",
+         "1", "--n-test", "20", "--recog-iterations", "1", "--no-progress", "--data-dir", data_dir,
+         "--output", str(tmp_path)], capture_output=True, text=True, timeout=600, check=True).stdout
+    assert "trained in" in out and out.count("MLDA accuracy") == 4 and "[20 test images]" in out
+    assert (tmp_path / "saved_graph" / "graph.json").is_file()
+    for case in ("given_images", "given_images_speech", "cyclic_images", "cyclic_images_speech"):
+        mlda = next(p for p in (tmp_path / f"recog_{case}").iterdir() if p.name.endswith("_mlda"))
+        assert np.loadtxt(mlda / "Pdz_recog.txt").shape == (20, 10)
+
+
+def test_speech_pairs_example_runs(tmp_path, data_dir):
+    """Run as a script, tiny: both data sets (FSDD and SAD), HAC features, training and held-out scoring."""
+    out = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "speech_pairs.py"), "--n", "100", "--n-test", "50", "--epochs",
+         "1", "--iterations", "1", "--mlda-itr", "10", "--gmm-itr", "10", "--fsdd-takes", "5", "--no-progress",
+         "--data-dir", data_dir, "--output", str(tmp_path)], capture_output=True, text=True, timeout=900,
+        check=True).stdout
+    assert out.count("training: accuracy") == 2 and out.count("held-out speakers, MLDA") == 2
+    for name in ("fsdd", "sad"):
+        mlda = next(p for p in (tmp_path / name).iterdir() if p.name.endswith("_mlda"))
+        assert np.loadtxt(mlda / "Pdz_learn.txt").shape == (100, 10)
+
+
+#: every example script -> the tests above that run it with tiny arguments
+EXAMPLE_TESTS = {
+    "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
+    "vae_gmm_mm.py": ["test_example_runs_with_tiny_arguments"],
+    "vae_gmm_mlda.py": ["test_example_runs_with_tiny_arguments"],
+    "vae_gmm_mlda_mm.py": ["test_example_runs_with_tiny_arguments"],
+    "objects.py": ["test_objects_example_runs"],
+    "joint_vae_gmm.py": ["test_joint_example_runs"],
+    "recognition.py": ["test_recognition_example_runs"],
+    "speech_pairs.py": ["test_speech_pairs_example_runs"],
+    "custom_module.py": ["test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises"],
+}
+
+
+def test_coverage():
+    """As Pyro's tests/test_examples.py: every example with a ``__main__`` block is exercised here."""
+    assert {f"{name}.py" for name, _, _ in CASES} <= set(EXAMPLE_TESTS)
+    for root, _, files in os.walk(EXAMPLES):
+        for basename in files:
+            if not basename.endswith(".py"):
+                continue
+            path = os.path.join(root, basename)
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            example = os.path.relpath(path, EXAMPLES)
+            if "__main__" in text and example not in EXAMPLE_TESTS:
+                pytest.fail(f"Example {example} is not covered by tests/test_examples.py (add it to EXAMPLE_TESTS "
+                            f"with a test that runs it with tiny arguments)")
+    for example, tests in EXAMPLE_TESTS.items():
+        assert os.path.isfile(os.path.join(EXAMPLES, example)), f"EXAMPLE_TESTS names a missing example {example}"
+        for name in tests:
+            assert callable(globals().get(name)), f"EXAMPLE_TESTS: {example} names no test {name}"

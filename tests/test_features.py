@@ -1,5 +1,6 @@
 """Tests of serket_pyro.features (MFCC, deltas, k-means, HAC) and serket_pyro.datasets.paired_data."""
 
+import itertools
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ from serket_pyro.features import (
     mel_to_hz,
     mfcc,
 )
+from serket_pyro.ops import kmeans as ops_kmeans
+from serket_pyro.ops import kmeans_plusplus
 
 
 # ------------------------------------------------------------------------------ reference MFCC
@@ -117,6 +120,96 @@ def test_kmeans_finds_clusters_and_is_seeded():
     assert torch.equal(c1, c2)  # does not depend on the global RNG
     d = torch.cdist(centres, c1)
     assert float(d.min(1).values.max()) < 0.1
+
+
+def _same_partition(a, b) -> bool:
+    """True when the label vectors ``a`` and ``b`` split the points the same way (up to renaming)."""
+    a, b = np.asarray(a), np.asarray(b)
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def _blobs(sizes, centres, spread, seed):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.as_tensor(centres, dtype=torch.float64)
+    y = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return centres[y] + spread * torch.randn(len(y), centres.shape[1], generator=g, dtype=torch.float64), y
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ops_kmeans_recovers_separated_blobs(seed):
+    """Well separated blobs of unequal sizes: every start, even a single one, finds the true partition."""
+    x, y = _blobs([5, 40, 12, 80, 3], [[0, 0, 0], [20, 0, 0], [0, 20, 0], [0, 0, 20], [20, 20, 20]], 0.5, seed)
+    r = ops_kmeans(x, 5, n_init=1, seed=seed)
+    assert _same_partition(r.labels, y)
+    assert r.labels.dtype == torch.int64 and r.centers.shape == (5, 3) and r.centers.dtype == x.dtype
+    # the centres are the blob means and the inertia is the within-blob sum of squares
+    means = torch.stack([x[y == j].mean(0) for j in range(5)])
+    np.testing.assert_allclose(torch.sort(r.centers, 0).values, torch.sort(means, 0).values, atol=1e-12)
+    assert r.inertia == pytest.approx(float(((x - means[y]) ** 2).sum()), rel=1e-12)
+
+
+def test_ops_kmeans_finds_the_brute_force_optimum():
+    """On 9 points the global optimum is found by trying all 3**9 labellings."""
+    x, _ = _blobs([3, 3, 3], [[0, 0], [2.5, 0], [1.2, 2]], 0.8, 3)
+    labs = torch.tensor(list(itertools.product(range(3), repeat=9)))  # (19683, 9)
+    onehot = torch.nn.functional.one_hot(labs, 3).to(x.dtype)  # (L, 9, 3)
+    counts = onehot.sum(1)  # (L, 3)
+    sums = torch.einsum("lnk,nd->lkd", onehot, x)
+    sse = (x * x).sum() - ((sums ** 2).sum(-1) / counts.clamp_min(1)).sum(-1)
+    sse[(counts == 0).any(1)] = math.inf
+    best = float(sse.min())
+    r = ops_kmeans(x, 3, n_init=10, seed=0)
+    assert r.inertia == pytest.approx(best, rel=1e-10)
+    assert _same_partition(r.labels, labs[int(sse.argmin())])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ops_kmeans_restarts_never_worse_than_one_start(seed):
+    """The first of n_init starts is the single start of the same seed; the best is kept."""
+    x, _ = _blobs([30, 30, 30, 30], [[0, 0], [1.5, 0], [0, 1.5], [1.5, 1.5]], 0.6, 10 + seed)
+    one = ops_kmeans(x, 6, n_init=1, seed=seed)
+    many = ops_kmeans(x, 6, n_init=8, seed=seed)
+    assert many.inertia <= one.inertia
+    g = torch.Generator().manual_seed(seed)
+    assert ops_kmeans(x, 6, n_init=8, generator=g).inertia == many.inertia
+
+
+def test_ops_kmeans_greedy_seeding_lowers_the_seed_potential():
+    """Greedy k-means++ (2 + ln k candidates) beats plain k-means++ (1 candidate) on average."""
+    x, _ = _blobs([200, 20, 20, 20, 20, 5, 5, 5], np.random.default_rng(0).normal(0, 4, (8, 2)), 1.0, 0)
+
+    def potential(n_local_trials, seed):
+        idx = kmeans_plusplus(x, 8, generator=torch.Generator().manual_seed(seed), n_local_trials=n_local_trials)
+        assert len(set(idx.tolist())) == 8
+        return float(torch.cdist(x, x[idx]).pow(2).min(1).values.sum())
+
+    greedy = np.mean([potential(None, s) for s in range(20)])
+    plain = np.mean([potential(1, s) for s in range(20)])
+    assert greedy < 0.9 * plain
+
+
+def test_ops_kmeans_generator_scale_and_errors():
+    x, y = _blobs([20, 20, 20], [[0, 0], [8, 0], [0, 8]], 0.5, 0)
+    torch.manual_seed(1)
+    a = ops_kmeans(x, 3, seed=5)
+    torch.manual_seed(2)
+    b = ops_kmeans(x, 3, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.centers, b.centers)  # no global RNG
+    torch.manual_seed(3)
+    c = ops_kmeans(x, 3)
+    torch.manual_seed(3)
+    assert torch.equal(ops_kmeans(x, 3).centers, c.centers)  # without a seed: from the global RNG
+    for scale in (1e-170, 1e160):  # power-of-two rescaling inside: no overflow or underflow
+        assert torch.equal(ops_kmeans(x * scale, 3, seed=5).labels, a.labels)
+    d = ops_kmeans(torch.tensor([[1.0, 1.0]] * 4 + [[2.0, 2.0]] * 3), 3, seed=0)  # more clusters than points
+    assert d.inertia == 0.0 and d.labels.unique().numel() == 2
+    with pytest.raises(ValueError, match="kmeans: give a generator or a seed, not both"):
+        ops_kmeans(x, 3, seed=1, generator=torch.Generator())
+    with pytest.raises(ValueError, match="kmeans: 60 points cannot make 61 clusters"):
+        ops_kmeans(x, 61)
+    with pytest.raises(ValueError, match="kmeans: n_init must be an integer"):
+        ops_kmeans(x, 3, n_init=0)
 
 
 # ------------------------------------------------------------------------------------------- HAC

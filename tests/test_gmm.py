@@ -631,3 +631,20 @@ def test_cold_start_keeps_the_most_probable_of_n_init_chains():
             assert len(g.chain_log_joint_) == 1
     # the best of eight random starts is far more probable than a single one, on average
     assert np.mean(kept[8]) > np.mean(kept[1]) + 20
+
+
+def test_kmeanspp_start_is_ops_kmeans_and_recovers_blobs():
+    """The GMM's cold start is ops.kmeans seeded from the global RNG: separated blobs come out exact."""
+    from serket_pyro.ops import kmeans
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [9.0, 0.0], [0.0, 9.0], [9.0, 9.0]], dtype=torch.float64)
+    y = torch.arange(4).repeat_interleave(torch.tensor([50, 10, 30, 4]))
+    x = centres[y] + 0.4 * torch.randn(len(y), 2, generator=g, dtype=torch.float64)
+    torch.manual_seed(7)
+    z = G._kmeanspp(x, 4)
+    assert z.shape == (94,) and z.dtype == torch.int64
+    assert len(set(zip(z.tolist(), y.tolist()))) == 4  # the true partition, up to renaming
+    torch.manual_seed(7)
+    seed = int(torch.randint(2**62, (), dtype=torch.int64))
+    assert torch.equal(z, kmeans(x, 4, n_init=10, max_iter=20, seed=seed).labels)

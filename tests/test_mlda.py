@@ -640,7 +640,9 @@ def test_with_a_gmm_child(tmp_path, data_dir):
     msg = g.get_backward_msg()
     assert isinstance(msg, ClassProbs) and msg.probs.shape == (n, 10)
     # the message to the GMM: the speech's fold-in (no parent) times the GMM-modality topics
-    pi = _fold_in_by_plain_em(mlda.token_counts()[0][0], mlda.phi_[0], mlda.alpha, iters=150)  # converged to 1e-9
+    # plain EM converges slowly on some documents: 150 iterations were 3e-6 away on the GMM start of
+    # ops.kmeans, 1000 are 1e-7 away
+    pi = _fold_in_by_plain_em(mlda.token_counts()[0][0], mlda.phi_[0], mlda.alpha, iters=1000)
     assert torch.allclose(msg.probs.to(torch.float64), pi @ mlda.phi_[1], atol=1e-6)
     assert mlda.metrics_["n_tokens"] == 2 * 200 * n
     assert (tmp_path / mlda.name / "001" / "Pmdw[1]_learn.txt").exists()

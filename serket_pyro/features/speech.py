@@ -21,8 +21,8 @@ last frame repeated at the edges.
 **HAC** (:class:`HACExtractor`): histogram of acoustic co-occurrences (Van hamme, "HAC-models: a
 novel approach to continuous speech recognition", Interspeech 2008).  Every stream of frame
 features (e.g. static MFCCs, deltas, delta-deltas) is vector-quantised with its own codebook of
-``n_codewords`` centroids learned by k-means (k-means++ initialisation, Arthur and Vassilvitskii,
-SODA 2007; Lloyd iterations) on the training frames; an utterance becomes the counts of the code
+``n_codewords`` centroids learned by k-means (:func:`serket_pyro.ops.kmeans`: greedy k-means++
+seeding, Arthur and Vassilvitskii, SODA 2007; Lloyd iterations; best of several starts) on the training frames; an utterance becomes the counts of the code
 pairs ``(code[t], code[t + lag])`` for every stream and lag.  With 3 streams, lags (5, 2) and 20
 codewords that is ``3 x 2 x 20 x 20 = 2400`` bins, laid out stream-major, then lag (in the given
 order), then ``code[t] * n_codewords + code[t + lag]`` -- the layout of the Serket tutorial's
@@ -41,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ..ops.kmeans import kmeans as _kmeans
 from ..validation import check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = [
@@ -228,53 +229,16 @@ def mfcc(signal, sample_rate: float, *, n_mfcc: int = 13, n_mels: int = 26, win_
 
 
 # ----------------------------------------------------------------------------------- k-means
-def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 100, tol: float = 1e-8, seed: int = 0) -> torch.Tensor:
-    """Euclidean k-means of ``x`` ``(n, D)``: ``(k, D)`` centroids (same dtype as ``x``).
+def kmeans(x: torch.Tensor, k: int, *, n_iter: int = 100, tol: float = 1e-8, seed: int = 0,
+           n_init: int = 10) -> torch.Tensor:
+    """Euclidean k-means codebook of ``x`` ``(n, D)``: ``(k, D)`` centroids (same dtype as ``x``).
 
-    k-means++ seeding (Arthur and Vassilvitskii 2007) from a ``torch.Generator`` seeded with
-    ``seed`` (the result does not depend on the global RNG), then at most ``n_iter`` Lloyd steps,
-    vectorised over points; stops when no centroid moves by more than ``tol`` (squared).  An empty
-    cluster is re-seeded at the point farthest from its centroid.
+    :func:`serket_pyro.ops.kmeans`: greedy k-means++ seeding from a ``torch.Generator`` seeded
+    with ``seed`` (the result does not depend on the global RNG), at most ``n_iter`` Lloyd steps
+    per start, stopping when no frame changes codeword or the centroids move by at most ``tol``
+    times the mean feature variance (squared); the best of ``n_init`` starts (least inertia).
     """
-    check_real(x, "x", "kmeans")
-    x = torch.as_tensor(x)
-    if not x.is_floating_point():
-        x = x.to(torch.float64)
-    if x.dim() != 2:
-        raise ValueError(f"kmeans: x must be (n, D), got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError("kmeans: x contains NaN or infinite values")
-    k = check_positive_int(k, "k (number of clusters)", "kmeans")
-    n_iter = check_positive_int(n_iter, "n_iter", "kmeans", minimum=0)
-    tol = check_positive_float(tol, "tol", "kmeans", allow_zero=True)
-    n = x.shape[0]
-    if n < k:
-        raise ValueError(f"kmeans: {n} points cannot make {k} clusters")
-    check_memory(2 * n * k, f"n x k = {n} x {k} distances", "kmeans", itemsize=x.element_size())
-    g = torch.Generator(device="cpu").manual_seed(int(seed))
-    centres = torch.empty(k, x.shape[1], dtype=x.dtype)
-    centres[0] = x[torch.randint(n, (1,), generator=g)]
-    d2 = ((x - centres[0]) ** 2).sum(1)
-    for j in range(1, k):  # loop over the k seeds
-        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
-        i = torch.multinomial(p.float(), 1, generator=g)
-        centres[j] = x[i]
-        d2 = torch.minimum(d2, ((x - centres[j]) ** 2).sum(1))
-    for _ in range(n_iter):
-        dist = torch.cdist(x, centres).pow(2)
-        d_min, assign = dist.min(1)
-        counts = torch.bincount(assign, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(centres).index_add_(0, assign, x)
-        new = sums / counts.clamp(min=1)[:, None]
-        empty = counts == 0
-        if bool(empty.any()):
-            far = torch.topk(d_min, int(empty.sum())).indices
-            new[empty] = x[far]
-        shift = float(((new - centres) ** 2).sum(1).max())
-        centres = new
-        if shift <= tol:
-            break
-    return centres
+    return _kmeans(x, k, n_init=n_init, max_iter=n_iter, tol=tol, seed=seed).centers
 
 
 # --------------------------------------------------------------------------------------- HAC

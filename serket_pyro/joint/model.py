@@ -1,63 +1,35 @@
 """Joint mode: the VAE, GMM (and Markov model) submodels composed into ONE Pyro program.
 
-In message-passing mode (:func:`serket_pyro.fit`) every module is fitted on its own and the
-modules exchange messages.  The same modules are Pyro submodels whose latent sites are shared:
-the VAE's latent ``z`` is the GMM's data, the GMM's class ``c`` is the Markov chain's state.  This
-module writes the connected graph as one generative model and fits all of it at once by
-stochastic variational inference, with the VAE's encoder as the amortised guide for ``z``.
-
-VAE+GMM (:meth:`JointModel.model`, no Markov model) is VaDE (Jiang, Zheng, Tan, Tang, Zhou,
-"Variational Deep Embedding: An Unsupervised and Generative Approach to Clustering", IJCAI 2017)::
+In message-passing mode (:func:`serket_pyro.fit`) each module is fitted on its own; here the
+connected graph is one generative model whose latent sites are shared (the VAE's ``z`` is the
+GMM's data, the GMM's class ``c`` the Markov chain's state), fitted all at once.  VAE+GMM
+(:meth:`JointModel.model`) is VaDE [1]_::
 
     c_n ~ Categorical(softmax(weight_logits))                       class, K values (enumerated)
-    z_n ~ Normal(means[c_n], scales[c_n])                           (L,) diagonal (VaDE's), or
+    z_n ~ Normal(means[c_n], scales[c_n])                           (L,) diagonal, or
           MultivariateNormal(means[c_n], scale_tril[c_n])           covariance="full"
     x_n ~ Bernoulli(logits=decoder(z_n))                            (D,) pixels in [0, 1]
     guide:  z_n ~ Normal(encoder(x_n))                              amortised q(z | x)
 
-The class is summed out exactly, ``log p(z_n) = logsumexp_k [log w_k + log N(z_n | mu_k, s_k)]``
-(the same number :class:`pyro.infer.TraceEnum_ELBO` computes on :meth:`JointModel.model` with
-``c`` enumerated; ``tests/test_joint.py`` checks it).  With ``q(c | x)`` optimal this is VaDE's
-bound; we do not need VaDE's separate ``q(c | x)`` since enumeration is exact.
+VAE+GMM+MM replaces the independent classes by a first-order Markov chain over the rows in time
+order, ``c_t | c_{t-1} ~ Categorical(softmax(trans_logits[c_{t-1}]))``: an HMM whose Gaussian
+emissions are decoded into images.
 
-VAE+GMM+MM replaces the independent classes by a first-order Markov chain over the sequence
-(rows of the data in time order): an HMM whose emissions are the Gaussian latents, which are in
-turn decoded into images::
+Inference is stochastic variational inference on the ELBO with the VAE's encoder as the guide.
+The class is summed out exactly (``logsumexp`` over ``k``; the number
+:class:`pyro.infer.TraceEnum_ELBO` computes), the chain by the forward algorithm of
+:class:`pyro.distributions.DiscreteHMM` [2]_ over minibatches of contiguous chunks (links between
+chunks dropped in training, of order ``1 / chunk_len``).  Class and transition parameters are
+point estimates (``pyro.param``); ``elbo="analytic"`` (default) uses one reparameterised draw and
+the closed-form entropy of ``q(z | x)``, ``elbo="pyro"`` runs :class:`pyro.infer.SVI`.
+Pretraining and the class initialisation (``init=``) are in the README's design notes.
 
-    c_{-1} ~ Categorical(softmax(weight_logits))
-    c_t | c_{t-1} ~ Categorical(softmax(trans_logits[c_{t-1}]))      t = 0..T-1
-    z_t | c_t ~ Normal(means[c_t], scales[c_t]) (or full);  x_t ~ Bernoulli(logits=decoder(z_t))
-
-The chain is summed out by the exact forward algorithm in log space
-(:class:`pyro.distributions.DiscreteHMM`, a parallel scan, Sarkka and Garcia-Fernandez 2019; its
-initial distribution is that of the state *before* the first step, so ``p(c_0) = w @ A``).  The
-minibatches are ``B`` contiguous chunks of ``T = chunk_len`` steps (``pyro.plate("chunks",
-subsample=...)``); links between chunks are dropped in training (an approximation of order
-``1 / T``), prediction runs forward-backward over the whole sequence.
-
-Global parameters (class means, Cholesky factors, weight logits, transition logits) are point
-estimates (``pyro.param`` sites of this :class:`~pyro.nn.PyroModule`), the networks are the VAE's.
-
-Typical use::
-
-    system = models.vae_gmm.build(images, category)
-    jm = joint_model(system)                  # takes the VAE / GMM (/ MM) from the graph
-    jm.fit(pretrain_epochs=50, epochs=100)     # VAE alone, k-means init of the GMM, then joint
-    jm.to_modules()                           # hand the parameters back to the modules
-    pred = jm.predict().argmax(-1)
-
-Pretraining decides which partition the joint fit refines.  VaDE pretrains a plain autoencoder
-(``pretrain_kl_weight=0``); ``pretrain_neighbour_weight > 0`` adds a neighbour-embedding term
-(:mod:`serket_pyro.joint.neighbour_embedding`) that keeps the k nearest neighbours of each image close
-in ``z``, and ``init="gmm"`` starts the classes from a GMM module on those latents.  On full MNIST
-(``benchmarks/joint.py --data mnist``, see the README) that start is what takes VaDE's networks
-past its reported 0.945.
-
-Training uses a hand-written estimator of the same objective (``elbo="analytic"``): one
-reparameterised draw of ``z`` for the reconstruction and the class/chain marginal, and the
-closed-form entropy of ``q(z | x)`` (lower variance than the sampled ``-log q``, as
-:class:`pyro.infer.TraceMeanField_ELBO`).  ``elbo="pyro"`` runs :class:`pyro.infer.SVI` with
-:class:`pyro.infer.TraceEnum_ELBO` on :meth:`JointModel.model` / :meth:`JointModel.guide`.
+References
+----------
+.. [1] Z. Jiang, Y. Zheng, H. Tan, B. Tang, H. Zhou, "Variational deep embedding: an unsupervised
+   and generative approach to clustering", IJCAI 2017.
+.. [2] S. Sarkka, A. F. Garcia-Fernandez, "Temporal parallelization of Bayesian smoothers", IEEE
+   Trans. Automatic Control 66(1), 2021.
 """
 
 from __future__ import annotations
@@ -434,16 +406,16 @@ class JointModel(PyroModule):
     def init_clusters(self, method: str = "kmeans", gmm_itr: int = 30, gmm_prior: str = "module") -> None:
         """Initialise the class parameters from the latents ``E q(z | x)``.
 
-        ``"kmeans"``: k-means++ (best of 10); means, covariances (the data's for a class of at
-        most ``L`` points) and weights come from the assignment.  ``"gmm"``: a
-        :class:`~serket_pyro.modules.gmm.GMM` module with this GMM's hyperparameters (``n_init`` chains,
-        the most probable kept) run for ``gmm_itr`` Gibbs sweeps on the latents (files go to a
-        temporary folder); its ``weights_``, ``means_`` and ``covariances_`` are taken over.  With
-        a Markov model the transitions come from the counts of consecutive classes (plus 1).
-        ``"modules"``: the GMM's learned ``weights_``, ``means_``, ``covariances_`` and the Markov
-        model's ``trans_prob_`` (message passing as pre-training: ``system.fit(...)`` first, then
-        :func:`joint_model` copies the trained VAE networks).  ``covariance="diag"`` keeps the
-        diagonal of the covariances.
+        ``"kmeans"``: k-means (:func:`serket_pyro.ops.kmeans`: greedy k-means++ seeding, best of 10
+        starts); means, covariances (the data's for a class of at most ``L`` points) and weights
+        come from the assignment.  ``"gmm"``: a :class:`~serket_pyro.modules.gmm.GMM` module with
+        this GMM's hyperparameters (``n_init`` chains, the most probable kept) run for ``gmm_itr``
+        Gibbs sweeps on the latents (files go to a temporary folder); its ``weights_``, ``means_``
+        and ``covariances_`` are taken over.  With a Markov model the transitions come from the
+        counts of consecutive classes (plus 1). ``"modules"``: the GMM's learned ``weights_``,
+        ``means_``, ``covariances_`` and the Markov model's ``trans_prob_`` (message passing as
+        pre-training: ``system.fit(...)`` first, then :func:`joint_model` copies the trained VAE
+        networks).  ``covariance="diag"`` keeps the diagonal of the covariances.
 
         ``gmm_prior`` (``"gmm"`` only): ``"module"`` uses the GMM module's covariance prior;
         ``"neighbours"`` a strong one set by the latents' local scale, ``nu0 = L + 100`` and

@@ -1,9 +1,8 @@
 """Bayesian Gaussian mixture model: the Serket ``gmm`` module.
 
-Nakamura, Nagai, Taniguchi, "SERKET: An Architecture for Connecting Stochastic Models to Realize a
-Large-Scale Cognitive Model", Frontiers in Neurorobotics 12:25 (2018), section 3 (VAE+GMM).
-
-Generative model (:meth:`GMM.model`), for ``N`` points of dimension ``D`` and ``K`` classes::
+A GMM with ``K`` classes over ``N`` points of dimension ``D``, learned by blocked Gibbs sampling,
+that receives class potentials from a parent and sends class probabilities up and Gaussian
+priors down to its children.  Generative model (:meth:`GMM.model`)::
 
     weights            ~ Dirichlet(alpha, ..., alpha)                       (K,)
     Lambda_k           ~ Wishart(nu0, Psi0^-1)          k = 1..K           precision (D, D)
@@ -12,74 +11,24 @@ Generative model (:meth:`GMM.model`), for ``N`` points of dimension ``D`` and ``
     factor  log b[n, z_n]                               the parent's backward message (bias)
     x_n | z_n          ~ Normal(mu_{z_n}, Sigma_{z_n} = Lambda_{z_n}^-1)
 
-i.e. (mu_k, Sigma_k) has the Normal-inverse-Wishart prior NIW(m0, kappa0, nu0, Psi0)
-(Murphy, "Conjugate Bayesian analysis of the Gaussian distribution", 2007, section 9;
-Gelman et al., "Bayesian Data Analysis", 3rd ed., section 3.6).
+i.e. ``(mu_k, Sigma_k) ~ NIW(m0, kappa0, nu0, Psi0)``.  The parent's message is a potential on
+``z_n`` without per-point renormalisation, the product the original used; uniform without a parent.
 
-The parent's message enters as a potential ``b[n, k]`` on z_n, so the class prior of point n is
-proportional to ``weights[k] * b[n, k]`` *without per-point renormalisation*.  This is the only
-reading under which the Gibbs conditional of the weights stays the conjugate
-``Dirichlet(alpha + counts)``, and it is the same unnormalised product the original used
-(``N_k * StudentT * bias``).  Without a parent message ``b`` is uniform.
+Inference (:meth:`GMM.update`) is an uncollapsed blocked Gibbs sampler vectorised over points
+[2]_: ``z`` for all points by exact enumeration over the K classes, then ``weights`` from their
+Dirichlet and all ``(mu_k, Sigma_k)`` from their NIW conditionals at once.  The first update runs
+``n_init`` chains from k-means++ starts (:func:`serket_pyro.ops.kmeans`) and keeps the most
+probable; later updates warm-start from the last draw.  Reported parameters are Rao-Blackwellised
+posterior means over the last ``n_average`` sweeps; every message follows from them in closed
+form.  The README's design notes give the prior defaults, the messages and the outputs.
 
-The original's hyperparameters are ``m0`` = data mean, ``kappa0 = 1``, ``nu0 = D + 2`` and
-the scale matrix ``0.1 I``.  In the original (``GaussWishart`` in ``gmm/gmm.py``) that matrix is
-``S0`` in the posterior ``S_N = S0 + sum x x^T + r0 m0 m0^T - r_N m_N m_N^T`` and the marginal
-likelihood is ``|S_N|^(-nu_N / 2)``: it is the **inverse-Wishart scale** ``Psi0`` of the covariance
-(equivalently the precision has Wishart scale ``W0 = Psi0^-1 = 10 I``), so a priori
-``E[Sigma_k] = Psi0 / (nu0 - D - 1) = 0.1 I``, with the weight of a single pseudo-observation
-(``GMM(K, nu0=D + 2, psi0=0.1, prior_scale="absolute")`` reproduces it).
-
-Our defaults put an informative prior on the covariances instead: ``nu0 = D + 21`` (the prior
-weighs as 20 pseudo-observations) and ``E[Sigma_k] = 0.3 diag(var x)`` (``prior_scale="data"``:
-Psi0 is multiplied by the per-dimension data variance, which also makes the clustering invariant
-to rescaling the data).  Under the original's weak prior one broad class tends to absorb the hard
-points of several digits (see ``benchmarks/gmm_oracle.py --deskew`` for the accuracies and the
-collapsed log joints of both priors on VAE latents of the deskewed tutorial digits).
-
-Inference (:meth:`GMM.update`) is a blocked, uncollapsed Gibbs sampler (Diebolt and Robert, "Estimation
-of finite mixture distributions through Bayesian sampling", JRSS-B 56, 1994), vectorised over
-points; one sweep is
-
-1. ``z | weights, mu, Sigma, bias``: exact enumeration over K classes for all N points at once,
-2. ``weights | z ~ Dirichlet(alpha + n_k)``,
-3. ``(mu_k, Sigma_k) | z, x ~ NIW(m_N, kappa_N, nu_N, Psi_N)`` for all K classes at once (Bartlett
-   decomposition).  An empty class draws from the prior and can be revived by the next z-step
-   (the original's collapsed sampler without a Dirichlet pseudo-count let empty classes die).
-
-The first update runs ``n_init`` chains (default 4), each started from k-means++ (or a random
-assignment, as the original) and one draw of the parameters given that assignment, and keeps the
-chain whose final assignment has the highest collapsed posterior density; later updates
-warm-start from the previous update's last draw (``last_sample_``), so that with unchanged
-inputs ``u`` updates are one Markov chain of ``u * itr`` sweeps.  The NIW prior mean (data mean by default) is recomputed from the current input
-at every update.  A sweep costs O(N K D^2) tensor operations: about 5 ms for N = 3000, D = 18,
-K = 10 on one CPU thread, against 5 s for the original (``benchmarks/gmm_speed.py``).
-
-**Outputs**.  After the sweeps, the parameters reported (``weights_``, ``means_``,
-``covariances_``) are Rao-Blackwellised posterior means: the average over the last ``n_average``
-sweeps of ``E[theta | z^(s), x]`` (Dirichlet mean ``(alpha + n_k) / (N + K alpha)``, ``m_N`` and
-``Psi_N / (nu_N - D - 1)``), an estimate of ``E[theta | x]`` with lower variance than the last draw
-(Gelfand and Smith, JASA 85, 1990).  Averaging is label-safe here because the chain is warm and the
-window is short: a blocked Gibbs sampler does not swap whole well-separated clusters within a few
-sweeps (``n_average=1`` uses the last sweep only).  Every message is then computed in closed form
-from these parameters by enumeration:
-
-* forward (to the parent): ``ClassProbs`` with ``log p_nk = log w_k + log N(x_n | mu_k, Sigma_k)``
-  normalised: the GMM's own evidence, *excluding* the parent's message (so the parent does not
-  count its own message twice);
-* classification (``Pdz_learn.txt``, ``class_learn.txt``, ``acc_learn.txt``): forward * parent
-  message, the full class posterior ``r_nk``;
-* backward (to each child): ``GaussianMessage``.  ``backward="soft"`` (default): for point n the
-  exact moment-matched diagonal of the mixture ``sum_k r_nk N(mu_k, Sigma_k)``:
-  ``loc = sum_k r_nk mu_k``, ``scale^2 = sum_k r_nk (diag Sigma_k + (mu_k - loc)^2)`` (law of total
-  variance).  Like the original's hard assignment, ``r`` includes the point's own evidence: the
-  message is the class-conditional prior the VAE's latent is pulled towards (EM-style coupling),
-  not a message that excludes the child's evidence.  ``backward="original"``: the mean of the
-  class the point was assigned in the last sweep, scale 1, as the original (the stored version of
-  whose ``gmm.py`` also divides each mean by the sum of its components, a bug not reproduced).
-  An :class:`~serket_pyro.module.Observation` child receives the same message; observations
-  ignore it.  With several children their features are concatenated (one Gaussian over all
-  columns) and each child receives its own columns of the message.
+References
+----------
+.. [1] T. Nakamura, T. Nagai, T. Taniguchi, "SERKET: An architecture for connecting stochastic
+   models to realize a large-scale cognitive model", Frontiers in Neurorobotics 12:25, 2018.
+.. [2] J. Diebolt, C. P. Robert, "Estimation of finite mixture distributions through Bayesian
+   sampling", JRSS-B 56, 1994.
+.. [3] K. P. Murphy, "Conjugate Bayesian analysis of the Gaussian distribution", 2007, section 9.
 """
 
 from __future__ import annotations
@@ -296,44 +245,14 @@ def _gibbs_sweep(x, xx, weights, means, scale_tril, prior: NIWPrior, alpha: floa
 
 
 def _kmeanspp(x: torch.Tensor, K: int, n_init: int = 10, n_lloyd: int = 20) -> torch.Tensor:
-    """k-means++ (Arthur and Vassilvitskii, SODA 2007): D^2 seeding and up to ``n_lloyd`` Lloyd
-    iterations, best of ``n_init`` restarts (least within-class sum of squares).
+    """k-means assignments ``(N,)`` of ``x``: :func:`serket_pyro.ops.kmeans` with greedy k-means++
+    seeding, at most ``n_lloyd`` Lloyd iterations, best of ``n_init`` restarts.
 
-    Returns ``(N,)`` assignments.  Uses torch's global RNG.  The points are first divided by the
-    power of two nearest above their largest magnitude (exact in floating point, so the result
-    is the same as on ``x`` itself), so that squared distances neither overflow nor underflow."""
-    amax = float(x.abs().max()) if x.numel() else 0.0
-    if 0.0 < amax < math.inf:
-        x = x * 2.0 ** -math.frexp(amax)[1]
-    best, best_sse = None, math.inf
-    for _ in range(n_init):
-        z, sse = _kmeanspp_once(x, K, n_lloyd)
-        if sse < best_sse:
-            best, best_sse = z, sse
-    return best
+    The generator is seeded from torch's global RNG (one draw), so :func:`serket_pyro.set_seed`
+    fixes the result.  Scale-free: the points are rescaled by a power of two first."""
+    from ..ops.kmeans import kmeans
 
-
-def _kmeanspp_once(x: torch.Tensor, K: int, n_lloyd: int):
-    N = x.shape[0]
-    centres = [x[torch.randint(N, ()).item()]]
-    d2 = (x - centres[0]).pow(2).sum(-1)
-    for _ in range(1, K):
-        total = d2.sum()
-        probs = d2 / total if total > 0 else torch.full_like(d2, 1.0 / N)
-        idx = torch.multinomial(probs, 1).item()
-        centres.append(x[idx])
-        d2 = torch.minimum(d2, (x - x[idx]).pow(2).sum(-1))
-    c = torch.stack(centres)
-    d2, z = torch.cdist(x, c).min(-1)
-    for _ in range(n_lloyd):
-        counts = torch.bincount(z, minlength=K).to(x.dtype)
-        sums = x.new_zeros(K, x.shape[1]).index_add_(0, z, x)
-        c = torch.where(counts.unsqueeze(-1) > 0, sums / counts.clamp_min(1).unsqueeze(-1), c)  # keep empty
-        d2, z_new = torch.cdist(x, c).min(-1)
-        if torch.equal(z_new, z):
-            break
-        z = z_new
-    return z, float(d2.pow(2).sum())
+    return kmeans(x, K, n_init=n_init, max_iter=n_lloyd).labels
 
 
 # ------------------------------------------------------------------------------------ module

@@ -1,12 +1,8 @@
 """Multimodal latent Dirichlet allocation (MLDA): the Serket ``mlda`` module.
 
-Blei, Ng, Jordan, "Latent Dirichlet Allocation", JMLR 3 (2003); Nakamura, Nagai, Iwahashi,
-"Grounding of word meanings in multimodal concepts using LDA", IROS 2009 (the multimodal extension);
-Nakamura, Nagai, Taniguchi, "SERKET: An Architecture for Connecting Stochastic Models to Realize a
-Large-Scale Cognitive Model", Frontiers in Neurorobotics 12:25 (2018).
-
-Generative model (:meth:`MLDA.model`), for ``N`` documents (data points), ``K`` topics and ``M``
-modalities (one per child) with vocabularies of ``V_m`` words::
+A topic model over ``N`` documents with ``K`` topics and one modality per child (vocabulary of
+``V_m`` words); each child's message (counts or class probabilities) is turned into tokens
+(``token_rule``).  Generative model (:meth:`MLDA.model`)::
 
     theta_d            ~ Dirichlet(alpha, ..., alpha)       d = 1..N       topic proportions (K,)
     phi_mk             ~ Dirichlet(beta, ..., beta)         m, k           topic-word dist.  (V_m,)
@@ -15,99 +11,25 @@ modalities (one per child) with vocabularies of ``V_m`` words::
         factor  log b[d, z_i]                               the parent's backward message (bias)
         w_i | z_i      ~ Categorical(phi_m[z_i])                           observed word "w_m"
 
-The parent's message ``b`` (``ClassProbs`` N x K, uniform without one) is a potential on every
-token's topic *without per-token renormalisation*, exactly the product the original's collapsed
-sampler used (``(n_dk + alpha) (n_kw + beta) / (n_k + V beta) * bias``).  It is the only reading
-under which the Gibbs conditional of ``theta`` stays the conjugate ``Dirichlet(alpha + n_d)``,
-and it is the same convention as :mod:`serket_pyro.modules.gmm`.  Given ``theta`` and ``phi`` the topic of
-a token is ``p(z = k) ~ theta_dk b_dk phi_mkw``, i.e. ``Categorical(theta_d x b_d)`` before its word.
+The parent's message is a potential on every token's topic without per-token renormalisation, as
+in the original's sampler and in :mod:`serket_pyro.modules.gmm`.
 
-**From a child's message to tokens** (``token_rule``).  Each child's forward message is a
-``PointMessage`` of non-negative counts/weights ``x (N, V_m)`` or a ``ClassProbs`` ``(N, K_m)``
-(vocabulary = the child's classes).  A row becomes token counts:
+Inference (:meth:`MLDA.update`) is a blocked, uncollapsed Gibbs sampler vectorised over all tokens
+(the original's collapsed sampler [3]_ visits them one by one): the topic counts of every
+(document, word) entry from their exact multinomial, then all ``theta_d`` and ``phi_mk`` from
+their Dirichlet conditionals; chains warm-start from the previous update's draw.  ``theta_`` and
+``phi_`` are Rao-Blackwellised means over the last ``n_average`` sweeps.  Messages that must
+leave some evidence out (forward without the parent's bias, backward to child ``m`` without
+modality ``m``) fold documents in with ``phi_`` fixed [4]_ (:func:`fold_in`).  The README's design
+notes give the token rules, the messages and the files written.
 
-* ``"largest_remainder"`` (default): the row is scaled to total ``T = round(weights[m])`` and
-  rounded by the largest-remainder (Hamilton) method, so every non-empty row has *exactly* ``T``
-  tokens (ties between equal remainders: the lower word index wins);
-* ``"original"``: negative values to 0, the row normalised to sum 1, times ``weights[m]``, truncated
-  to integers (the original; the lost remainders make the totals fall short of the weights);
-* ``"fractional"``: real-valued counts ``x / sum(x) * weights[m]``.  A count ``c = i + r`` is ``i``
-  whole tokens plus one *partial token* of weight ``r`` in (0, 1): every log-factor of that token
-  (``log theta_z + log b_z + log phi_zw``) is multiplied by ``r``.  This is a proper (generalised)
-  posterior, the Dirichlet conditionals take the weighted counts, and the sampler below stays an
-  exact Gibbs sampler for it (the partial token's topic is drawn from ``(theta b phi)^r``).
-
-``weights=None`` (or a ``None`` entry): a ``PointMessage`` child's raw counts are used (under
-``"largest_remainder"`` a row keeps its total ``round(sum(x))``; integer counts are unchanged); a
-``ClassProbs`` child gets as many tokens per document as the count modalities have on average
-(mean over documents of the summed token totals of the ``PointMessage`` children, rounded), or 100
-when every child sends class probabilities.  Negative counts are an error except under
-``token_rule="original"``, which sets them to 0 as the original did.  A document whose row is all
-zero in *some* modalities simply misses those modalities; all-zero rows in *every* modality are an
-error (``ValueError`` listing the documents).  A document can still end with no tokens when the
-``"original"`` truncation rounds a small row to zero; it then keeps its prior (a warning says so).
-
-**Inference** (:meth:`MLDA.update`): a blocked, *uncollapsed* Gibbs sampler, vectorised over all
-tokens (the original collapsed sampler, Griffiths and Steyvers, PNAS 101, 2004, visits tokens one by
-one in Python/Cython; its update on the tutorial corpus did not finish in 8 minutes).  One sweep:
-
-1. ``z | theta, phi, b`` for every token at once: given the parameters the tokens are independent,
-   and the ``c`` tokens of word ``w`` in document ``d`` have topic counts
-   ``Multinomial(c, p ~ theta_d * b_d * phi_m[:, w])``.  Drawn exactly by inverse-CDF sampling of
-   each token (one uniform per token against the entry's cumulative weights, computed once per
-   non-zero ``(d, w)`` entry; entries holding one token need no gather),
-2. ``theta_d | z ~ Dirichlet(alpha + n_d)`` for all documents,
-3. ``phi_mk | z ~ Dirichlet(beta + n_mk)`` for all modalities and topics.
-
-Each step samples a block from its exact full conditional, so the sweep is a valid MCMC kernel
-for the model above (``tests/test_mlda.py`` checks the distribution of the topic counts against
-brute-force enumeration of the collapsed posterior).  The per-token cumulative weights are computed
-in float32 (state and statistics are float64); relative rounding of ~1e-7 in a token's topic
-probabilities is far below any Monte Carlo error.  A chain warm-starts from the previous update's
-last ``theta, phi`` draw (its first step is ``z | theta, phi`` with the *current* counts and
-bias), so a child that changed its message between outer iterations is handled exactly; the first
-update starts from uniform ``theta, phi``, i.e. a uniformly random topic assignment as the original.
-
-**Estimates**.  ``theta_`` (N x K) and ``phi_`` (one K x V_m per modality) are Rao-Blackwellised
-posterior means averaged over the last ``n_average`` sweeps:
-``mean_s (alpha + n_dk^(s)) / (L_d + K alpha)`` and ``mean_s (beta + n_mkw^(s)) / (n_mk^(s) + V_m beta)``
-(the original's estimator ``(n_dk + alpha)`` normalised, from its last sweep only, is
-``n_average=1``).  ``theta_`` includes the parent's message: it is the classification written to
-``Pdz_learn.txt`` / ``class_learn.txt`` / ``acc_learn.txt``.
-
-**Messages**.  A single chain cannot leave evidence out, so the messages that must exclude some
-evidence are computed by *folding in* a document with the learned topics ``phi_`` fixed
-(:func:`fold_in`; the standard fold-in of held-out documents, Wallach et al., "Evaluation methods
-for topic models", ICML 2009): ``theta_d^S`` is the fixed point of
-
-    theta_dk = (alpha + E[n_dk]) / (L_d + K alpha),
-    E[n_dk] = sum_{m in S} sum_w c_dmw theta_dk b_dk phi_mkw / sum_j theta_dj b_dj phi_mjw,
-
-the original's estimator with the sampled counts replaced by their expectation over the tokens of
-the modalities ``S`` (with or without the bias ``b``).  It is the unique maximiser of the concave
-``sum c log(sum_k theta_k b_k phi_kw) + alpha sum_k log theta_k``, found by EM from the uniform
-start.
-
-* forward (to the parent), ``forward="exclusive"`` (default): ``ClassProbs(theta^all)`` folded in
-  from all modalities *without* the bias: the document's topic proportions from its own tokens, so
-  that the parent does not count its own evidence twice.  ``forward="original"``: ``theta_``
-  (includes the parent's message, as the original's ``Pdz``).
-* backward to child ``m``, ``backward="exclusive"`` (default): the distribution over that child's
-  vocabulary predicted from the *other* modalities and the parent,
-  ``Pmdw[m]_dw = sum_k pi_dk phi_mkw`` with ``pi_dk ~ theta^{(-m)}_dk b_dk`` (``theta^{(-m)}``
-  folded in from the modalities other than ``m``, with the bias; ``b`` enters again because a new
-  token of modality ``m`` carries the bias factor too).  It does not echo the child's own evidence.
-  ``backward="original"``: ``Pmdw[m] = theta_ @ phi_m``, which includes the child's own evidence
-  (the original's rule).  A ``ClassProbs`` child (e.g. a GMM) receives ``ClassProbs`` (N x K_m);
-  a learnable child sending counts a ``PointMessage`` of the predicted word distribution
-  (N x V_m, rows sum to 1); an ``Observation`` nothing (``None``: it would ignore it, and a
-  3000 x 2400 prediction would only weigh on memory and checkpoints).  The predictions of every
-  modality are kept in ``predictions_`` and written to ``Pmdw[m]_learn.txt``.
-
-**Files** per update (``writer()``, suffix ``_learn`` or ``_recog``): ``Pdz``, ``class``, ``acc``
-and ``metrics`` (:func:`~serket_pyro.classification.write_classification` of ``theta_``),
-``theta`` (N x K), ``phi[m]`` (K x V_m) and ``Pmdw[m]`` (N x V_m, the backward message / cross-modal
-prediction, the original's name pattern) per modality.
+References
+----------
+.. [1] D. M. Blei, A. Y. Ng, M. I. Jordan, "Latent Dirichlet allocation", JMLR 3, 2003.
+.. [2] T. Nakamura, T. Nagai, N. Iwahashi, "Grounding of word meanings in multimodal concepts
+   using LDA", IROS 2009; Nakamura, Nagai, Taniguchi, "SERKET", Front. Neurorobot. 12:25, 2018.
+.. [3] T. L. Griffiths, M. Steyvers, "Finding scientific topics", PNAS 101, 2004.
+.. [4] H. M. Wallach et al., "Evaluation methods for topic models", ICML 2009.
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Markov model over the classes of a child module (Serket's ``mm.MarkovModel``).
 
-Nakamura, Nagai, Taniguchi, "SERKET: An Architecture for Connecting Stochastic Models to Realize a
-Large-Scale Cognitive Model", Frontiers in Neurorobotics 12:25 (2018), section 3 (VAE+GMM+MM).
-
-The child (a GMM or an MLDA) sends up class probabilities ``P_t`` for ``N`` points in time order.
-Up to a factor free of ``k`` they are the likelihood of ``z_t = k`` given the child's own data, so a
-GMM under a Markov model is a hidden Markov model whose emission model is the GMM.
-
-Generative model (the Pyro submodel :func:`markov_model`)::
+The child (a GMM or an MLDA) sends up class probabilities ``P_t`` for ``N`` points in time order;
+up to a factor free of ``k`` they are the likelihood of ``z_t = k`` given the child's data, so a
+GMM under a Markov model is a hidden Markov model whose emission model is the GMM.  Generative
+model (the Pyro submodel :func:`markov_model`)::
 
     A_j   ~ Dirichlet(alpha * 1_K)                    j = 0..K-1 (rows of the transition matrix)
     z_0   ~ Categorical(init)                          init uniform
@@ -18,24 +14,23 @@ Generative model (the Pyro submodel :func:`markov_model`)::
 The robust likelihood ``(1 - eps) P_t + eps / K`` lets the chain overrule a child that is
 confidently wrong at some steps instead of explaining each mistake by a transition.
 
-Inference (``method="forward_backward"``): exact forward-backward (Baum et al. 1970; Rabiner 1989;
-:mod:`serket_pyro.ops.forward_backward`) inside EM for the transitions (Dempster, Laird, Rubin 1977), in
-two stages.  (1) Structure: EM with rows ``(n_ij + alpha) / (n_i + K alpha)`` and ``eps`` held at
-``lock_noise``, from the uniform matrix, the child's transition statistics and the previous matrix,
-then split moves (SMEM, Ueda et al. 2000).  (2) Refinement: EM from that fit under the hierarchical
-prior ``A_i ~ Dirichlet(alpha + c pi)`` (:func:`shrunk_transitions`, ``c`` by empirical Bayes) with
-``eps`` learned.  On data without order every row becomes the marginal ``pi``.
+Inference (``method="forward_backward"``) is exact forward-backward [2]_
+(:mod:`serket_pyro.ops.forward_backward`) inside EM for the transitions [3]_, in two stages: the
+structure, from several starts with split moves (SMEM [4]_) and ``eps`` fixed, then a refinement
+under the hierarchical prior of :func:`shrunk_transitions` with ``eps`` learned.  The message to
+the child is the evidence of every other step, ``p(y_{-t} | z_t)``, which leaves out the child's
+own evidence and class prior; the message up is the smoothed marginal ``p(z_t | y)``.
+``method="original"`` keeps the original's sampled-pairs rule (README, design notes).
 
-Messages (:class:`~serket_pyro.messages.ClassProbs`, ``(N, K)``):
-
-* to the child: ``p(evidence at every other step | z_t)``, the leave-one-out posterior divided by
-  the prior marginal ``init A^t`` (:func:`prior_marginals`), times the parent's message and the
-  other children's evidence at ``t``.  It leaves out the child's own evidence and class prior (the
-  child applies its own), so a chain without structure sends a flat message, i.e. none.
-* up to a parent: the smoothed marginal ``p(z_t | all children's evidence)``.
-
-``method="original"`` keeps the original's rule: transitions counted from ``num_samp`` sampled pairs
-``(z_t ~ P_t, z_{t+1} ~ P_{t+1})`` plus 0.1, and the message ``msg[t] ~ bias[t] (P_{t-1} @ A)``.
+References
+----------
+.. [1] T. Nakamura, T. Nagai, T. Taniguchi, "SERKET", Frontiers in Neurorobotics 12:25, 2018.
+.. [2] L. R. Rabiner, "A tutorial on hidden Markov models and selected applications in speech
+   recognition", Proc. IEEE 77(2), 1989.
+.. [3] A. P. Dempster, N. M. Laird, D. B. Rubin, "Maximum likelihood from incomplete data via the
+   EM algorithm", JRSS-B 39, 1977.
+.. [4] N. Ueda, R. Nakano, Z. Ghahramani, G. E. Hinton, "SMEM algorithm for mixture models",
+   Neural Computation 12, 2000.
 """
 
 from __future__ import annotations

@@ -1,35 +1,32 @@
 """Variational autoencoder module (the VAE of Serket), written as a Pyro submodel.
 
-Kingma and Welling, "Auto-Encoding Variational Bayes", ICLR 2014; Rezende, Mohamed and Wierstra,
-"Stochastic Backpropagation and Approximate Inference in Deep Generative Models", ICML 2014.
-Serket's VAE: Nakamura, Nagai, Taniguchi, "SERKET: An Architecture for Connecting Stochastic Models
-to Realize a Large-Scale Cognitive Model", Frontiers in Neurorobotics 12:25 (2018).
-
-Generative model for data point ``n`` (``D`` observed dimensions, ``L = latent_dim``)::
+The VAE maps each data point to a latent vector that it sends up (a Gaussian message) and takes
+its parent's backward message as the prior of that vector.  Generative model for data point
+``n`` (``D`` observed dimensions, ``L = latent_dim``)::
 
     z_n ~ Normal(prior_loc_n, prior_scale_n)            # (L,), the parent's (GMM's) backward message
     x_n ~ Bernoulli(logits=decoder(z_n))                 # (D,), pixels in [0, 1]   (likelihood="bernoulli")
     x_n ~ Normal(decoder_loc(z_n), decoder_scale)        # (D,), real-valued data   (likelihood="gaussian")
 
-and the amortised guide ``q(z_n | x_n) = Normal(encoder_loc(x_n), encoder_scale(x_n))``.  Without a
-backward message the prior is the standard Normal.  Learning maximises the evidence lower bound
-(ELBO) by stochastic variational inference over shuffled minibatches; the networks and the Adam
-state are kept between outer iterations (warm start).
+with the amortised guide ``q(z_n | x_n) = Normal(encoder_loc(x_n), encoder_scale(x_n))``.  Without
+a backward message the prior is the standard Normal.
 
-Two interchangeable estimators of the same objective (``elbo=``):
+Inference (:meth:`VAE.update`) maximises the evidence lower bound by stochastic variational
+inference over shuffled minibatches [1]_ [2]_, minimising per minibatch the mean per-point
+``-log p(x_n | z_n) + kl_weight * KL(q(z_n | x_n) || p(z_n))`` as the original.
+``elbo="analytic"`` (default) writes that estimator by hand (one reparameterised draw, the
+closed-form KL, as :class:`pyro.infer.TraceMeanField_ELBO`); ``elbo="pyro"`` runs
+:class:`pyro.infer.SVI` with :class:`pyro.infer.Trace_ELBO` on :meth:`VAE.model` and
+:meth:`VAE.guide`.  Networks and Adam state persist between outer iterations (warm start).  The
+README's design notes compare the two estimators.
 
-* ``"analytic"`` (default): the ELBO written by hand in torch: one reparameterised draw of z for
-  the reconstruction term and the closed-form KL divergence between the diagonal Normals
-  (Kingma and Welling 2014, appendix B).  It is the estimator of
-  :class:`pyro.infer.TraceMeanField_ELBO` on :meth:`VAE.model` / :meth:`VAE.guide`, and equal in
-  expectation to :class:`pyro.infer.Trace_ELBO` (tests check both), with a lower variance.
-* ``"pyro"``: :class:`pyro.infer.SVI` with :class:`pyro.infer.Trace_ELBO` and ``pyro.optim.Adam``
-  on :meth:`VAE.model` and :meth:`VAE.guide`.  About 40 % slower per step on one CPU thread
-  (``benchmarks/vae_speed.py``), hence not the default.
-
-Both minimise, per minibatch of ``B`` points, the mean over the minibatch of the per-point
-negative ELBO ``-log p(x_n | z_n) + kl_weight * KL(q(z_n | x_n) || p(z_n))`` (sums over pixels and
-latent dimensions), as the original.
+References
+----------
+.. [1] D. P. Kingma, M. Welling, "Auto-encoding variational Bayes", ICLR 2014.
+.. [2] D. J. Rezende, S. Mohamed, D. Wierstra, "Stochastic backpropagation and approximate
+   inference in deep generative models", ICML 2014.
+.. [3] T. Nakamura, T. Nagai, T. Taniguchi, "SERKET: An architecture for connecting stochastic
+   models to realize a large-scale cognitive model", Frontiers in Neurorobotics 12:25, 2018.
 """
 
 from __future__ import annotations
