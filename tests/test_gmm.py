@@ -17,7 +17,6 @@ import serket_pyro as srk
 import serket_pyro.modules.gmm as G
 from serket_pyro.modules.gmm import GMM
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage
-from serket_pyro.module import Module
 
 from conftest import Parent
 

@@ -3,7 +3,6 @@ cross-entropy, and its effect through JointModel.pretrain."""
 
 import math
 
-import numpy as np
 import pyro
 import pytest
 import torch

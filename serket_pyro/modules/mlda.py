@@ -309,7 +309,6 @@ def log_collapsed_joint(ndk: torch.Tensor, nkws: Sequence[torch.Tensor], alpha: 
     Returns:
         ``(C,)``.
     """
-    K = ndk.shape[-1]
 
     def log_beta_ratio(n, a):  # log B(a + n) - log B(a) along the last axis
         V = n.shape[-1]
