@@ -16,6 +16,7 @@ minibatch) so the joint fit's memory is flat in N apart from 784 bytes per image
 """
 
 import argparse
+import logging
 import json
 import resource
 import tempfile
@@ -126,6 +127,7 @@ def main(args):
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # --progress: epoch lines
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--system", default="vae_gmm", choices=["vae_gmm", "vae_gmm_mm"])
     p.add_argument("--data", default="tutorial", choices=["tutorial", "mnist"])

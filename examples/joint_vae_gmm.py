@@ -15,6 +15,7 @@ from its networks, GMM and Markov model instead.
 """
 
 import argparse
+import logging
 import time
 
 import torch
@@ -96,4 +97,5 @@ def parser():
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # --progress: epoch lines
     main(parser().parse_args())

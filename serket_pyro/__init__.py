@@ -11,7 +11,8 @@ Layout: the framework core sits at the top (:mod:`.module`, :mod:`.messages`, :m
 The tutorials' code runs with ``import serket_pyro as srk`` and
 ``from serket_pyro import vae, gmm, mlda, mm``: the modules' files are reachable under their
 names of the flat layout (``serket_pyro.gmm`` is ``serket_pyro.modules.gmm``).  Names are loaded
-on first use, so ``import serket_pyro`` alone does not import torch.
+on first use, so ``import serket_pyro`` alone does not import torch.  Progress and notes go to the
+``serket_pyro`` :mod:`logging` logger (silent until the application configures logging).
 """
 
 from __future__ import annotations
@@ -19,9 +20,14 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import logging
 import sys
 
 __version__ = "0.1.0"
+
+# the library logs on "serket_pyro" and its children and prints nothing; an application shows the
+# messages with logging.basicConfig(level=logging.INFO) (the serket-pyro command does, see -q/-v)
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 #: files of the flat layout (up to 0.1) and where they live now; saved graphs name classes by
 #: these paths, so :mod:`.persistence` reads its alias table from here

@@ -7,6 +7,7 @@ The tutorial style (``for i in range(5): vae1.update(); gmm1.update()``) needs n
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -23,6 +24,8 @@ from .seed import set_seed
 from .validation import check_positive_int
 
 __all__ = ["falling_objectives", "fit", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+
+_log = logging.getLogger(__name__)
 
 _CKPT_STATE = "state.pt"
 _CKPT_INFO = "checkpoint.json"
@@ -264,6 +267,9 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
         if ckpt is not None:
             last, history = load_checkpoint(ckpt, allm, settings)
             start = last + 1
+            _log.info("resuming from %s: iteration %d of %d", ckpt, start + 1, n_iter)
+        else:
+            _log.info("no complete checkpoint in %s: starting from the first iteration", checkpoint_dir)
     if start == 0:
         set_seed(seed)
 
@@ -280,6 +286,7 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
                 bar.update(1)
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
+            _log.debug("iteration %d/%d done in %.1f s", it + 1, n_iter, record["seconds"])
             flags = falling_objectives(history, [m.name for m in order], guard_tol)
             if flags:
                 record["flags"] = flags

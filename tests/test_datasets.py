@@ -156,9 +156,12 @@ def test_mnist():
 
 
 def test_embedded_subset():
-    path = PROJECT / "serket_pyro" / "data" / "mnist_subset.npz"
+    import serket_pyro.data
+
+    shipped = Path(serket_pyro.data.__file__).parent  # the installed package's, not the source tree's
+    path = shipped / "mnist_subset.npz"
     assert path.stat().st_size < 2_000_000
-    assert (PROJECT / "serket_pyro" / "data" / "LICENSE-MNIST.txt").is_file()
+    assert (shipped / "LICENSE-MNIST.txt").is_file()
     s = D.load_mnist_subset()
     assert s.images.shape == (3000, 784) and s.images.dtype == np.uint8
     assert s.category.shape == (3000,) and s.category.dtype == np.int64

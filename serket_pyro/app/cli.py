@@ -7,19 +7,22 @@
     serket-pyro recog trained --data mnist-test --output rec    # recognise new data, parameters frozen
     serket-pyro report rec                     # PNG plots in rec/report and a one-screen summary
     serket-pyro export-tutorial-data DIR       # data.txt, data1.txt, data2.txt, category.txt
+    serket-pyro -q run vae_gmm                 # warnings and the summary only; -v adds debug notes
 
-Exit status 0 on success; on a user error, 2 and the whole message on stderr.
+Exit status 0 on success; on a user error, 2 and the whole message on stderr.  The results go to
+stdout; the ``serket_pyro`` logger's messages (progress notes, warnings) go to stderr.  torch, pyro
+and numpy are imported by the commands, not for ``--help`` or ``--version``.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
-import numpy as np
-
-from .runner import SYSTEMS, add_tutorial_arguments, format_summary, positive_int, recognise, run_system
+from .. import __version__
+from .arguments import SYSTEMS, add_tutorial_arguments, positive_int
 
 __all__ = ["main"]
 
@@ -34,12 +37,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _cmd_run(args) -> int:
+    from .runner import format_summary, run_system
+
     system, seconds, source = run_system(args.model, args)
     print(format_summary(system, seconds, source))
     return 0
 
 
 def _cmd_recog(args) -> int:
+    from .runner import format_summary, recognise
+
     system, seconds, source = recognise(args.folder, args)
     print(format_summary(system, seconds, source))
     return 0
@@ -69,6 +76,8 @@ def _cmd_report(args) -> int:
 
 def _cmd_export(args) -> int:
     """Write the tutorial's text files so the tutorial code (``np.loadtxt("data1.txt")``) runs."""
+    import numpy as np
+
     from .. import datasets
     from ..output import atomic_savetxt
     from .runner import require_data_file
@@ -87,8 +96,37 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _add_verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """``-q`` / ``-v``, accepted before the command and after it (a subcommand's copy has no default
+    of its own, so it does not overwrite what was given before the command)."""
+    parser.add_argument("-q", "--quiet", action="store_true", default=default if default is argparse.SUPPRESS
+                        else False, help="only warnings, errors and the results; no progress bars")
+    parser.add_argument("-v", "--verbose", action="count", default=default if default is argparse.SUPPRESS
+                        else 0, help="also the library's debug notes (per-iteration timings)")
+
+
+def configure_logging(quiet: bool = False, verbose: int = 0) -> logging.Handler:
+    """Show the ``serket_pyro`` logger's messages on stderr: WARNING and up with ``quiet``, INFO by
+    default, DEBUG with ``verbose``.
+
+    Returns
+    -------
+    logging.Handler
+        The handler added to the ``serket_pyro`` logger (:func:`main` removes it and restores the
+        level when the command ends, so that calling ``main`` in a process leaves logging as it was).
+    """
+    log = logging.getLogger("serket_pyro")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s" if verbose else "%(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    return handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="serket-pyro", description="Serket cognitive models in Pyro")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_verbosity(parser, None)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train one of the Serket tutorial systems")
     run.add_argument("model", choices=sorted(SYSTEMS), help="which tutorial system")
@@ -128,12 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("folder", nargs="?", default=".")
     exp.add_argument("--data-dir", default=None)
     exp.set_defaults(func=_cmd_export)
+    for p in (run, rec, rep, exp):
+        _add_verbosity(p, argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None) -> int:
+    log = logging.getLogger("serket_pyro")
+    level, handler = log.level, None
     try:
         args = build_parser().parse_args(argv)
+        handler = configure_logging(args.quiet, args.verbose)
+        if args.quiet and hasattr(args, "no_progress"):
+            args.no_progress = True
         return args.func(args)
     except (_UsageError, ValueError, FileNotFoundError, OSError) as e:
         print(f"serket-pyro: error: {str(e) or type(e).__name__}", file=sys.stderr)  # whole: advice follows
@@ -141,6 +186,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("serket-pyro: interrupted (files already written are complete)", file=sys.stderr)
         return 130
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            log.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ system with a progress bar, and the final one-screen summary."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import time
@@ -16,6 +15,7 @@ from .. import datasets
 from ..output import set_output_root
 from ..seed import set_seed
 from ..validation import check_device
+from .arguments import SYSTEMS, add_tutorial_arguments, positive_int
 
 __all__ = [
     "SYSTEMS",
@@ -31,42 +31,6 @@ __all__ = [
     "run_system",
     "write_run_info",
 ]
-
-#: tutorial systems: name -> (models module, needs speech)
-SYSTEMS = {
-    "vae_gmm": ("serket_pyro.models.vae_gmm", False),
-    "vae_gmm_mm": ("serket_pyro.models.vae_gmm_mm", False),
-    "vae_gmm_mlda": ("serket_pyro.models.vae_gmm_mlda", True),
-    "vae_gmm_mlda_mm": ("serket_pyro.models.vae_gmm_mlda_mm", True),
-}
-
-
-def positive_int(text: str) -> int:
-    """``argparse`` type of a count flag: an integer >= 1 (argparse exits 2 with a message otherwise).
-
-    Parameters
-    ----------
-    text : str
-        The flag's value as typed.
-
-    Returns
-    -------
-    int
-        The value.
-
-    Raises
-    ------
-    argparse.ArgumentTypeError
-        ``text`` is not an integer >= 1 (``--n -5`` would otherwise silently drop points).
-    """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
-    return value
-
 
 def check_torch_device(device) -> torch.device:
     """The torch device named by ``--device``, checked to exist on this machine.
@@ -104,31 +68,6 @@ def check_torch_device(device) -> torch.device:
     elif d.type != "cpu":
         raise ValueError(f"--device {device}: use cpu, cuda, cuda:<i> or mps")
     return d
-
-
-def add_tutorial_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags with defaults equal to the Serket tutorials' settings."""
-    parser.add_argument("--data-dir", default=None,
-                        help="folder holding serket_tutorial.npz (default: $SERKET_PYRO_DATA, then the user cache; "
-                             "without either, the embedded MNIST subset)")
-    parser.add_argument("--n", type=positive_int, default=None,
-                        help="use only the first N data points (default: all 3000)")
-    parser.add_argument("--iterations", type=positive_int, default=5, help="outer iterations (tutorial: 5)")
-    parser.add_argument("--epochs", type=positive_int, default=200, help="VAE epochs per update (tutorial: 200)")
-    parser.add_argument("--batch-size", type=positive_int, default=500, help="VAE minibatch size (tutorial: 500)")
-    parser.add_argument("--latent-dim", type=positive_int, default=18, help="VAE latent dimensions (tutorial: 18)")
-    parser.add_argument("--classes", type=positive_int, default=10, help="GMM / MLDA classes (tutorial: 10)")
-    parser.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
-                        help="the VAE deskews the images first (VAE(deskew=True), default; "
-                             "--no-deskew: raw pixels as the tutorial)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for every random choice")
-    parser.add_argument("--output", default=".", help="folder for the module%%03d_* output folders (default: .)")
-    parser.add_argument("--checkpoint-dir", default=None, help="write a checkpoint after every outer iteration")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--threads", type=positive_int, default=1,
-                        help="torch CPU threads (1 is fastest on 2 shared cores)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return parser
 
 
 def require_data_file(data_dir, filename: str) -> None:

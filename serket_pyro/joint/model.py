@@ -35,6 +35,7 @@ References
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import tempfile
 
@@ -57,6 +58,8 @@ from .neighbour_embedding import knn_graph, neighbour_embedding_loss
 from ..module import Module, Observation, connected_modules
 from ..modules.vae import VAE, Decoder, Encoder, GaussianDecoder
 from ..validation import check_device, check_positive_float, check_positive_int
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["JointModel", "joint_model"]
 
@@ -389,8 +392,8 @@ class JointModel(PyroModule):
                 opt.step()
                 total += float(loss.detach()) * len(i)
             losses.append(total / self.N)
-            if progress:
-                print(f"pretrain epoch {len(losses)}: {losses[-1]:.2f}", flush=True)
+            _log.log(logging.INFO if progress else logging.DEBUG, "pretrain epoch %d: loss %.2f",
+                     len(losses), losses[-1])
         self.pretrain_history_.extend(losses)
         return losses
 
@@ -526,6 +529,8 @@ class JointModel(PyroModule):
             category: true labels to record the accuracy every ``eval_every`` epochs in
                 ``accuracy_history_`` and that of the initial clusters in ``init_accuracy_``
                 (default the GMM's ``category``).
+            progress: log each epoch's loss (and accuracy) at INFO on the ``serket_pyro`` logger
+                (at DEBUG when False); ``logging.basicConfig(level=logging.INFO)`` shows them.
         Returns the epoch losses (mean negative ELBO per point).
         """
         from ..metrics import accuracy
@@ -547,8 +552,9 @@ class JointModel(PyroModule):
             self.init_clusters(init, gmm_prior=gmm_prior)
         self.init_accuracy_ = (float(accuracy(category, self.predict().argmax(-1).cpu().numpy()))
                                if category is not None and eval_every else None)
-        if progress and self.init_accuracy_ is not None:
-            print(f"initial clusters: acc {self.init_accuracy_:.4f}", flush=True)
+        if self.init_accuracy_ is not None:
+            _log.log(logging.INFO if progress else logging.DEBUG, "initial clusters: acc %.4f",
+                     self.init_accuracy_)
         nets = list(self.encoder.parameters()) + list(self.decoder.parameters())
         glob = [p for p in (self.weight_logits, self.means, self.log_scales, self.tril, self.trans_logits)
                 if p is not None]
@@ -579,10 +585,10 @@ class JointModel(PyroModule):
             losses.append(total / count)
             if category is not None and eval_every and (ep + 1) % eval_every == 0:
                 self.accuracy_history_.append(float(accuracy(category, self.predict().argmax(-1).cpu().numpy())))
-                if progress:
-                    print(f"epoch {ep + 1}: loss {losses[-1]:.2f} acc {self.accuracy_history_[-1]:.4f}", flush=True)
-            elif progress:
-                print(f"epoch {ep + 1}: loss {losses[-1]:.2f}", flush=True)
+                _log.log(logging.INFO if progress else logging.DEBUG, "epoch %d: loss %.2f acc %.4f",
+                         ep + 1, losses[-1], self.accuracy_history_[-1])
+            else:
+                _log.log(logging.INFO if progress else logging.DEBUG, "epoch %d: loss %.2f", ep + 1, losses[-1])
         self.loss_history_.extend(losses)
         return losses
 
