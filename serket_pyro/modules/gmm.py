@@ -659,4 +659,5 @@ class GMM(Module):
             raise ValueError(f"{self.name}: state dict weights must be non-negative and finite")
         if bool((torch.linalg.cholesky_ex(cov).info != 0).any()) or not bool(torch.isfinite(mu).all()):
             raise ValueError(f"{self.name}: state dict covariances must be positive definite, means finite")
-        return w / w.sum(), mu, cov
+        total = float(w.sum())  # weights that sum to 1 up to rounding are kept bit for bit
+        return (w if abs(total - 1.0) <= 1e-12 else w / total), mu, cov
