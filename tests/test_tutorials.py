@@ -1,6 +1,7 @@
 """The Serket tutorials' code runs with only its imports changed.
 
-The code blocks are read from the tutorial pages themselves (``../shared/tutorials``). The default
+The code blocks are read from the tutorial pages themselves (``../shared/tutorials``, or
+``$SERKET_PYRO_TUTORIALS``). The default
 test shrinks the work (300 data points, ``itr=200`` -> ``itr=2``, 2 outer iterations) so that the
 suite stays fast; the slow test runs the code exactly as written on the 3,000 tutorial pairs.
 """
@@ -13,7 +14,20 @@ import sys
 import numpy as np
 import pytest
 
-TUTORIALS = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tutorials")
+
+
+def _tutorials_dir() -> str:
+    """``$SERKET_PYRO_TUTORIALS``, else ``tutorials/`` next to ``$SERKET_PYRO_DATA`` (CI's
+    ``../shared``, also when the tests run outside the source tree), else ``../shared/tutorials``."""
+    if os.environ.get("SERKET_PYRO_TUTORIALS"):
+        return os.environ["SERKET_PYRO_TUTORIALS"]
+    data = os.environ.get("SERKET_PYRO_DATA")
+    if data and os.path.isdir(os.path.join(data, "..", "tutorials")):
+        return os.path.join(data, "..", "tutorials")
+    return os.path.join(os.path.dirname(__file__), "..", "..", "shared", "tutorials")
+
+
+TUTORIALS = _tutorials_dir()
 IMPORTS = {
     "import serket as srk": "import serket_pyro as srk",
     "import vae\n": "from serket_pyro import vae\n",
