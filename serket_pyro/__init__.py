@@ -36,6 +36,9 @@ MOVED_MODULES = {
     "gmm": "modules.gmm",
     "mlda": "modules.mlda",
     "mm": "modules.mm",
+    "hac": "modules.hac",
+    "TtoT": "modules.ttot",
+    "utils": "modules.utils",
     "forward_backward": "ops.forward_backward",
     "neighbour_embedding": "joint.neighbour_embedding",
     "paired_data": "datasets.paired_data",
@@ -70,6 +73,7 @@ _EXPORTS = {
     "GMM": "modules.gmm",
     "MLDA": "modules.mlda",
     "MarkovModel": "modules.mm",
+    "HACFeatureExtractor": "modules.hac",
 }
 
 __all__ = sorted(_EXPORTS)

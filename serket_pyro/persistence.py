@@ -39,7 +39,10 @@ as saved and restores their state.  Two uses:
   all-zero counts of its saved width, which MLDA treats as a missing modality for every document
   (recognition from the other modalities: MLDA's forward message is then exactly that of an MLDA
   without the modality, ``tests/test_persistence.py``).  Other
-  observations (e.g. a VAE's images) are required.  ``exclude=["mm"]`` leaves a top module out,
+  observations (e.g. a VAE's images) are required.  An observation computed by an extractor
+  (:class:`~serket_pyro.modules.hac.HACFeatureExtractor`: speech -> HAC counts) is saved with its
+  config and learned codebooks, and is given new *speech* when loaded: the saved codebooks,
+  checked against its config, turn it into counts.  ``exclude=["mm"]`` leaves a top module out,
   e.g. a Markov model when the new points are not in the training sequence's order.
 """
 
@@ -125,7 +128,10 @@ def save_graph(folder, graph) -> str:
         if isinstance(m, Observation):
             msg = m.forward_msg
             first = next(iter(message_to_tensors(msg).values()))
-            e["observation"] = {"kind": type(msg).__name__, "N": int(msg.N), "shape": [int(s) for s in first.shape]}
+            e["observation"] = {"kind": type(msg).__name__, "N": int(msg.N), "shape": [int(s) for s in first.shape],
+                                "input": getattr(m, "input_kind", "array")}
+            if m._fitted:  # an observation computed by a fitted extractor: its settings, to apply it again
+                e["config"] = m.get_config()
         else:
             e["config"] = m.get_config()
             e["has_category"] = getattr(m, "category", None) is not None
@@ -313,7 +319,13 @@ def load_graph(folder, observations=None, *, mode: str | None = None, category=N
                 raise ValueError("load_graph(): at least one observation must be given")
             d = torch.zeros((next(iter(given_n)),) + saved_shape[1:], dtype=torch.float64)
             same_shapes = False
-        obs = classes[name](d)
+        cls = classes[name]
+        if data.get(name) is None or not hasattr(cls, "from_saved"):
+            obs = (cls if data.get(name) is not None else Observation)(d)
+        else:  # an extractor (speech -> counts): rebuilt with its saved codebooks on the new input
+            prefix = f"{name}/state/"
+            obs = cls.from_saved(d, e.get("config"), {k[len(prefix):]: v for k, v in state.items()
+                                                      if k.startswith(prefix)}, name)
         obs.index, obs.name = int(e.get("index", obs.index)), name
         shape = tuple(next(iter(message_to_tensors(obs.forward_msg).values())).shape)
         if shape != saved_shape:

@@ -273,7 +273,8 @@ class HACExtractor:
     """Histogram-of-acoustic-co-occurrence features (Van hamme 2008), scikit-learn style.
 
     Args:
-        n_codewords: codebook size per stream (20).
+        n_codewords: codebook size of every stream (20), or one size per stream (the original
+            Serket's ``ks``, e.g. ``[20, 20, 20]``).
         lags: frame lags of the co-occurrences (``(5, 2)``).
         streams: how the streams come from the input frames ``(T, D)``: a list whose items are a
             name in ``("static", "delta", "delta2")`` -- the input columns themselves, their
@@ -294,15 +295,21 @@ class HACExtractor:
     Learned state: ``codebooks_`` (list of ``(n_codewords, D_s)`` float64, in standardised units
     when ``standardize``), ``means_``, ``scales_`` (list of ``(D_s,)``).
 
-    ``transform`` returns ``(N, n_streams * n_lags * n_codewords ** 2)`` int64 counts (module
-    docstring for the layout).
+    ``transform`` returns ``(N, n_lags * sum_s K_s ** 2)`` int64 counts (``K_s`` the codebook size
+    of stream ``s``; module docstring for the layout).
     """
 
-    def __init__(self, n_codewords: int = 20, lags: Sequence[int] = (5, 2), streams=None, *,
+    def __init__(self, n_codewords: int | Sequence[int] = 20, lags: Sequence[int] = (5, 2), streams=None, *,
                  standardize: bool = True, delta_N: int = 2, n_iter: int = 100, seed: int = 0,
                  max_train_frames: int | None = None):
         owner = "HACExtractor"
-        self.n_codewords = check_positive_int(n_codewords, "n_codewords", owner)
+        per_stream = isinstance(n_codewords, (Sequence, np.ndarray)) and not isinstance(n_codewords, (str, bytes))
+        if per_stream:
+            if len(n_codewords) == 0:
+                raise ValueError(f"{owner}: n_codewords must be an integer or one integer per stream, got []")
+            self.n_codewords = tuple(check_positive_int(k, "n_codewords", owner) for k in n_codewords)
+        else:
+            self.n_codewords = check_positive_int(n_codewords, "n_codewords", owner)
         if isinstance(lags, (str, bytes)) or not isinstance(lags, (Sequence, np.ndarray)) or len(lags) == 0:
             raise ValueError(f"{owner}: lags must be a non-empty list of positive integers, got {lags!r}")
         self.lags = tuple(check_positive_int(l, "lags", owner) for l in lags)
@@ -324,6 +331,9 @@ class HACExtractor:
         if not norm:
             raise ValueError("HACExtractor: at least one stream is needed")
         self.streams = tuple(norm)
+        if per_stream and len(self.n_codewords) != len(self.streams):
+            raise ValueError(f"{owner}: n_codewords gives {len(self.n_codewords)} codebook sizes for "
+                             f"{len(self.streams)} streams {list(self.streams)}")
         if not isinstance(standardize, (bool, np.bool_)):
             raise ValueError(f"{owner}: standardize must be True or False, got {standardize!r}")
         self.standardize = bool(standardize)
@@ -332,8 +342,10 @@ class HACExtractor:
         self.seed = check_positive_int(seed, "seed", owner, minimum=0, maximum=2**63 - 1)
         self.max_train_frames = (None if max_train_frames is None
                                  else check_positive_int(max_train_frames, "max_train_frames", owner))
+        pairs = (f"{self.n_codewords}^2" if isinstance(self.n_codewords, int)
+                 else "(" + " + ".join(f"{k}^2" for k in self.n_codewords) + ") / streams")
         check_memory(self.n_bins, f"one feature vector of {self.n_bins} bins "
-                     f"({len(self.streams)} streams x {len(self.lags)} lags x {self.n_codewords}^2 codeword pairs)",
+                     f"({len(self.streams)} streams x {len(self.lags)} lags x {pairs} codeword pairs)",
                      owner)
         self.codebooks_: list[torch.Tensor] | None = None
         self.means_: list[torch.Tensor] | None = None
@@ -342,9 +354,16 @@ class HACExtractor:
 
     # ------------------------------------------------------------------ helpers
     @property
+    def ks(self) -> tuple[int, ...]:
+        """Codebook size of every stream."""
+        if isinstance(self.n_codewords, int):
+            return (self.n_codewords,) * len(self.streams)
+        return self.n_codewords
+
+    @property
     def n_bins(self) -> int:
-        """Length of a feature vector: ``n_streams * n_lags * n_codewords ** 2``."""
-        return len(self.streams) * len(self.lags) * self.n_codewords ** 2
+        """Length of a feature vector: ``n_lags * sum_s K_s ** 2``."""
+        return len(self.lags) * sum(k * k for k in self.ks)
 
     def _stream_frames(self, seqs):
         """Per stream, the frames of all sequences concatenated: list of ``(sum T_i, D_s)`` float64."""
@@ -379,7 +398,7 @@ class HACExtractor:
         self.n_features_in_ = seqs[0].shape[1]
         self.codebooks_, self.means_, self.scales_ = [], [], []
         g = torch.Generator(device="cpu").manual_seed(self.seed)
-        for s, x in enumerate(self._stream_frames(seqs)):
+        for s, (x, k) in enumerate(zip(self._stream_frames(seqs), self.ks)):
             if self.max_train_frames is not None and x.shape[0] > self.max_train_frames:
                 x = x[torch.randperm(x.shape[0], generator=g)[: self.max_train_frames]]
             if self.standardize:
@@ -388,7 +407,7 @@ class HACExtractor:
                 mu, sd = torch.zeros(x.shape[1], dtype=x.dtype), torch.ones(x.shape[1], dtype=x.dtype)
             self.means_.append(mu)
             self.scales_.append(sd)
-            self.codebooks_.append(kmeans((x - mu) / sd, self.n_codewords, n_iter=self.n_iter, seed=self.seed + s))
+            self.codebooks_.append(kmeans((x - mu) / sd, k, n_iter=self.n_iter, seed=self.seed + s))
         return self
 
     def transform(self, sequences) -> np.ndarray:
@@ -399,19 +418,19 @@ class HACExtractor:
         if seqs[0].shape[1] != self.n_features_in_:
             raise ValueError(f"HACExtractor: fitted on {self.n_features_in_} columns, got {seqs[0].shape[1]}")
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.int64)
-        N, K, B = len(seqs), self.n_codewords, self.n_bins
+        N, B = len(seqs), self.n_bins
         check_memory(N * B, f"N x n_bins = {N} x {B} counts", "HACExtractor")
         utt = torch.repeat_interleave(torch.arange(N), lengths)  # (F,) utterance of each frame
         pos = torch.arange(int(lengths.sum())) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
         counts = torch.zeros(N * B, dtype=torch.int64)
-        block = 0
-        for codes in self._codes(seqs):  # loops over streams and lags only
+        offset = 0
+        for codes, K in zip(self._codes(seqs), self.ks):  # loops over streams and lags only
             for lag in self.lags:
                 ok = pos + lag < lengths[utt]  # frame t has a partner t + lag in the same utterance
                 src = torch.nonzero(ok).squeeze(1)
-                bins = block * K * K + codes[src] * K + codes[src + lag]
+                bins = offset + codes[src] * K + codes[src + lag]
                 counts.index_add_(0, utt[src] * B + bins, torch.ones_like(bins))
-                block += 1
+                offset += K * K
         return counts.reshape(N, B).numpy()
 
     def fit_transform(self, sequences, y=None) -> np.ndarray:
@@ -419,7 +438,8 @@ class HACExtractor:
 
     # ------------------------------------------------------------- persistence
     def get_config(self) -> dict:
-        return {"n_codewords": self.n_codewords, "lags": list(self.lags),
+        return {"n_codewords": self.n_codewords if isinstance(self.n_codewords, int) else list(self.n_codewords),
+                "lags": list(self.lags),
                 "streams": [s if isinstance(s, str) else list(s) for s in self.streams],
                 "standardize": self.standardize, "delta_N": self.delta_N, "n_iter": self.n_iter,
                 "seed": self.seed, "max_train_frames": self.max_train_frames}
@@ -484,20 +504,50 @@ class HACExtractor:
         names = {f"{kind}_{s}" for kind in ("codebook", "mean", "scale") for s in range(S)}
         if set(arrays) != names:
             raise ValueError(f"{where}: the config has {S} streams but the file holds arrays {sorted(arrays)}")
-        codebooks, means, scales = [], [], []
-        for s, stream in enumerate(self.streams):
+        return self.set_state([arrays[f"codebook_{s}"] for s in range(S)], [arrays[f"mean_{s}"] for s in range(S)],
+                              [arrays[f"scale_{s}"] for s in range(S)], n_in, where)
+
+    def set_state(self, codebooks, means, scales, n_features_in: int, where: str = "HACExtractor") -> HACExtractor:
+        """Set the learned state (as :meth:`load` and a saved graph do), checked against the config.
+
+        Parameters
+        ----------
+        codebooks, means, scales : sequence of array_like
+            One per stream: ``(K_s, D_s)``, ``(D_s,)``, ``(D_s,)`` finite floats, scales > 0.
+        n_features_in : int
+            Columns of the input frames ``D``.
+        where : str
+            Prefix of the error messages (the file or module the state comes from).
+
+        Returns
+        -------
+        HACExtractor
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            A count, shape or value that does not fit the config (names ``where`` and the stream).
+        """
+        n_in = check_positive_int(n_features_in, "n_features_in", where)
+        S = len(self.streams)
+        if not len(codebooks) == len(means) == len(scales) == S:
+            raise ValueError(f"{where}: {len(codebooks)} codebooks, {len(means)} means and {len(scales)} scales "
+                             f"for {S} streams")
+        out = ([], [], [])
+        for s, (stream, K) in enumerate(zip(self.streams, self.ks)):
             if not isinstance(stream, str) and stream[1] > n_in:
                 raise ValueError(f"{where}: stream {s} uses columns {stream}, beyond n_features_in={n_in}")
             D = n_in if isinstance(stream, str) else stream[1] - stream[0]
-            cb, mu, sd = (arrays[f"{kind}_{s}"] for kind in ("codebook", "mean", "scale"))
-            if cb.shape != (self.n_codewords, D) or mu.shape != (D,) or sd.shape != (D,):
+            cb, mu, sd = (np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a)
+                          for a in (codebooks[s], means[s], scales[s]))
+            if cb.shape != (K, D) or mu.shape != (D,) or sd.shape != (D,):
                 raise ValueError(f"{where}: stream {s} has codebook {cb.shape}, mean {mu.shape}, scale {sd.shape}; "
-                                 f"the config needs ({self.n_codewords}, {D}), ({D},), ({D},)")
+                                 f"the config needs ({K}, {D}), ({D},), ({D},)")
             if not all(a.dtype.kind == "f" and np.isfinite(a).all() for a in (cb, mu, sd)) or (sd <= 0).any():
                 raise ValueError(f"{where}: stream {s} has non-float, non-finite or non-positive-scale arrays")
-            codebooks.append(torch.as_tensor(cb))
-            means.append(torch.as_tensor(mu))
-            scales.append(torch.as_tensor(sd))
-        self.codebooks_, self.means_, self.scales_ = codebooks, means, scales
+            for lst, a in zip(out, (cb, mu, sd)):
+                lst.append(torch.as_tensor(a.astype(np.float64)))
+        self.codebooks_, self.means_, self.scales_ = out
         self.n_features_in_ = n_in
         return self

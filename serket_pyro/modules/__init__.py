@@ -3,7 +3,12 @@
 * :mod:`~serket_pyro.modules.vae`: variational autoencoder (continuous latent per data point),
 * :mod:`~serket_pyro.modules.gmm`: Bayesian Gaussian mixture (a class per data point),
 * :mod:`~serket_pyro.modules.mlda`: multimodal latent Dirichlet allocation (a topic per data point),
-* :mod:`~serket_pyro.modules.mm`: Markov model over the classes of a sequence.
+* :mod:`~serket_pyro.modules.mm`: Markov model over the classes of a sequence,
+* :mod:`~serket_pyro.modules.hac`: speech -> HAC counts, an observation with learned codebooks,
+* :mod:`~serket_pyro.modules.ttot`: a category shared by several modules (tail-to-tail),
+* :mod:`~serket_pyro.modules.group_sum`, :mod:`~serket_pyro.modules.text_saver`,
+  :mod:`~serket_pyro.modules.buffer`: the original's ``serket.utils`` (also as
+  :mod:`serket_pyro.utils`).
 """
 
 from .gmm import GMM
@@ -11,4 +16,4 @@ from .mlda import MLDA
 from .mm import MarkovModel
 from .vae import VAE
 
-__all__ = ["VAE", "GMM", "MLDA", "MarkovModel"]
+__all__ = ["VAE", "GMM", "MLDA", "MarkovModel"]  # the others load on use (hac reads wav files)
