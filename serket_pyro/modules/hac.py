@@ -49,8 +49,9 @@ class HACFeatureExtractor(Observation):
     ks : int or sequence of 3 int, optional
         Codebook size of each stream (static, delta, delta-delta); an int is used for all three.
         Default ``[20, 20, 20]`` (the tutorial's); with ``extractor`` given, its sizes.
-    lags : sequence of int, default (5, 2)
-        Frame lags of the co-occurrences (one histogram per lag, concatenated).
+    lags : sequence of int, optional
+        Frame lags of the co-occurrences (one histogram per lag, concatenated).  Default
+        ``[5, 2]`` (the original's); with ``extractor`` given, its lags.
     name : str, default "HACFeatureExtracter"
         Short name (the original's spelling).
     sample_rate : float, optional
@@ -81,7 +82,7 @@ class HACFeatureExtractor(Observation):
     input_kind = "speech"
     test_args: dict = {}
 
-    def __init__(self, filenames, ks=None, lags=(5, 2), name: str = "HACFeatureExtracter", *,
+    def __init__(self, filenames, ks=None, lags=None, name: str = "HACFeatureExtracter", *,
                  sample_rate: float | None = None, cmn: bool = False, standardize: bool = True, n_iter: int = 100,
                  seed: int = 0, max_train_frames: int | None = None, extractor: HACExtractor | None = None,
                  mfcc_params: dict | None = None, **more_mfcc_params):
@@ -101,6 +102,7 @@ class HACFeatureExtractor(Observation):
             ext = extractor
         else:
             ks = [20, 20, 20] if ks is None else ks
+            lags = [5, 2] if lags is None else lags
             try:
                 ext = HACExtractor(ks, lags, standardize=standardize, n_iter=n_iter, seed=seed,
                                    max_train_frames=max_train_frames)
