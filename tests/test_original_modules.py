@@ -1,7 +1,6 @@
 """The original Serket's other modules: ``hac.HACFeatureExtractor``, ``TtoT``, ``serket.utils``
 (``GroupSum``, ``TextSaver``, ``Buffer``), against exact answers computed here by hand."""
 
-import os
 import wave
 
 import numpy as np
