@@ -19,13 +19,16 @@ def build(images, speech, category=None, *, latent_dim: int = 18, epochs: int = 
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1].
-        speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms).
+        speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms), or an
+            observation module that computes them from speech
+            (:class:`~serket_pyro.modules.hac.HACFeatureExtractor`: its codebooks are then saved
+            with the graph, and ``serket-pyro recog`` takes raw speech).
         deskew: the VAE deskews the images first (``VAE(deskew=True)``, default; the tutorial
             feeds raw pixels: ``deskew=False``).
         category: ``(N,)`` true digits, used only to score.
     """
     obs1 = srk.Observation(images)
-    obs2 = srk.Observation(speech)
+    obs2 = speech if isinstance(speech, srk.Module) else srk.Observation(speech)
     vae1 = VAE(latent_dim, itr=epochs, batch_size=batch_size, deskew=deskew, device=device,
                output_root=output_root)
     gmm1 = GMM(n_classes, itr=gmm_itr, category=category, device=device, output_root=output_root)

@@ -16,7 +16,8 @@ def build(images, speech, category=None, *, device=None, output_root=None, **kwa
 
     Args:
         images: ``(N, 784)`` pixels in [0, 1], rows in time order.
-        speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms).
+        speech: ``(N, V)`` non-negative counts (the tutorial's 2,400-bin HAC histograms), or an
+            observation module computing them (see :func:`serket_pyro.models.vae_gmm_mlda.build`).
         category: ``(N,)`` true digits, used only to score.
     """
     base = vae_gmm_mlda.build(images, speech, category, device=device, output_root=output_root, **kwargs)

@@ -217,3 +217,61 @@ def test_recog_tutorial_on_a_one_observation_graph(tmp_path, data_dir, capsys):
     assert cli.main(["recog", str(saved), "--data", "tutorial", "--data", "mnist-test", "--data-dir", data_dir,
                      "--output", str(tmp_path / "rec2"), "--no-progress"]) == 2
     assert "every observation of the graph ['obs'] already has data" in capsys.readouterr().err
+
+
+def test_run_with_our_speech_saves_the_codebooks_and_recog_takes_raw_speech(tmp_path, data_dir, capsys):
+    """--speech ours: the HAC codebooks are part of the saved graph; recog turns new MFCC frames
+    (an .npz) and wav files into counts with them."""
+    import wave
+
+    import serket_pyro as srk
+    from serket_pyro.datasets import load_spoken_arabic_digit, load_tutorial_speech
+    from serket_pyro.modules.hac import HACFeatureExtractor
+
+    saved = tmp_path / "saved"
+    assert cli.main(["run", "vae_gmm_mlda", "--speech", "ours", "--n", "100", "--epochs", "1", "--iterations", "1",
+                     "--no-progress", "--data-dir", data_dir, "--output", str(tmp_path / "train"),
+                     "--save", str(saved)]) == 0
+    info = json.loads((saved / "graph.json").read_text())
+    hac = next(e for e in info["modules"] if e["class"].endswith("HACFeatureExtractor"))
+    assert hac["observation"]["input"] == "speech" and hac["config"]["ks"] == [20, 20, 20]
+    # the saved codebooks are the training run's: counts of the training speech are reproduced
+    tut = load_tutorial_speech(root=data_dir)
+    fresh = HACFeatureExtractor(tut.utterances[:100], [20, 20, 20], [5, 2], seed=0)
+    srk.reset_module_counter()
+    s = srk.load_graph(saved, {"obs1": tut.images[:100], "obs2": tut.utterances[:100]}, mode="recog",
+                       output_root=tmp_path / "chk")
+    np.testing.assert_array_equal(np.asarray(s.modules["obs2"].forward_msg), np.asarray(fresh.forward_msg))
+    # new speakers' MFCC frames in an .npz, images in an .npy
+    te = load_spoken_arabic_digit("test", root=data_dir)
+    utt = te.utterances()[:20]
+    np.savez(tmp_path / "speech.npz", frames=np.concatenate(utt), lengths=[len(u) for u in utt])
+    np.save(tmp_path / "images.npy", tut.images[:20])
+    np.savetxt(tmp_path / "cat.txt", te.digit[:20], fmt="%d")
+    capsys.readouterr()
+    assert cli.main(["recog", str(saved), "--data", f"obs1={tmp_path / 'images.npy'}", "--data",
+                     f"obs2={tmp_path / 'speech.npz'}", "--category", str(tmp_path / "cat.txt"),
+                     "--output", str(tmp_path / "rec"), "--no-progress"]) == 0
+    mlda = next(p for p in (tmp_path / "rec").iterdir() if p.name.endswith("_mlda"))
+    assert np.loadtxt(mlda / "Pdz_recog.txt").shape == (20, 10)
+    # wav files in a folder (two utterances of a sine and of noise, 11,025 Hz)
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        x = 8000 * np.sin(np.arange(6000) * 0.05 * (i + 1)) + rng.normal(size=6000) * 300
+        with wave.open(str(wavs / f"{i}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(11025)
+            w.writeframes(x.astype("<i2").tobytes())
+    np.save(tmp_path / "images2.npy", tut.images[:2])
+    assert cli.main(["recog", str(saved), "--data", f"obs1={tmp_path / 'images2.npy'}", "--data",
+                     f"obs2={wavs}", "--output", str(tmp_path / "rec2"), "--no-progress"]) == 0
+    mlda = next(p for p in (tmp_path / "rec2").iterdir() if p.name.endswith("_mlda"))
+    assert np.loadtxt(mlda / "Pdz_recog.txt").shape == (2, 10)
+    # speech that is neither: one clear line
+    np.save(tmp_path / "bad.npy", np.zeros((2, 2400)))
+    assert cli.main(["recog", str(saved), "--data", f"obs1={tmp_path / 'images2.npy'}", "--data",
+                     f"obs2={tmp_path / 'bad.npy'}", "--output", str(tmp_path / "rec3")]) == 2
+    assert "speech must be a folder of .wav files" in capsys.readouterr().err

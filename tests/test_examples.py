@@ -203,6 +203,25 @@ def test_speech_pairs_example_runs(tmp_path, data_dir):
         assert np.loadtxt(mlda / "Pdz_learn.txt").shape == (100, 10)
 
 
+def test_original_hac_lda_example_runs(tmp_path, data_dir, capsys):
+    example = load_example(os.path.join("original", "hac_lda"))
+    acc = example.main(example.parse_args(["--data-dir", data_dir, "--output", str(tmp_path)]))  # original settings
+    assert "on 9 FSDD wav files" in capsys.readouterr().out and 0.0 < acc <= 1.0
+    mlda = next(p for p in tmp_path.iterdir() if p.name.endswith("_mlda"))
+    assert np.loadtxt(mlda / "Pdz_learn.txt").shape == (9, 3)
+    assert float(np.loadtxt(mlda / "acc_learn.txt")) == pytest.approx(acc)
+
+
+def test_original_number_recog_example_runs(tmp_path, data_dir, capsys):
+    example = load_example(os.path.join("original", "number_recog"))
+    acc = example.main(example.parse_args(["--n", "100", "--iterations", "1", "--epochs", "1", "--gmm-itr", "5",
+                                           "--data-dir", data_dir, "--output", str(tmp_path)]))
+    out = capsys.readouterr().out
+    assert "shared category accuracy" in out and 0.1 <= acc <= 1.0
+    tt = next(p for p in tmp_path.iterdir() if p.name.endswith("_tt"))
+    assert np.loadtxt(tt / "Pdz_learn.txt").shape == (100, 10)
+
+
 #: every example script -> the tests above that run it with tiny arguments
 EXAMPLE_TESTS = {
     "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
@@ -214,6 +233,8 @@ EXAMPLE_TESTS = {
     "recognition.py": ["test_recognition_example_runs"],
     "speech_pairs.py": ["test_speech_pairs_example_runs"],
     "custom_module.py": ["test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises"],
+    os.path.join("original", "hac_lda.py"): ["test_original_hac_lda_example_runs"],
+    os.path.join("original", "number_recog.py"): ["test_original_number_recog_example_runs"],
 }
 
 

@@ -225,3 +225,16 @@ def test_buffer_grows_pads_and_keeps_the_last_size_points(tmp_path):
     assert b.n_points == 4 and isinstance(b.forward_msg, PointMessage)
     with pytest.raises(ValueError, match=r"_Buffer: size \(or -1 for no limit\) must be"):
         Buffer(size=0)
+
+
+def test_ttot_takes_a_module_not_updated_yet_as_uniform(tmp_path):
+    srk.set_output_root(tmp_path)
+    q = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    tt = srk.TtoT.TtoT(smoothing=0.1)
+    later = srk.MLDA(3, [10])  # never updated: no message yet
+    later.connect(srk.Observation(np.ones((2, 4))))
+    tt.connect(srk.Observation(ClassProbs.from_probs(q)), later)
+    tt.update()
+    r = (q + 0.1) / (q + 0.1).sum(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(tt.forward_msg), r, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(later.get_backward_msg()), r, rtol=1e-10)

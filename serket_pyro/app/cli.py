@@ -134,14 +134,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="continue from the latest complete checkpoint in --checkpoint-dir (same results as an "
                           "uninterrupted run)")
+    run.add_argument("--speech", choices=("tutorial", "ours"), default="tutorial",
+                     help="the speech modality: the tutorial's HAC histograms (default), or 'ours': HAC computed by "
+                          "this package from the same utterances' MFCC, codebooks saved with the graph so that "
+                          "recog takes raw speech")
     run.add_argument("--save", default=None, metavar="FOLDER",
                      help="save the trained graph there (graph.json + state.pt) for `serket-pyro recog`")
     run.set_defaults(func=_cmd_run)
     rec = sub.add_parser("recog", help="recognise new data with a saved graph (learned parameters frozen)")
     rec.add_argument("folder", help="a saved graph (run --save FOLDER, or srk save_graph)")
     rec.add_argument("--data", action="append", required=True, metavar="SPEC",
-                     help="mnist-test | tutorial | [KEY=]PATH (.npy, .npz, .txt), once per observation in "
-                          "order; an observation read only by MLDA may be left out (missing modality)")
+                     help="mnist-test | tutorial | sad-test | [KEY=]PATH (.npy, .npz, .txt), once per observation in "
+                          "order; an observation read only by MLDA may be left out (missing modality). A speech "
+                          "observation of a graph trained with --speech ours takes raw speech: a folder of .wav "
+                          "files, a .wav, a .txt list of wav files, an .npz of MFCC 'frames' + 'lengths', or "
+                          "sad-test (UCI Spoken Arabic Digit test speakers)")
     rec.add_argument("--category", default=None, metavar="PATH", help="true labels of the data, to score")
     rec.add_argument("--order", choices=("given", "cyclic"), default="given",
                      help="cyclic: reorder the points to the tutorials' label cycle 0..9 using the labels (what a "

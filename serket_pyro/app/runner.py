@@ -124,6 +124,18 @@ def load_inputs(data_dir=None, n=None, offline_fallback=True):
     return images, speech, np.asarray(category), source
 
 
+def speech_observation(data_dir=None, n=None, seed: int = 0):
+    """The tutorial's speech computed by this package: a
+    :class:`~serket_pyro.modules.hac.HACFeatureExtractor` (3 x 20 codewords, lags 5 and 2, the
+    tutorial's layout) learned on the raw MFCC frames of the tutorial's utterances
+    (:func:`~serket_pyro.datasets.load_tutorial_speech`), first ``n`` rows."""
+    from ..modules.hac import HACFeatureExtractor
+
+    require_data_file(data_dir, "spoken_arabic_digit.npz")
+    utt = datasets.load_tutorial_speech(root=data_dir).utterances
+    return HACFeatureExtractor(utt if n is None else utt[:n], [20, 20, 20], [5, 2], seed=seed)
+
+
 def build_system(name: str, images, speech, category, args):
     import importlib
 
@@ -184,8 +196,19 @@ def run_system(name: str, args) -> tuple:
     set_output_root(args.output)
     set_seed(args.seed)
     images, speech, category, source = load_inputs(args.data_dir, args.n)
+    speech_kind = getattr(args, "speech", "tutorial")
+    if speech_kind == "ours":
+        if not SYSTEMS[name][1]:
+            raise ValueError(f"--speech ours: {name} has no speech modality")
+        speech, source = speech_observation(args.data_dir, args.n, args.seed), \
+            source + " images; speech: UCI Spoken Arabic Digit MFCC -> HACFeatureExtractor (codebooks saved)"
+    elif speech_kind != "tutorial":
+        raise ValueError(f"--speech must be 'tutorial' or 'ours', got {speech_kind!r}")
     system = build_system(name, images, speech, category, args)
-    settings = run_settings(name, args, (images, speech, category))
+    counts = np.asarray(speech.forward_msg) if speech is not None and not isinstance(speech, np.ndarray) else speech
+    settings = run_settings(name, args, (images, counts, category))
+    if speech_kind == "ours":
+        settings["--speech"] = "ours"
     if resume:
         from ..driver import latest_checkpoint, load_checkpoint
         from ..module import connected_modules
@@ -244,6 +267,40 @@ def cyclic_order(labels) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
+def _read_speech(path):
+    """Raw speech for an extractor observation: a folder of ``.wav`` files (name order), one
+    ``.wav``, a text file listing wav paths (one a line, relative to its folder), or an ``.npz``
+    with ``frames`` ``(F, D)`` MFCC frames and ``lengths`` ``(N,)`` frames per utterance."""
+    if os.path.isdir(path):
+        wavs = sorted(f for f in os.listdir(path) if f.lower().endswith(".wav"))
+        if not wavs:
+            raise ValueError(f"--data {path}: the folder holds no .wav file")
+        return [os.path.join(path, f) for f in wavs]
+    low = path.lower()
+    if low.endswith(".wav"):
+        return [path]
+    if low.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            if not {"frames", "lengths"} <= set(z.files):
+                raise ValueError(f"--data {path}: speech frames need arrays 'frames' (F, D) and 'lengths' (N,), "
+                                 f"the file holds {z.files}")
+            frames, lengths = z["frames"], z["lengths"]
+        if frames.ndim != 2 or lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 1).any() \
+                or int(lengths.sum()) != len(frames):
+            raise ValueError(f"--data {path}: 'lengths' must be positive integers summing to the {len(frames)} rows "
+                             f"of 'frames' (F, D); got frames {frames.shape}, lengths {lengths.shape} "
+                             f"summing to {int(lengths.sum()) if lengths.dtype.kind in 'iu' else '?'}")
+        return datasets.split_by_lengths(frames, lengths)
+    if low.endswith(".txt"):
+        with open(path) as f:
+            names = [ln.strip() for ln in f if ln.strip()]
+        if not names:
+            raise ValueError(f"--data {path}: the list of wav files is empty")
+        return [os.path.join(os.path.dirname(path), p) for p in names]
+    raise ValueError(f"--data {path}: speech must be a folder of .wav files, a .wav, a .txt list of wav files or an "
+                     ".npz of MFCC 'frames' and 'lengths'")
+
+
 def _read_array(path):
     if path.endswith(".npy"):
         return np.load(path, allow_pickle=False)
@@ -259,14 +316,18 @@ def _read_array(path):
 _LABEL_ORDER = "cyclic order set by the true labels"
 
 
-def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path=None):
+def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path=None, speech_names=()):
     """Observations and labels for ``serket-pyro recog``.
 
     ``specs``: each ``mnist-test`` (the 10,000 MNIST test images / 255 and their labels, for the
     first observation), ``tutorial`` (the tutorial images, then its speech if the graph has a
     second observation) or
     ``[KEY=]PATH`` (.npy, single-array .npz or text; KEY an observation name or system key,
-    otherwise the next observation).  Returns ``(observations dict, category or None, description)``.
+    otherwise the next observation).  An observation in ``speech_names`` (computed from speech by
+    an extractor saved with the graph) takes raw speech instead: ``sad-test`` (the 2,200 UCI
+    Spoken Arabic Digit test utterances, 22 speakers not in the tutorial, and their digits),
+    ``tutorial`` (the tutorial's utterances) or a path (:func:`_read_speech`).  Returns
+    ``(observations dict, category or None, description)``.
     """
     obs, category, desc = {}, None, []
     free = list(obs_names)
@@ -283,11 +344,23 @@ def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path
             obs[next_free(spec)] = np.asarray(d.images, dtype=np.float32) / 255.0
             category = np.asarray(d.labels)
             desc.append("MNIST test images")
+        elif spec == "sad-test":
+            key = next((k for k in free if k in speech_names), None)
+            if key is None:
+                raise ValueError("--data sad-test: the graph has no free speech observation (one computed from speech "
+                                 "by an extractor saved with the graph)")
+            free.remove(key)
+            require_data_file(data_dir, "spoken_arabic_digit.npz")
+            d = datasets.load_spoken_arabic_digit("test", root=data_dir)
+            obs[key] = d.utterances()
+            category = np.asarray(d.digit)
+            desc.append("UCI Spoken Arabic Digit test utterances (MFCC)")
         elif spec == "tutorial":
             images, speech, cat, source = load_inputs(data_dir, None, offline_fallback=False)
             obs[next_free(spec)] = images
             if free and speech is not None:  # speech only for a graph with a second observation
-                obs[next_free(spec)] = speech
+                key = next_free(spec)
+                obs[key] = datasets.load_tutorial_speech(root=data_dir).utterances if key in speech_names else speech
             category = cat
             desc.append(source)
         else:
@@ -298,7 +371,7 @@ def load_recognition_data(specs, obs_names, data_dir=None, n=None, category_path
                 raise ValueError(f"--data {spec}: every observation of the graph {list(obs_names)} already has data")
             if key in free:
                 free.remove(key)
-            obs[key] = _read_array(path)
+            obs[key] = _read_speech(path) if key in speech_names else _read_array(path)
             desc.append(os.path.basename(path))
     if category_path is not None:
         category = _read_array(category_path).reshape(-1)
@@ -318,13 +391,14 @@ def recognise(folder, args):
     entries = [e for e in info["modules"] if "observation" in e]
     keys = {n: k for k, n in ((info.get("system") or {}).get("keys") or [])}
     names = [keys.get(e["name"], e["name"]) for e in entries]
-    obs, category, desc = load_recognition_data(args.data, names, args.data_dir, None, args.category)
+    speech_names = [keys.get(e["name"], e["name"]) for e in entries if e["observation"].get("input") == "speech"]
+    obs, category, desc = load_recognition_data(args.data, names, args.data_dir, None, args.category, speech_names)
     order = args.order
     if order == "cyclic":
         if category is None:
             raise ValueError("--order cyclic needs true labels (--category or a built-in data set)")
         idx = cyclic_order(category)
-        obs = {k: v[idx] for k, v in obs.items()}
+        obs = {k: [v[i] for i in idx] if isinstance(v, list) else v[idx] for k, v in obs.items()}
         category = category[idx]
         desc += f" ({_LABEL_ORDER})"
     if args.n is not None:
@@ -337,7 +411,10 @@ def recognise(folder, args):
     missing = [k for k in names if k not in obs]
     if missing:
         desc += f"; missing modalities {missing} (zero counts)"
-    first = next(iter(obs.values()))
+    sizes = {k: len(v) for k, v in obs.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"recog: the observations have different numbers of data points {sizes}; use --n")
+    first = next((v for v in obs.values() if not isinstance(v, list)), np.zeros((next(iter(sizes.values())), 0)))
     write_run_info(args.output, {"command": "recog", "graph": os.path.abspath(folder), "mode": "recog",
                                  "result": system.result_module.name, "checkpoint_dir": None, "data": args.data,
                                  "order": order, "exclude": args.exclude or [], "n": len(first),

@@ -8,6 +8,7 @@ file, their SHA-256, the record class, the converter from the upstream format an
 module                         file                        loader
 =============================  ==========================  ========================================
 :mod:`.tutorial`               ``serket_tutorial.npz``     :func:`load_tutorial`
+:mod:`.tutorial_speech`        the two files above         :func:`load_tutorial_speech` (raw MFCC)
 :mod:`.hmm_toy`                ``serket_hmm_toy.npz``      :func:`load_hmm_toy`
 :mod:`.objects`                ``serket_objects.npz``      :func:`load_objects`
 :mod:`.mmlda_chain`            ``serket_mmlda_chain.npz``  :func:`load_mmlda_chain`
@@ -65,6 +66,7 @@ from .spoken_arabic_digit import (
     parse_arabic_digit_blocks,
 )
 from .tutorial import TutorialData, load_tutorial, tutorial_from_texts, tutorial_from_zip
+from .tutorial_speech import TutorialSpeech, load_tutorial_speech, tutorial_utterance_rows
 
 __all__ = [
     "ENV_VAR",
@@ -82,6 +84,9 @@ __all__ = [
     "MNISTData",
     "MNISTSubset",
     "load_tutorial",
+    "load_tutorial_speech",
+    "tutorial_utterance_rows",
+    "TutorialSpeech",
     "load_hmm_toy",
     "load_objects",
     "load_mmlda_chain",

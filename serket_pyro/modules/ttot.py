@@ -37,6 +37,8 @@ class TtoT(Module):
     ``eps`` (no module can veto a class with a zero).  Matching: ``sigma_m`` maximises the
     number of points whose most probable classes agree with the first module's (the Hungarian
     algorithm on the ``K x K`` table of argmax pairs; the original searched by pairwise swaps).
+    A child not updated yet counts as uniform ``q_m`` (the original's rule), so the original's
+    update order (``lda1``, ``tt``, ``vae1``, ``gmm1``, ``tt``) works from the first iteration.
 
     Parameters
     ----------
@@ -68,6 +70,18 @@ class TtoT(Module):
         self.align = bool(align)
         self.category = category
         self.permutations_: list[np.ndarray] | None = None
+
+    def get_observations(self):
+        """The children's class messages; a child not updated yet sends uniform probabilities."""
+        if not self.children:
+            return super().get_observations()  # the base's error: not connected
+        msgs = [c.forward_msg for c in self.children]
+        sent = [m for m in msgs if isinstance(m, ClassProbs)]
+        if any(m is None for m in msgs):
+            if not sent:
+                return super().get_observations()  # the base's error: nothing to combine yet
+            msgs = [ClassProbs.uniform(*sent[0].log_probs.shape) if m is None else m for m in msgs]
+        return msgs
 
     def _read_inputs(self):
         msgs = self.get_observations()
