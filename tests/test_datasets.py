@@ -574,3 +574,19 @@ def test_split_by_lengths_and_digest():
     assert D.array_digest(a) == D.array_digest(b)  # order and byte order do not matter
     assert D.array_digest(a) != D.array_digest({"x": np.arange(3, dtype="<i4"), "y": a["y"]})
     assert D.array_digest(a) != D.array_digest({"x": a["x"], "y": np.zeros((4,))})
+
+
+def test_tutorial_speech_rows_are_the_tutorials_utterances(data_dir):
+    from serket_pyro.datasets import load_tutorial, load_tutorial_speech, tutorial_utterance_rows
+
+    assert tutorial_utterance_rows(12).tolist() == [0, 660, 1320, 1980, 2640, 3300, 3960, 4620, 5280, 5940, 1, 661]
+    with pytest.raises(ValueError, match="n must be in 1..6600"):
+        tutorial_utterance_rows(0)
+    d = load_tutorial_speech(root=data_dir)
+    tut = load_tutorial(root=data_dir)
+    T = np.array([len(u) for u in d.utterances])
+    blocks = tut.hac.reshape(3000, 6, 400).sum(2)
+    np.testing.assert_array_equal(blocks[:, 0], T - 5)  # stream 0, lag 5
+    np.testing.assert_array_equal(blocks[:, 3], T - 2)  # stream 1, lag 2
+    np.testing.assert_array_equal(d.category, np.arange(3000) % 10)
+    assert np.bincount(d.speaker).tolist() == [100] * 30 and d.images.shape == (3000, 784)
