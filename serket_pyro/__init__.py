@@ -29,8 +29,9 @@ __version__ = "0.1.0"
 # messages with logging.basicConfig(level=logging.INFO) (the serket-pyro command does, see -q/-v)
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-#: files of the flat layout (up to 0.1) and where they live now; saved graphs name classes by
-#: these paths, so :mod:`.persistence` reads its alias table from here
+#: files of the flat layout (up to 0.1), and the original Serket's module names (``hac``, ``TtoT``,
+#: ``utils`` for ``serket.utils``), and where they live now; saved graphs name classes by these
+#: paths, so :mod:`.persistence` reads its alias table from here
 MOVED_MODULES = {
     "vae": "modules.vae",
     "gmm": "modules.gmm",
