@@ -95,6 +95,9 @@ def test_hac_saved_state_that_does_not_fit_is_refused():
     with pytest.raises(ValueError, match=r"module007_x: the saved codebooks do not fit: .*stream 0 has codebook "
                                          r"\(3, 1\)"):
         srk.hac.HACFeatureExtractor.from_saved([np.zeros((4, 1))], cfg, state, "module007_x")
+    with pytest.raises(ValueError, match="module007_x: the saved codebooks do not fit: n_features_in must be one"):
+        srk.hac.HACFeatureExtractor.from_saved([np.zeros((4, 1))], cfg, {**state, "n_features_in": torch.ones(2)},
+                                               "module007_x")
     with pytest.raises(ValueError, match="module007_x: saved config has entries"):
         srk.hac.HACFeatureExtractor.from_saved([np.zeros((4, 1))], {**cfg, "extra": 1}, state, "module007_x")
 

@@ -247,8 +247,11 @@ class HACFeatureExtractor(Observation):
             parts = [[state.get(f"{kind}.{s}") for s in range(S)] for kind in ("codebooks", "means", "scales")]
             if any(v is None for p in parts for v in p) or "n_features_in" not in state:
                 raise ValueError(f"the saved state lacks entries (has {sorted(state)})")
-            ext.set_state(*parts, int(state["n_features_in"]), name)
-        except ValueError as e:
+            n_in = state["n_features_in"]
+            if not isinstance(n_in, torch.Tensor) or n_in.numel() != 1 or n_in.is_floating_point():
+                raise ValueError("n_features_in must be one integer")
+            ext.set_state(*parts, int(n_in), name)
+        except (ValueError, TypeError, RuntimeError) as e:
             raise ValueError(f"{name}: the saved codebooks do not fit: {e}") from None
         cfg = {k: config[k] for k in ("sample_rate", "cmn", "mfcc_params")}
         return cls(utterances, extractor=ext, **cfg)
