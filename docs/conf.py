@@ -14,7 +14,9 @@ project = "serket-pyro"
 author = "serket-pyro developers"
 release = version = serket_pyro.__version__
 
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+myst_heading_anchors = 3  # the README's links to its own sections
 napoleon_google_docstring = True  # a few older docstrings still use Args:
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
