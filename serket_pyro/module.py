@@ -74,7 +74,8 @@ class Module:
        ``category`` also ``acc`` and ``metrics``, see
        :func:`~serket_pyro.classification.write_classification`), then
        ``self._write_outputs(writer, inputs, backward)``;
-    7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``
+    7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``, also
+       written as ``metrics_<mode>.json``
        (``"objective"``: nats, higher is better, read by :func:`serket_pyro.fit`);
     8. ``n_updates_ += 1``.
 
@@ -360,6 +361,8 @@ class Module:
         self._write_outputs(w, inputs, backward)
         metrics.update(self._metrics(inputs, backward))
         self.metrics_ = metrics
+        if metrics:  # the scores and the module's own objective, per iteration (serket-pyro report)
+            w.save_json(f"metrics_{self.mode}.json", {k: _json_number(v) for k, v in metrics.items()})
         self.n_updates_ += 1
 
     # ------------------------------------------------------------------ hooks
@@ -596,6 +599,14 @@ class Observation(Module):
 
     def update(self) -> None:
         """Observations never change."""
+
+
+def _json_number(v):
+    """A metric as JSON: numbers (also 0-d tensors and NumPy scalars) as ``float``, the rest as is."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
 
 
 def connected_modules(*modules: Module) -> list[Module]:

@@ -92,8 +92,12 @@ def test_run_save_recog_report(tmp_path, data_dir, capsys):
     out = capsys.readouterr().out
     assert "module004_mlda" in out and "<- result" in out
     pngs = sorted(os.listdir(tmp_path / "train" / "report"))
-    assert pngs == ["confusion_module004_mlda.png", "latent_module002_vae.png", "metrics.png",
+    # every scored module gets a confusion matrix; the VAE's loss over both iterations' epochs
+    assert pngs == ["confusion_module003_gmm.png", "confusion_module004_mlda.png", "latent_module002_vae.png",
+                    "loss_module002_vae.png", "metrics.png", "objectives.png",
                     "reconstructions_module002_vae.png", "transitions_module005_mm.png"]
+    with open(tmp_path / "train" / "module003_gmm" / "001" / "metrics_learn.json") as f:
+        assert {"accuracy", "objective"} <= set(json.load(f))  # scores and the module's own objective
     for f in pngs:
         assert (tmp_path / "train" / "report" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # report of the recognition run, and of the saved graph (its training outputs)
@@ -138,6 +142,38 @@ def test_pca_matches_svd_and_plots_are_pngs(tmp_path):
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert plots.plot_metrics({}, tmp_path / "none.png") is None
+
+
+def test_transitions_are_ordered_by_the_childs_class_mapping(tmp_path):
+    from serket_pyro import plots
+
+    # states 0..4 visit the true classes in the cycle 0 -> 1 -> ... -> 4 -> 0, but the child named
+    # class c "state perm[c]": drawn in state order the cycle is scattered
+    perm = np.array([3, 0, 4, 1, 2])
+    A = np.zeros((5, 5))
+    A[perm, perm[(np.arange(5) + 1) % 5]] = 1.0
+    mapping = {int(perm[c]): c for c in range(5)}  # state -> true class (best_mapping's form)
+    order, ticks = plots.state_order(mapping, 5)
+    np.testing.assert_array_equal(order, perm)
+    np.testing.assert_array_equal(A[np.ix_(order, order)], np.roll(np.eye(5), 1, axis=1))
+    assert ticks[0] == "0 (s3)"
+    # an unmatched state goes last, marked "-"
+    order, ticks = plots.state_order({0: 1, 1: -1, 2: 0}, 3)
+    assert list(order) == [2, 0, 1] and ticks == ["0 (s2)", "1 (s0)", "- (s1)"]
+    assert plots.plot_transitions(A, tmp_path / "t.png", order=perm,
+                                  ticks=[str(c) for c in range(5)]).endswith("t.png")
+
+
+def test_loss_curve_joins_the_iterations(tmp_path):
+    from serket_pyro.app import plots
+
+    for it, losses in enumerate(([5.0, 4.0, 3.0], [3.5, 2.5], [2.0])):
+        (tmp_path / f"{it:03d}").mkdir()
+        np.savetxt(tmp_path / f"{it:03d}" / "loss_learn.txt", losses)
+    loss, starts = plots._losses(tmp_path)
+    np.testing.assert_array_equal(loss, [5.0, 4.0, 3.0, 3.5, 2.5, 2.0])
+    assert starts == [3, 5]
+    assert plots._losses(tmp_path / "000") is None
 
 
 def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
