@@ -6,6 +6,9 @@ old file or the new one, never half of one.
 
 A module's folder holds one subfolder per outer iteration (``000``, ``001``, ...) plus a copy of
 the latest files at the top, where the Serket tutorials look for them (``class_learn.txt`` ...).
+A module's first update in learn mode removes the iteration folders an earlier run left there
+(:func:`remove_stale_iterations`), and every metrics file names its run (:func:`get_run_id`), so
+the folder never mixes two runs.
 """
 
 from __future__ import annotations
@@ -13,16 +16,71 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
+import re
+import secrets
+import shutil
 import tempfile
+import time
 
 import numpy as np
 import torch
 
 __all__ = ["atomic_write_bytes", "atomic_savetxt", "atomic_save_json", "atomic_torch_save",
-           "atomic_savez", "OutputWriter", "get_output_root", "set_output_root"]
+           "atomic_savez", "OutputWriter", "get_output_root", "set_output_root", "get_run_id",
+           "set_run_id", "new_run_id", "remove_stale_iterations"]
 
+_log = logging.getLogger(__name__)
 _OUTPUT_ROOT: str | None = None
+_RUN_ID: str | None = None
+_RUN_ID_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ITERATION_DIR = re.compile(r"\d{3,}")
+
+
+def new_run_id() -> str:
+    """A fresh run id: UTC start time and 6 random hex digits, e.g. ``20261201T011502Z-3fa9c1``
+    (``secrets``, not the seeded generators, so it never changes a run's numbers)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def get_run_id() -> str:
+    """The id of the current run (made on first use; :func:`set_run_id` starts another)."""
+    global _RUN_ID
+    if _RUN_ID is None:
+        _RUN_ID = new_run_id()
+    return _RUN_ID
+
+
+def set_run_id(run_id: str | None) -> None:
+    """Set the current run's id (a resumed run takes its checkpoint's); ``None``: a new one on
+    next use.  Ids are 1-64 letters, digits, ``_ . -``."""
+    global _RUN_ID
+    if run_id is not None and not (isinstance(run_id, str) and _RUN_ID_FORM.fullmatch(run_id)):
+        raise ValueError(f"run id must be 1-64 letters, digits, '_', '.' or '-', got {run_id!r}")
+    _RUN_ID = run_id
+
+
+def remove_stale_iterations(folder) -> list[str]:
+    """Remove the iteration folders (``000``, ``001``, ...) under a module's ``folder``: called
+    at the module's first update in learn mode, so a shorter run into the same folder does not
+    leave the earlier run's later iterations behind.  Only folders named by digits that hold
+    plain files are removed (never links or anything else); returns their names."""
+    folder = os.fspath(folder)
+    removed = []
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not _ITERATION_DIR.fullmatch(name) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        if all(os.path.isfile(os.path.join(path, f)) and not os.path.islink(os.path.join(path, f))
+               for f in os.listdir(path)):
+            shutil.rmtree(path)
+            removed.append(name)
+    if removed:
+        _log.info("%s: removed %d iteration folder(s) of an earlier run", folder, len(removed))
+    return removed
 
 
 def set_output_root(path) -> None:

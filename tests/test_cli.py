@@ -58,6 +58,42 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
     assert [r["iteration"] for r in hist] == list(range(n_iter))
     for a, b in zip(hist, ref):
         assert a["module002_gmm"] == b["module002_gmm"] and a["module003_mm"] == b["module003_mm"]
+    # the resumed run kept the killed run's id (its run.json, every record and metrics file)
+    run_id = json.loads((ck / "iter_000" / "checkpoint.json").read_text())["run_id"]
+    assert json.loads((out / "run.json").read_text())["run_id"] == run_id
+    assert {r["run_id"] for r in hist} == {run_id}
+    assert json.loads((out / "module002_gmm" / "metrics_learn.json").read_text())["run_id"] == run_id
+    assert json.loads((tmp_path / "clean" / "run.json").read_text())["run_id"] != run_id
+
+
+def test_a_shorter_run_into_the_same_folder_leaves_no_stale_iterations(tmp_path, data_dir, capsys):
+    out = tmp_path / "out"
+    args = ["run", "vae_gmm", *TINY, "--data-dir", data_dir, "--output", str(out)]
+    assert cli.main([*args, "--iterations", "3"]) == 0
+    first = json.loads((out / "run.json").read_text())["run_id"]
+    assert sorted(os.listdir(out / "module002_gmm" / "002")) and (out / "module001_vae" / "002").is_dir()
+    (out / "module002_gmm" / "notes").mkdir()  # not an iteration folder: stays
+    assert cli.main([*args, "--iterations", "2", "--seed", "1"]) == 0
+    second = json.loads((out / "run.json").read_text())["run_id"]
+    assert second != first
+    for m in ("module001_vae", "module002_gmm"):
+        assert sorted(d for d in os.listdir(out / m) if d.isdigit()) == ["000", "001"], m
+    assert (out / "module002_gmm" / "notes").is_dir()
+    for it in ("000", "001"):
+        assert json.loads((out / "module002_gmm" / it / "metrics_learn.json").read_text())["run_id"] == second
+    capsys.readouterr()
+    assert cli.main(["report", str(out)]) == 0
+    rep = capsys.readouterr().out
+    assert f"run {second}" in rep
+    row = next(ln for ln in rep.splitlines() if ln.startswith("module002_gmm"))
+    assert row.split()[1] == "2"  # two iterations, not three
+    # a metrics file of another run (copied in by hand) is left out of the plots' history
+    from serket_pyro.app import plots
+
+    (out / "module002_gmm" / "007").mkdir()
+    (out / "module002_gmm" / "007" / "metrics_learn.json").write_text('{"accuracy": 0.5, "run_id": "other"}')
+    hist = plots.collect_metrics(out, "learn", None, second)
+    assert [it for it, _ in hist["module002_gmm"]] == [0, 1]
 
 
 def test_resume_needs_checkpoint_dir(tmp_path, data_dir, capsys):

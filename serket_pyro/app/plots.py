@@ -78,11 +78,16 @@ def module_dirs(root) -> dict[str, str]:
     return out
 
 
-def collect_metrics(root, mode: str = "learn", checkpoint_dir=None) -> dict[str, list[tuple[int, dict]]]:
+def collect_metrics(root, mode: str = "learn", checkpoint_dir=None,
+                    run_id: str | None = None) -> dict[str, list[tuple[int, dict]]]:
     """Per-iteration metrics ``{module name: [(iteration, metrics), ...]}``.
 
     From ``<checkpoint_dir>/metrics.jsonl`` when it exists (the last record of each iteration
-    wins: a resumed run appends again), else from every module's ``NNN/metrics_<mode>.json``."""
+    wins: a resumed run appends again), else from every module's ``NNN/metrics_<mode>.json``.
+    Given ``run_id``, records that name another run are left out."""
+    def other_run(rec):
+        return run_id is not None and isinstance(rec, dict) and rec.get("run_id", run_id) != run_id
+
     out: dict[str, dict[int, dict]] = {}
     path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl")
     if path is not None and os.path.isfile(path):
@@ -95,6 +100,8 @@ def collect_metrics(root, mode: str = "learn", checkpoint_dir=None) -> dict[str,
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill
+                if other_run(rec):
+                    continue
                 it = int(rec.get("iteration", -1))
                 for k, v in rec.items():
                     if isinstance(v, dict):
@@ -104,9 +111,11 @@ def collect_metrics(root, mode: str = "learn", checkpoint_dir=None) -> dict[str,
             for sub in sorted(glob.glob(os.path.join(folder, "[0-9][0-9][0-9]", f"metrics_{mode}.json"))):
                 try:
                     with open(sub) as f:
-                        out.setdefault(name, {})[int(os.path.basename(os.path.dirname(sub)))] = json.load(f)
+                        rec = json.load(f)
                 except (OSError, json.JSONDecodeError):
                     continue
+                if not other_run(rec):
+                    out.setdefault(name, {})[int(os.path.basename(os.path.dirname(sub)))] = rec
     return {k: sorted(v.items()) for k, v in out.items()}
 
 
@@ -352,7 +361,7 @@ def make_report(root, out_dir=None, checkpoint_dir=None) -> tuple[list[str], str
     category = inputs.get("category")
 
     pngs = []
-    per_it = collect_metrics(root, mode, checkpoint_dir)
+    per_it = collect_metrics(root, mode, checkpoint_dir, info.get("run_id"))
     for r in (plot_metrics(per_it, os.path.join(out_dir, "metrics.png")),
               plot_objectives(per_it, os.path.join(out_dir, "objectives.png"))):
         if r:
@@ -429,7 +438,8 @@ def make_report(root, out_dir=None, checkpoint_dir=None) -> tuple[list[str], str
 
     head = f"{'module':<22}{'iters':>6}{'accuracy':>10}{'greedy':>9}{'ARI':>8}{'NMI':>8}"
     lines = [f"report of {root} ({mode} files)" + (f", {info['command']} {info.get('model', '')}".rstrip()
-                                                 if info.get("command") else ""), head, "-" * len(head)]
+                                                 if info.get("command") else "")
+             + (f", run {info['run_id']}" if info.get("run_id") else ""), head, "-" * len(head)]
     for name, n_it, m in rows:
         mark = " <- result" if name == result else ""
         if "accuracy" in m:

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .. import datasets
-from ..output import set_output_root
+from ..module import reset_module_counter
+from ..output import get_run_id, set_output_root, set_run_id
 from ..seed import set_seed
 from ..validation import check_device
 from .arguments import SYSTEMS, add_tutorial_arguments, positive_int
@@ -182,8 +183,10 @@ def run_system(name: str, args) -> tuple:
     check_torch_device(args.device)
     torch.set_num_threads(args.threads)
     set_output_root(args.output)
+    set_run_id(None)  # a new run (resuming takes the checkpoint's id below)
     set_seed(args.seed)
     images, speech, category, source = load_inputs(args.data_dir, args.n)
+    reset_module_counter()  # the same folder names (module001_...) as a fresh process
     system = build_system(name, images, speech, category, args)
     settings = run_settings(name, args, (images, speech, category))
     if resume:
@@ -212,12 +215,12 @@ def run_system(name: str, args) -> tuple:
 
 
 def write_run_info(output, info: dict, category=None, images=None, n_samples: int = 10) -> None:
-    """``<output>/run.json`` (what ran) and ``<output>/report_inputs.npz`` (true labels and the first
+    """``<output>/run.json`` (what ran, and the run's id) and ``<output>/report_inputs.npz`` (true labels and the first
     ``n_samples`` input images), which ``serket-pyro report`` reads."""
     from ..output import atomic_save_json, atomic_savez
     from .plots import REPORT_INPUTS, RUN_INFO
 
-    atomic_save_json(os.path.join(output, RUN_INFO), info)
+    atomic_save_json(os.path.join(output, RUN_INFO), {**info, "run_id": get_run_id()})
     arrays = {}
     if category is not None:
         arrays["category"] = np.asarray(category, dtype=np.int64)
@@ -331,6 +334,7 @@ def recognise(folder, args):
         obs = {k: v[:args.n] for k, v in obs.items()}
         category = None if category is None else category[:args.n]
     set_output_root(args.output)
+    set_run_id(None)
     set_seed(args.seed)
     system = load_graph(folder, obs, mode="recog", category=category, output_root=args.output,
                         exclude=args.exclude or ())
