@@ -8,7 +8,9 @@ A module's folder holds one subfolder per outer iteration (``000``, ``001``, ...
 the latest files at the top, where the Serket tutorials look for them (``class_learn.txt`` ...).
 A module's first update in learn mode removes the iteration folders an earlier run left there
 (:func:`remove_stale_iterations`), and every metrics file names its run (:func:`get_run_id`), so
-the folder never mixes two runs.
+the folder never mixes two runs.  An array of more than :func:`get_text_limit` values (the
+MLDA's 3000 x 2400 word predictions: 80 MB as text) is written as ``.npy`` instead of ``.txt``
+(same name otherwise); :func:`load_output_array` reads either.
 """
 
 from __future__ import annotations
@@ -29,13 +31,42 @@ import torch
 
 __all__ = ["atomic_write_bytes", "atomic_savetxt", "atomic_save_json", "atomic_torch_save",
            "atomic_savez", "OutputWriter", "get_output_root", "set_output_root", "get_run_id",
-           "set_run_id", "new_run_id", "remove_stale_iterations"]
+           "set_run_id", "new_run_id", "remove_stale_iterations", "get_text_limit", "set_text_limit",
+           "load_output_array"]
 
 _log = logging.getLogger(__name__)
 _OUTPUT_ROOT: str | None = None
 _RUN_ID: str | None = None
 _RUN_ID_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _ITERATION_DIR = re.compile(r"\d{3,}")
+#: arrays with more values than this are written as .npy instead of text (None: always text)
+_TEXT_LIMIT: int | None = 1 << 22
+
+
+def get_text_limit() -> int | None:
+    """The largest array (number of values) written as text; larger ones go to ``.npy``."""
+    return _TEXT_LIMIT
+
+
+def set_text_limit(n: int | None) -> None:
+    """Write arrays of more than ``n`` values as ``.npy`` (default ``2**22``: 4.2 million values,
+    about 40 MB of text); ``None`` writes every array as text, as the original did."""
+    global _TEXT_LIMIT
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise ValueError(f"text limit must be a non-negative int or None, got {n!r}")
+    _TEXT_LIMIT = n
+
+
+def load_output_array(folder, filename) -> np.ndarray | None:
+    """A module's output array ``folder/filename`` (``x.txt``), or its ``.npy`` form when it was
+    written as one (see :func:`set_text_limit`); ``None`` if neither exists."""
+    path = os.path.join(os.fspath(folder), filename)
+    stem, ext = os.path.splitext(path)
+    if ext == ".txt" and os.path.isfile(stem + ".npy") and not os.path.islink(stem + ".npy"):
+        return np.load(stem + ".npy", allow_pickle=False)
+    if os.path.isfile(path):
+        return np.loadtxt(path, ndmin=2)
+    return None
 
 
 def new_run_id() -> str:
@@ -185,7 +216,23 @@ class OutputWriter:
             atomic_write_bytes(p, data)
 
     def savetxt(self, filename, array, fmt=None) -> None:
-        self.write_bytes(filename, format_txt(array, fmt))
+        """``np.savetxt`` of ``array``, or ``np.save`` to ``<stem>.npy`` when it has more than
+        :func:`get_text_limit` values (then a ``.txt`` of the same name is removed, and the other
+        way round, so a folder never holds both)."""
+        a = _to_numpy(array)
+        stem, ext = os.path.splitext(filename)
+        big = _TEXT_LIMIT is not None and ext == ".txt" and a.size > _TEXT_LIMIT
+        buf = io.BytesIO()
+        if big:
+            np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
+        data, name, other = ((buf.getvalue(), stem + ".npy", filename) if big
+                             else (format_txt(a, fmt), filename, stem + ".npy"))
+        for p in self._paths(name):
+            atomic_write_bytes(p, data)
+        if ext == ".txt":
+            for p in self._paths(other):
+                if os.path.isfile(p) and not os.path.islink(p):
+                    os.unlink(p)
 
     def save_json(self, filename, obj) -> None:
         for p in self._paths(filename):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import serket_pyro as srk
+from serket_pyro import output
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage, combine
 
 
@@ -200,8 +201,6 @@ def test_output_root_setting(tmp_path):
 
 
 def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
-    from serket_pyro import output
-
     path = tmp_path / "a.txt"
     output.atomic_savetxt(path, np.arange(3))
     before = path.read_bytes()
@@ -272,3 +271,27 @@ def test_seed_makes_torch_numpy_reproducible():
     srk.set_seed(5)
     b = torch.rand(2), np.random.rand(2)
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_large_arrays_are_written_as_npy_and_read_back(tmp_path, monkeypatch):
+    """Arrays over the text limit go to .npy (never both forms in one folder); load_output_array
+    reads either; set_text_limit(None) writes text again, as the original did."""
+    monkeypatch.setattr(output, "_TEXT_LIMIT", output.get_text_limit())  # restored after the test
+    output.set_text_limit(100)
+    w = output.OutputWriter(tmp_path, 0)
+    big = np.arange(101 * 3, dtype=np.float32).reshape(101, 3) / 7
+    w.savetxt("P_learn.txt", big)
+    w.savetxt("small_learn.txt", np.arange(100.0))
+    for folder in (tmp_path, tmp_path / "000"):
+        assert sorted(f for f in os.listdir(folder) if f != "000") == ["P_learn.npy", "small_learn.txt"]
+        got = output.load_output_array(folder, "P_learn.txt")
+        assert got.dtype == np.float32 and np.array_equal(got, big)  # bit for bit, unlike %.8g text
+        np.testing.assert_array_equal(output.load_output_array(folder, "small_learn.txt").ravel(), np.arange(100.0))
+    assert output.load_output_array(tmp_path, "absent.txt") is None
+    output.set_text_limit(None)
+    w.savetxt("P_learn.txt", big)
+    assert not (tmp_path / "P_learn.npy").exists() and not (tmp_path / "000" / "P_learn.npy").exists()
+    np.testing.assert_allclose(output.load_output_array(tmp_path, "P_learn.txt"), big, rtol=1e-7)
+    for bad in (-1, 2.5, True, "7"):
+        with pytest.raises(ValueError, match="text limit"):
+            output.set_text_limit(bad)

@@ -317,7 +317,10 @@ def _read_run_info(root) -> dict:
 
 
 def _loadtxt(path):
-    return np.loadtxt(path, ndmin=2) if os.path.isfile(path) else None
+    """An output array by its ``.txt`` name (also when it was written as ``.npy``), or ``None``."""
+    from ..output import load_output_array
+
+    return load_output_array(os.path.dirname(path), os.path.basename(path))
 
 
 def _losses(folder) -> tuple[np.ndarray, list[int]] | None:
