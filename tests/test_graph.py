@@ -254,6 +254,31 @@ def test_rng_state_restored_exactly():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+def test_cuda_generators_are_saved_and_restored(monkeypatch):
+    """With CUDA in use, the checkpoint's RNG state holds every device's generator and resuming
+    restores it (a fake two-device CUDA here: this machine has none; the device run checks it)."""
+    from serket_pyro import rng_state
+
+    gens = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [g.clone() for g in gens])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: gens.__setitem__(slice(None), states))
+    st = rng_state.get_rng_state()
+    assert st["cuda"].shape == (2, 16) and st["cuda"].dtype == torch.uint8
+    saved = [g.clone() for g in gens]
+    gens[0] = torch.zeros(16, dtype=torch.uint8)  # the generators move on
+    rng_state.set_rng_state(st)
+    assert all(torch.equal(a, b) for a, b in zip(gens, saved))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="for 2 device"):
+        rng_state.set_rng_state(st)
+    # without CUDA initialised nothing is asked (asking would initialise it)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert "cuda" not in rng_state.get_rng_state()
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     obs = srk.Observation(np.zeros((3, 1)))
     m = Echo()
