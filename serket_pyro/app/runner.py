@@ -355,19 +355,22 @@ def recognise(folder, args):
 def format_summary(system, seconds: float, source: str) -> str:
     """One screen: each module's scores and folder, the result module first."""
     lines = [f"{system.name}: {len(system.history)} outer iterations in {seconds:.1f} s on {source}"]
-    head = f"{'module':<22}{'accuracy':>10}{'greedy':>9}{'ARI':>8}{'NMI':>8}  folder"
+    head = f"{'module':<22}{'accuracy':>10}{'greedy':>9}{'ARI':>8}{'NMI':>8}{'empty':>7}{'largest':>9}  folder"
     lines.append(head)
     lines.append("-" * len(head))
     summ = system.summary()
     keys = [system.result] + [k for k in summ if k != system.result]
     for k in keys:
         s = summ[k]
+        # class occupancy: empty classes and the largest class's share of the points
+        occ = (f"{int(s['n_empty_classes']):>7}{s['largest_class_share']:>9.3f}" if "n_empty_classes" in s
+               else f"{'':>16}")
         if "accuracy" in s:
             unfair = "  (labels set the order: not a fair score)" if _LABEL_ORDER in source else ""
             lines.append(f"{s['name']:<22}{s['accuracy']:>10.3f}{s['greedy_accuracy']:>9.3f}{s['ari']:>8.3f}"
-                         f"{s['nmi']:>8.3f}  {os.path.relpath(s['folder'])}{unfair}")
+                         f"{s['nmi']:>8.3f}{occ}  {os.path.relpath(s['folder'])}{unfair}")
         else:
-            lines.append(f"{s['name']:<22}{'':>35}  {os.path.relpath(s['folder'])}")
+            lines.append(f"{s['name']:<22}{'':>35}{occ}  {os.path.relpath(s['folder'])}")
     for flag in dict.fromkeys(system.flags):
         lines.append(f"warning: {flag}")
     r = summ[system.result]
