@@ -289,3 +289,45 @@ def test_recog_tutorial_on_a_one_observation_graph(tmp_path, data_dir, capsys):
     assert cli.main(["recog", str(saved), "--data", "tutorial", "--data", "mnist-test", "--data-dir", data_dir,
                      "--output", str(tmp_path / "rec2"), "--no-progress"]) == 2
     assert "every observation of the graph ['obs'] already has data" in capsys.readouterr().err
+
+
+def test_run_on_the_users_own_data(tmp_path, data_dir, capsys):
+    """`serket-pyro run MODEL --data ... --category ...`: any files of the right shapes, checked
+    before anything is written."""
+    from serket_pyro import datasets
+
+    d = datasets.load_tutorial(root=data_dir)
+    x = (np.asarray(d.images[:120], dtype=np.float64).reshape(120, -1))
+    x8 = np.round(x * 255 if x.max() <= 1 else x).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x8)
+    np.savetxt(tmp_path / "s.txt", np.asarray(d.hac[:120]), fmt="%d")
+    np.savetxt(tmp_path / "y.txt", np.asarray(d.category[:120]), fmt="%d")
+    base = ["run", "vae_gmm_mlda", "--epochs", "2", "--iterations", "1", "--no-progress"]
+    assert cli.main([*base, "--data", str(tmp_path / "x.npy"), "--data", str(tmp_path / "s.txt"),
+                     "--category", str(tmp_path / "y.txt"), "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "x.npy, s.txt" in out and "module004_mlda" in out and "empty" in out
+    assert np.loadtxt(tmp_path / "out" / "module004_mlda" / "Pdz_learn.txt").shape == (120, 10)
+    # without labels: classes, no scores
+    assert cli.main(["run", "vae_gmm", "--epochs", "2", "--iterations", "1", "--no-progress",
+                     "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "nolab")]) == 0
+    assert not (tmp_path / "nolab" / "module002_gmm" / "acc_learn.txt").exists()
+    capsys.readouterr()
+    # errors: exit 2, one message, nothing written
+    np.save(tmp_path / "wide.npy", np.random.default_rng(0).random((50, 20)))
+    np.save(tmp_path / "neg.npy", -np.ones((50, 16)))
+    np.save(tmp_path / "three.npy", np.zeros((2, 3, 4, 5)))
+    cases = [(["--data", str(tmp_path / "wide.npy")], "--no-deskew"),
+             (["--data", str(tmp_path / "neg.npy"), "--no-deskew"], "in [0, 1]"),
+             (["--data", str(tmp_path / "three.npy")], "2-D array"),
+             (["--data", str(tmp_path / "x.npy"), "--category", str(tmp_path / "s.txt")], "integer labels"),
+             (["--data", str(tmp_path / "nothere.npy")], "no such file"),
+             (["--category", str(tmp_path / "y.txt")], "--category goes with --data")]
+    for extra, msg in cases:
+        rc = cli.main(["run", "vae_gmm", "--epochs", "1", "--iterations", "1", "--output", str(tmp_path / "bad"),
+                       *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and msg in err, (extra, err)
+    assert not (tmp_path / "bad").exists()
+    rc = cli.main([*base, "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "bad")])
+    assert rc == 2 and "second --data file of counts" in capsys.readouterr().err

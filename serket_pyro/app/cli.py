@@ -4,6 +4,7 @@
     serket-pyro run vae_gmm --n 300 --epochs 2 --iterations 2
     serket-pyro run vae_gmm_mm --checkpoint-dir ckpt --resume   # continue an interrupted run
     serket-pyro run vae_gmm_mlda_mm --save trained              # save the trained graph (no pickle)
+    serket-pyro run vae_gmm --data x.npy --category y.txt --no-deskew   # your own data
     serket-pyro recog trained --data mnist-test --output rec    # recognise new data, parameters frozen
     serket-pyro report rec                     # PNG plots in rec/report and a one-screen summary
     serket-pyro export-tutorial-data DIR       # data.txt, data1.txt, data2.txt, category.txt
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "uninterrupted run)")
     run.add_argument("--save", default=None, metavar="FOLDER",
                      help="save the trained graph there (graph.json + state.pt) for `serket-pyro recog`")
+    run.add_argument("--data", action="append", default=None, metavar="PATH",
+                     help="your own data instead of the tutorial's (.npy, single-array .npz or text): first the "
+                          "VAE's input (N x D in [0, 1] or 8-bit), then, for the MLDA systems, the speech counts "
+                          "(N x V); with --no-deskew unless the points are square images")
+    run.add_argument("--category", default=None, metavar="PATH",
+                     help="true labels (N integers) of --data, to score the classes")
     run.set_defaults(func=_cmd_run)
     rec = sub.add_parser("recog", help="recognise new data with a saved graph (learned parameters frozen)")
     rec.add_argument("folder", help="a saved graph (run --save FOLDER, or srk save_graph)")

@@ -125,6 +125,61 @@ def load_inputs(data_dir=None, n=None, offline_fallback=True):
     return images, speech, np.asarray(category), source
 
 
+def load_user_inputs(specs, category_path=None, n=None, deskew: bool = True):
+    """``serket-pyro run MODEL --data PATH [--data PATH]``: the user's own data, the same way as
+    :func:`load_inputs` returns the tutorial's (``images, speech, category, description``).
+
+    The first file is the VAE's input (``(N, D)`` or ``(N, H, W)`` in [0, 1], or 8-bit 0..255,
+    scaled), the second the speech counts of the MLDA systems (``(N, V)`` non-negative integers);
+    ``.npy``, single-array ``.npz`` or text.  ``category_path``: true labels ``(N,)`` to score.
+    Every check happens before anything is written.
+    """
+    if not 1 <= len(specs) <= 2:
+        raise ValueError(f"--data: give one file (images) or two (images, speech counts), got {len(specs)}")
+    arrays = []
+    for i, path in enumerate(specs):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--data {path}: no such file")
+        a = np.asarray(_read_array(path))
+        if a.ndim == 3 and i == 0:
+            a = a.reshape(len(a), -1)
+        if a.ndim != 2 or len(a) == 0:
+            raise ValueError(f"--data {path}: need a 2-D array (points x features), got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"--data {path}: holds NaN or infinite values")
+        arrays.append(a)
+    images = arrays[0].astype(np.float32)
+    if images.min() < 0 or images.max() > 1:
+        if images.min() >= 0 and images.max() <= 255 and (images == np.round(images)).all():
+            images = images / 255.0  # 8-bit pixels
+        else:
+            raise ValueError(f"--data {specs[0]}: the VAE's input must lie in [0, 1] (or be 8-bit 0..255), "
+                             f"got values in [{images.min():.4g}, {images.max():.4g}]; scale it first")
+    side = int(round(np.sqrt(images.shape[1])))
+    if deskew and side * side != images.shape[1]:
+        raise ValueError(f"--data {specs[0]}: {images.shape[1]} features per point are not a square image, "
+                         "which deskewing needs; pass --no-deskew")
+    speech = None
+    if len(arrays) == 2:
+        speech = arrays[1]
+        if (speech < 0).any() or (speech != np.round(speech)).any():
+            raise ValueError(f"--data {specs[1]}: the MLDA's input must be counts (non-negative integers)")
+        if len(speech) != len(images):
+            raise ValueError(f"--data: {specs[0]} has {len(images)} points, {specs[1]} has {len(speech)}")
+    category = None
+    if category_path is not None:
+        category = np.asarray(_read_array(category_path)).reshape(-1)
+        if len(category) != len(images) or (category != np.round(category)).any():
+            raise ValueError(f"--category {category_path}: need {len(images)} integer labels, "
+                             f"got {len(category)} values")
+        category = category.astype(np.int64)
+    if n is not None:
+        images = images[:n]
+        speech = None if speech is None else speech[:n]
+        category = None if category is None else category[:n]
+    return images, speech, category, ", ".join(os.path.basename(p) for p in specs)
+
+
 def build_system(name: str, images, speech, category, args):
     import importlib
 
@@ -136,8 +191,8 @@ def build_system(name: str, images, speech, category, args):
               "n_classes": args.classes, "deskew": bool(getattr(args, "deskew", True)), "device": args.device}
     if needs_speech:
         if speech is None:
-            raise ValueError(f"{name} needs the speech modality from serket_tutorial.npz, which was not found; "
-                             "set SERKET_PYRO_DATA or pass --data-dir")
+            raise ValueError(f"{name} needs the speech modality: from serket_tutorial.npz (set SERKET_PYRO_DATA "
+                             "or pass --data-dir), or a second --data file of counts")
         return build(images, speech, category, **kw)
     return build(images, category, **kw)
 
@@ -185,7 +240,13 @@ def run_system(name: str, args) -> tuple:
     set_output_root(args.output)
     set_run_id(None)  # a new run (resuming takes the checkpoint's id below)
     set_seed(args.seed)
-    images, speech, category, source = load_inputs(args.data_dir, args.n)
+    if getattr(args, "data", None):
+        images, speech, category, source = load_user_inputs(args.data, args.category, args.n,
+                                                            bool(getattr(args, "deskew", True)))
+    else:
+        if getattr(args, "category", None) is not None:
+            raise ValueError("--category goes with --data (the tutorial data bring their labels)")
+        images, speech, category, source = load_inputs(args.data_dir, args.n)
     reset_module_counter()  # the same folder names (module001_...) as a fresh process
     system = build_system(name, images, speech, category, args)
     settings = run_settings(name, args, (images, speech, category))
