@@ -7,6 +7,7 @@
     serket-pyro run vae_gmm --data x.npy --category y.txt --no-deskew   # your own data
     serket-pyro recog trained --data mnist-test --output rec    # recognise new data, parameters frozen
     serket-pyro report rec                     # PNG plots in rec/report and a one-screen summary
+    serket-pyro joint --mm --init modules      # VAE+GMM+MM fitted jointly as one Pyro program
     serket-pyro export-tutorial-data DIR       # data.txt, data1.txt, data2.txt, category.txt
     serket-pyro -q run vae_gmm                 # warnings and the summary only; -v adds debug notes
 
@@ -23,7 +24,7 @@ import os
 import sys
 
 from .. import __version__
-from .arguments import SYSTEMS, add_tutorial_arguments, positive_int
+from .arguments import SYSTEMS, add_joint_arguments, add_tutorial_arguments, positive_int
 
 __all__ = ["main"]
 
@@ -50,6 +51,13 @@ def _cmd_recog(args) -> int:
 
     system, seconds, source = recognise(args.folder, args)
     print(format_summary(system, seconds, source))
+    return 0
+
+
+def _cmd_joint(args) -> int:
+    from .joint_run import run_joint
+
+    print("\n".join(run_joint(args)["lines"]))
     return 0
 
 
@@ -163,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--threads", type=positive_int, default=1)
     rec.add_argument("--no-progress", action="store_true")
     rec.set_defaults(func=_cmd_recog)
+    joint = sub.add_parser("joint", help="VAE+GMM (--mm: +MM) fitted jointly as one Pyro program, then handed back "
+                                         "to the modules")
+    add_joint_arguments(joint)
+    joint.set_defaults(func=_cmd_joint)
     rep = sub.add_parser("report", help="plots (PNG) and a summary table of a run's output folder")
     rep.add_argument("folder", help="the --output folder of a run or recog (or a saved graph)")
     rep.add_argument("--out", default=None, help="folder for the PNG files (default FOLDER/report, also for a "
@@ -173,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("folder", nargs="?", default=".")
     exp.add_argument("--data-dir", default=None)
     exp.set_defaults(func=_cmd_export)
-    for p in (run, rec, rep, exp):
+    for p in (run, rec, joint, rep, exp):
         _add_verbosity(p, argparse.SUPPRESS)
     return parser
 
