@@ -10,7 +10,8 @@ A module's first update in learn mode removes the iteration folders an earlier r
 (:func:`remove_stale_iterations`), and every metrics file names its run (:func:`get_run_id`), so
 the folder never mixes two runs.  An array of more than :func:`get_text_limit` values (the
 MLDA's 3000 x 2400 word predictions: 80 MB as text) is written as ``.npy`` instead of ``.txt``
-(same name otherwise); :func:`load_output_array` reads either.
+(same name otherwise), once, at the top of the module's folder; :func:`load_output_array` reads
+either.
 """
 
 from __future__ import annotations
@@ -216,9 +217,11 @@ class OutputWriter:
             atomic_write_bytes(p, data)
 
     def savetxt(self, filename, array, fmt=None) -> None:
-        """``np.savetxt`` of ``array``, or ``np.save`` to ``<stem>.npy`` when it has more than
-        :func:`get_text_limit` values (then a ``.txt`` of the same name is removed, and the other
-        way round, so a folder never holds both)."""
+        """``np.savetxt`` of ``array``, or, when it has more than :func:`get_text_limit` values,
+        ``np.save`` to ``<stem>.npy`` at the top of the module's folder only (the latest update's;
+        a derived array such as the MLDA's predictions, 58 MB, is not kept per iteration).  A
+        ``.txt`` of the same name is then removed, and the other way round, so a folder never
+        holds both."""
         a = _to_numpy(array)
         stem, ext = os.path.splitext(filename)
         big = _TEXT_LIMIT is not None and ext == ".txt" and a.size > _TEXT_LIMIT
@@ -227,7 +230,7 @@ class OutputWriter:
             np.save(buf, np.ascontiguousarray(a), allow_pickle=False)
         data, name, other = ((buf.getvalue(), stem + ".npy", filename) if big
                              else (format_txt(a, fmt), filename, stem + ".npy"))
-        for p in self._paths(name):
+        for p in self._paths(name)[-1:] if big else self._paths(name):
             atomic_write_bytes(p, data)
         if ext == ".txt":
             for p in self._paths(other):

@@ -307,10 +307,12 @@ def test_large_arrays_are_written_as_npy_and_read_back(tmp_path, monkeypatch):
     big = np.arange(101 * 3, dtype=np.float32).reshape(101, 3) / 7
     w.savetxt("P_learn.txt", big)
     w.savetxt("small_learn.txt", np.arange(100.0))
+    # the large one once, at the top (the latest); small ones also per iteration
+    assert sorted(f for f in os.listdir(tmp_path) if f != "000") == ["P_learn.npy", "small_learn.txt"]
+    assert sorted(os.listdir(tmp_path / "000")) == ["small_learn.txt"]
+    got = output.load_output_array(tmp_path, "P_learn.txt")
+    assert got.dtype == np.float32 and np.array_equal(got, big)  # bit for bit, unlike %.8g text
     for folder in (tmp_path, tmp_path / "000"):
-        assert sorted(f for f in os.listdir(folder) if f != "000") == ["P_learn.npy", "small_learn.txt"]
-        got = output.load_output_array(folder, "P_learn.txt")
-        assert got.dtype == np.float32 and np.array_equal(got, big)  # bit for bit, unlike %.8g text
         np.testing.assert_array_equal(output.load_output_array(folder, "small_learn.txt").ravel(), np.arange(100.0))
     assert output.load_output_array(tmp_path, "absent.txt") is None
     output.set_text_limit(None)
