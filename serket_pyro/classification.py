@@ -22,8 +22,11 @@ def write_classification(writer: OutputWriter, probs, category=None, mode: str =
         mode: ``"learn"`` or ``"recog"`` (file suffix, as in the original).
 
     Returns:
-        metrics: ``accuracy`` (optimal one-to-one label mapping), ``greedy_accuracy`` (the
-        original's swap search), ``ari`` and ``nmi``; empty without ``category``.
+        metrics: class occupancy of the predicted classes, with or without labels:
+        ``n_empty_classes`` (of the ``K`` columns, classes no point is assigned to) and
+        ``largest_class_share`` (the largest class's fraction of the points; a collapse shows as
+        1.0); with ``category`` also ``accuracy`` (optimal one-to-one label mapping),
+        ``greedy_accuracy`` (the original's swap search), ``ari`` and ``nmi``.
         ``class_<mode>.txt`` holds the predicted classes relabelled by the optimal mapping when
         ``category`` is given (as the original relabels them), raw class indices otherwise.
     """
@@ -32,10 +35,13 @@ def write_classification(writer: OutputWriter, probs, category=None, mode: str =
     probs = np.asarray(probs, dtype=np.float64)
     pred = probs.argmax(axis=1)
     writer.savetxt(f"Pdz_{mode}.txt", probs)
+    sizes = np.bincount(pred, minlength=probs.shape[1])
+    occupancy = {"n_empty_classes": int((sizes == 0).sum()),
+                 "largest_class_share": float(sizes.max() / max(len(pred), 1)) if len(pred) else 0.0}
     if category is None:
         writer.savetxt(f"class_{mode}.txt", pred)
-        return {}
-    result = metrics.summarize(category, pred)
+        return occupancy
+    result = {**metrics.summarize(category, pred), **occupancy}
     writer.savetxt(f"class_{mode}.txt", metrics.relabel(category, pred))
     writer.savetxt(f"acc_{mode}.txt", np.array([result["accuracy"]]), fmt="%.6f")
     writer.save_json(f"metrics_{mode}.json", result)

@@ -17,7 +17,7 @@ import warnings
 from tqdm.auto import tqdm
 
 from .module import Module, connected_modules, update_order
-from .output import atomic_save_json, atomic_write_bytes
+from .output import atomic_save_json, atomic_write_bytes, get_run_id, set_run_id
 from .rng_state import get_rng_state, set_rng_state
 from .safe_files import read_json, read_tensor_file, resolve_inside, safe_name, tensor_file_bytes
 from .seed import set_seed
@@ -83,7 +83,7 @@ def save_checkpoint(folder, modules: list[Module], iteration: int, history: list
     atomic_write_bytes(os.path.join(path, _CKPT_STATE), data)
     atomic_save_json(os.path.join(path, _CKPT_INFO),
                      {"iteration": iteration, "graph": _graph_description(modules), "history": history,
-                      "settings": settings, **record})
+                      "settings": settings, "run_id": get_run_id(), **record})
     return path
 
 
@@ -183,6 +183,11 @@ def load_checkpoint(path, modules: list[Module], settings: dict | None = None) -
         set_rng_state({k[4:]: v for k, v in state.items() if k.startswith("rng/")})
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise ValueError(f"checkpoint {path}: the saved random number generator state is invalid: {e}") from None
+    if info.get("run_id") is not None:  # the resumed run goes on under its own id
+        try:
+            set_run_id(info["run_id"])
+        except ValueError as e:
+            raise ValueError(f"{info_path}: {e}") from None
     return info["iteration"], info["history"]
 
 
@@ -277,7 +282,7 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
     try:
         for it in range(start, n_iter):
             t0 = time.perf_counter()
-            record = {"iteration": it}
+            record = {"iteration": it, "run_id": get_run_id()}
             for m in order:
                 bar.set_postfix_str(f"iter {it + 1}/{n_iter} {m.name}")
                 m.update()

@@ -27,7 +27,7 @@ import torch
 
 from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
 from .classification import write_classification
-from .output import OutputWriter, get_output_root
+from .output import OutputWriter, get_output_root, get_run_id, remove_stale_iterations
 from .safe_files import check_loaded_finite, check_loaded_probabilities
 from .validation import check_category, check_real
 
@@ -74,7 +74,9 @@ class Module:
        ``category`` also ``acc`` and ``metrics``, see
        :func:`~serket_pyro.classification.write_classification`), then
        ``self._write_outputs(writer, inputs, backward)``;
-    7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``
+    7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``, also
+       written as ``metrics_<mode>.json`` with the run's id (:func:`~serket_pyro.output.get_run_id`;
+       the first update in learn mode removes the iteration folders of an earlier run first)
        (``"objective"``: nats, higher is better, read by :func:`serket_pyro.fit`);
     8. ``n_updates_ += 1``.
 
@@ -352,6 +354,8 @@ class Module:
             self._recognise(inputs, backward)
         self.set_forward_msg(self._forward_message(inputs, backward))
         self.send_backward_msgs(self._backward_messages(inputs, backward))
+        if self.mode == "learn" and self.n_updates_ == 0:  # a new run: no iteration of an earlier one stays
+            remove_stale_iterations(self.output_dir)
         w = self.writer()
         probs = self._class_probs(inputs, backward)
         metrics = {}
@@ -360,6 +364,9 @@ class Module:
         self._write_outputs(w, inputs, backward)
         metrics.update(self._metrics(inputs, backward))
         self.metrics_ = metrics
+        if metrics:  # the scores and the module's own objective, per iteration (serket-pyro report)
+            w.save_json(f"metrics_{self.mode}.json",
+                        {**{k: _json_number(v) for k, v in metrics.items()}, "run_id": get_run_id()})
         self.n_updates_ += 1
 
     # ------------------------------------------------------------------ hooks
@@ -596,6 +603,14 @@ class Observation(Module):
 
     def update(self) -> None:
         """Observations never change."""
+
+
+def _json_number(v):
+    """A metric as JSON: numbers (also 0-d tensors and NumPy scalars) as ``float``, the rest as is."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
 
 
 def connected_modules(*modules: Module) -> list[Module]:

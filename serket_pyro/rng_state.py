@@ -1,6 +1,8 @@
 """Capture and restore the state of every random number generator as plain tensors, so that a
 checkpoint saved with ``torch.save`` loads with ``weights_only=True`` and a resumed run continues
-with the same random stream."""
+with the same random stream: Python's, NumPy's, torch's CPU generator and, once CUDA is in use,
+every CUDA device's generator (without them a run resumed on a GPU draws other minibatches and
+noise than the uninterrupted run)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,16 @@ def get_rng_state() -> dict[str, torch.Tensor]:
         "python": torch.tensor(list(internal), dtype=torch.int64),
         "python_version": torch.tensor([version], dtype=torch.int64),
         "python_gauss": torch.tensor([float("nan") if gauss is None else gauss], dtype=torch.float64),
+        **_cuda_state(),
     }
+
+
+def _cuda_state() -> dict[str, torch.Tensor]:
+    """``{"cuda": (devices, S) uint8}`` when CUDA has been initialised, else ``{}`` (asking an
+    uninitialised CUDA for its state would initialise it, and a CPU run never draws from it)."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return {}
+    return {"cuda": torch.stack([s.cpu() for s in torch.cuda.get_rng_state_all()])}
 
 
 def set_rng_state(state: dict[str, torch.Tensor]) -> None:
@@ -34,3 +45,11 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     g = float(state["python_gauss"][0])
     random.setstate((int(state["python_version"][0]), tuple(int(v) for v in state["python"]),
                      None if np.isnan(g) else g))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        if cuda.dim() != 2 or cuda.dtype != torch.uint8 or len(cuda) != n:
+            raise ValueError(f"the saved CUDA generator state is for {len(cuda) if cuda.dim() else 0} device(s) "
+                             f"({cuda.dtype}), this machine has {n}")
+        torch.cuda.set_rng_state_all(list(cuda))
+    # a CUDA state resumed without CUDA is not needed: a CPU run never draws from it

@@ -58,6 +58,42 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, data_dir):
     assert [r["iteration"] for r in hist] == list(range(n_iter))
     for a, b in zip(hist, ref):
         assert a["module002_gmm"] == b["module002_gmm"] and a["module003_mm"] == b["module003_mm"]
+    # the resumed run kept the killed run's id (its run.json, every record and metrics file)
+    run_id = json.loads((ck / "iter_000" / "checkpoint.json").read_text())["run_id"]
+    assert json.loads((out / "run.json").read_text())["run_id"] == run_id
+    assert {r["run_id"] for r in hist} == {run_id}
+    assert json.loads((out / "module002_gmm" / "metrics_learn.json").read_text())["run_id"] == run_id
+    assert json.loads((tmp_path / "clean" / "run.json").read_text())["run_id"] != run_id
+
+
+def test_a_shorter_run_into_the_same_folder_leaves_no_stale_iterations(tmp_path, data_dir, capsys):
+    out = tmp_path / "out"
+    args = ["run", "vae_gmm", *TINY, "--data-dir", data_dir, "--output", str(out)]
+    assert cli.main([*args, "--iterations", "3"]) == 0
+    first = json.loads((out / "run.json").read_text())["run_id"]
+    assert sorted(os.listdir(out / "module002_gmm" / "002")) and (out / "module001_vae" / "002").is_dir()
+    (out / "module002_gmm" / "notes").mkdir()  # not an iteration folder: stays
+    assert cli.main([*args, "--iterations", "2", "--seed", "1"]) == 0
+    second = json.loads((out / "run.json").read_text())["run_id"]
+    assert second != first
+    for m in ("module001_vae", "module002_gmm"):
+        assert sorted(d for d in os.listdir(out / m) if d.isdigit()) == ["000", "001"], m
+    assert (out / "module002_gmm" / "notes").is_dir()
+    for it in ("000", "001"):
+        assert json.loads((out / "module002_gmm" / it / "metrics_learn.json").read_text())["run_id"] == second
+    capsys.readouterr()
+    assert cli.main(["report", str(out)]) == 0
+    rep = capsys.readouterr().out
+    assert f"run {second}" in rep
+    row = next(ln for ln in rep.splitlines() if ln.startswith("module002_gmm"))
+    assert row.split()[1] == "2"  # two iterations, not three
+    # a metrics file of another run (copied in by hand) is left out of the plots' history
+    from serket_pyro.app import plots
+
+    (out / "module002_gmm" / "007").mkdir()
+    (out / "module002_gmm" / "007" / "metrics_learn.json").write_text('{"accuracy": 0.5, "run_id": "other"}')
+    hist = plots.collect_metrics(out, "learn", None, second)
+    assert [it for it, _ in hist["module002_gmm"]] == [0, 1]
 
 
 def test_resume_needs_checkpoint_dir(tmp_path, data_dir, capsys):
@@ -92,8 +128,12 @@ def test_run_save_recog_report(tmp_path, data_dir, capsys):
     out = capsys.readouterr().out
     assert "module004_mlda" in out and "<- result" in out
     pngs = sorted(os.listdir(tmp_path / "train" / "report"))
-    assert pngs == ["confusion_module004_mlda.png", "latent_module002_vae.png", "metrics.png",
+    # every scored module gets a confusion matrix; the VAE's loss over both iterations' epochs
+    assert pngs == ["confusion_module003_gmm.png", "confusion_module004_mlda.png", "latent_module002_vae.png",
+                    "loss_module002_vae.png", "metrics.png", "objectives.png",
                     "reconstructions_module002_vae.png", "transitions_module005_mm.png"]
+    with open(tmp_path / "train" / "module003_gmm" / "001" / "metrics_learn.json") as f:
+        assert {"accuracy", "objective"} <= set(json.load(f))  # scores and the module's own objective
     for f in pngs:
         assert (tmp_path / "train" / "report" / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # report of the recognition run, and of the saved graph (its training outputs)
@@ -138,6 +178,38 @@ def test_pca_matches_svd_and_plots_are_pngs(tmp_path):
         with open(p, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert plots.plot_metrics({}, tmp_path / "none.png") is None
+
+
+def test_transitions_are_ordered_by_the_childs_class_mapping(tmp_path):
+    from serket_pyro import plots
+
+    # states 0..4 visit the true classes in the cycle 0 -> 1 -> ... -> 4 -> 0, but the child named
+    # class c "state perm[c]": drawn in state order the cycle is scattered
+    perm = np.array([3, 0, 4, 1, 2])
+    A = np.zeros((5, 5))
+    A[perm, perm[(np.arange(5) + 1) % 5]] = 1.0
+    mapping = {int(perm[c]): c for c in range(5)}  # state -> true class (best_mapping's form)
+    order, ticks = plots.state_order(mapping, 5)
+    np.testing.assert_array_equal(order, perm)
+    np.testing.assert_array_equal(A[np.ix_(order, order)], np.roll(np.eye(5), 1, axis=1))
+    assert ticks[0] == "0 (s3)"
+    # an unmatched state goes last, marked "-"
+    order, ticks = plots.state_order({0: 1, 1: -1, 2: 0}, 3)
+    assert list(order) == [2, 0, 1] and ticks == ["0 (s2)", "1 (s0)", "- (s1)"]
+    assert plots.plot_transitions(A, tmp_path / "t.png", order=perm,
+                                  ticks=[str(c) for c in range(5)]).endswith("t.png")
+
+
+def test_loss_curve_joins_the_iterations(tmp_path):
+    from serket_pyro.app import plots
+
+    for it, losses in enumerate(([5.0, 4.0, 3.0], [3.5, 2.5], [2.0])):
+        (tmp_path / f"{it:03d}").mkdir()
+        np.savetxt(tmp_path / f"{it:03d}" / "loss_learn.txt", losses)
+    loss, starts = plots._losses(tmp_path)
+    np.testing.assert_array_equal(loss, [5.0, 4.0, 3.0, 3.5, 2.5, 2.0])
+    assert starts == [3, 5]
+    assert plots._losses(tmp_path / "000") is None
 
 
 def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
@@ -275,3 +347,45 @@ def test_run_with_our_speech_saves_the_codebooks_and_recog_takes_raw_speech(tmp_
     assert cli.main(["recog", str(saved), "--data", f"obs1={tmp_path / 'images2.npy'}", "--data",
                      f"obs2={tmp_path / 'bad.npy'}", "--output", str(tmp_path / "rec3")]) == 2
     assert "speech must be a folder of .wav files" in capsys.readouterr().err
+
+
+def test_run_on_the_users_own_data(tmp_path, data_dir, capsys):
+    """`serket-pyro run MODEL --data ... --category ...`: any files of the right shapes, checked
+    before anything is written."""
+    from serket_pyro import datasets
+
+    d = datasets.load_tutorial(root=data_dir)
+    x = (np.asarray(d.images[:120], dtype=np.float64).reshape(120, -1))
+    x8 = np.round(x * 255 if x.max() <= 1 else x).astype(np.uint8)
+    np.save(tmp_path / "x.npy", x8)
+    np.savetxt(tmp_path / "s.txt", np.asarray(d.hac[:120]), fmt="%d")
+    np.savetxt(tmp_path / "y.txt", np.asarray(d.category[:120]), fmt="%d")
+    base = ["run", "vae_gmm_mlda", "--epochs", "2", "--iterations", "1", "--no-progress"]
+    assert cli.main([*base, "--data", str(tmp_path / "x.npy"), "--data", str(tmp_path / "s.txt"),
+                     "--category", str(tmp_path / "y.txt"), "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "x.npy, s.txt" in out and "module004_mlda" in out and "empty" in out
+    assert np.loadtxt(tmp_path / "out" / "module004_mlda" / "Pdz_learn.txt").shape == (120, 10)
+    # without labels: classes, no scores
+    assert cli.main(["run", "vae_gmm", "--epochs", "2", "--iterations", "1", "--no-progress",
+                     "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "nolab")]) == 0
+    assert not (tmp_path / "nolab" / "module002_gmm" / "acc_learn.txt").exists()
+    capsys.readouterr()
+    # errors: exit 2, one message, nothing written
+    np.save(tmp_path / "wide.npy", np.random.default_rng(0).random((50, 20)))
+    np.save(tmp_path / "neg.npy", -np.ones((50, 16)))
+    np.save(tmp_path / "three.npy", np.zeros((2, 3, 4, 5)))
+    cases = [(["--data", str(tmp_path / "wide.npy")], "--no-deskew"),
+             (["--data", str(tmp_path / "neg.npy"), "--no-deskew"], "in [0, 1]"),
+             (["--data", str(tmp_path / "three.npy")], "2-D array"),
+             (["--data", str(tmp_path / "x.npy"), "--category", str(tmp_path / "s.txt")], "integer labels"),
+             (["--data", str(tmp_path / "nothere.npy")], "no such file"),
+             (["--category", str(tmp_path / "y.txt")], "--category goes with --data")]
+    for extra, msg in cases:
+        rc = cli.main(["run", "vae_gmm", "--epochs", "1", "--iterations", "1", "--output", str(tmp_path / "bad"),
+                       *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and msg in err, (extra, err)
+    assert not (tmp_path / "bad").exists()
+    rc = cli.main([*base, "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "bad")])
+    assert rc == 2 and "second --data file of counts" in capsys.readouterr().err

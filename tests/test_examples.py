@@ -140,6 +140,10 @@ def test_joint_example_runs(tmp_path, data_dir, capsys, monkeypatch, mm, init):
     assert ("message passing: accuracy" in out) == (init == "modules")
     gmm_dir = next(p for p in os.listdir(tmp_path / "out") if p.endswith("_gmm"))
     assert np.loadtxt(tmp_path / "out" / gmm_dir / "Pdz_recog.txt").shape == (200, 10)
+    if init == "gmm":  # the same recipe from the command (a wheel user has no examples/)
+        assert cli.main(["joint", *argv[:-2], "--output", str(tmp_path / "cmd")]) == 0
+        cmd = capsys.readouterr().out
+        assert cmd.splitlines()[-2].split("accuracy")[1] == out.splitlines()[-2].split("accuracy")[1]
 
 
 def test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises(tmp_path):

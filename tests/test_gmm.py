@@ -623,6 +623,9 @@ def test_cold_start_keeps_the_most_probable_of_n_init_chains():
             g.connect(srk.Observation(x))
             g.update()
             assert len(g.chain_log_joint_) == n_init
+            np.testing.assert_allclose(np.loadtxt(g.output_dir + "/000/chain_log_joint_learn.txt", ndmin=1),
+                                       g.chain_log_joint_, rtol=1e-7)
+            assert g.metrics_["n_chains"] == n_init
             lj = G._log_collapsed_joint(prior, g.alpha, G._suff_stats(xc, xx, g.assignments_, 5), g.assignments_)
             assert np.isclose(lj, max(g.chain_log_joint_))
             kept[n_init].append(lj)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import serket_pyro as srk
+from serket_pyro import output
 from serket_pyro.messages import ClassProbs, GaussianMessage, PointMessage, combine
 
 
@@ -200,8 +201,6 @@ def test_output_root_setting(tmp_path):
 
 
 def test_atomic_write_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
-    from serket_pyro import output
-
     path = tmp_path / "a.txt"
     output.atomic_savetxt(path, np.arange(3))
     before = path.read_bytes()
@@ -255,6 +254,31 @@ def test_rng_state_restored_exactly():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
+def test_cuda_generators_are_saved_and_restored(monkeypatch):
+    """With CUDA in use, the checkpoint's RNG state holds every device's generator and resuming
+    restores it (a fake two-device CUDA here: this machine has none; the device run checks it)."""
+    from serket_pyro import rng_state
+
+    gens = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [g.clone() for g in gens])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: gens.__setitem__(slice(None), states))
+    st = rng_state.get_rng_state()
+    assert st["cuda"].shape == (2, 16) and st["cuda"].dtype == torch.uint8
+    saved = [g.clone() for g in gens]
+    gens[0] = torch.zeros(16, dtype=torch.uint8)  # the generators move on
+    rng_state.set_rng_state(st)
+    assert all(torch.equal(a, b) for a, b in zip(gens, saved))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="for 2 device"):
+        rng_state.set_rng_state(st)
+    # without CUDA initialised nothing is asked (asking would initialise it)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert "cuda" not in rng_state.get_rng_state()
+
+
 def test_corrupt_checkpoint_is_reported(tmp_path):
     obs = srk.Observation(np.zeros((3, 1)))
     m = Echo()
@@ -272,3 +296,29 @@ def test_seed_makes_torch_numpy_reproducible():
     srk.set_seed(5)
     b = torch.rand(2), np.random.rand(2)
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_large_arrays_are_written_as_npy_and_read_back(tmp_path, monkeypatch):
+    """Arrays over the text limit go to .npy (never both forms in one folder); load_output_array
+    reads either; set_text_limit(None) writes text again, as the original did."""
+    monkeypatch.setattr(output, "_TEXT_LIMIT", output.get_text_limit())  # restored after the test
+    output.set_text_limit(100)
+    w = output.OutputWriter(tmp_path, 0)
+    big = np.arange(101 * 3, dtype=np.float32).reshape(101, 3) / 7
+    w.savetxt("P_learn.txt", big)
+    w.savetxt("small_learn.txt", np.arange(100.0))
+    # the large one once, at the top (the latest); small ones also per iteration
+    assert sorted(f for f in os.listdir(tmp_path) if f != "000") == ["P_learn.npy", "small_learn.txt"]
+    assert sorted(os.listdir(tmp_path / "000")) == ["small_learn.txt"]
+    got = output.load_output_array(tmp_path, "P_learn.txt")
+    assert got.dtype == np.float32 and np.array_equal(got, big)  # bit for bit, unlike %.8g text
+    for folder in (tmp_path, tmp_path / "000"):
+        np.testing.assert_array_equal(output.load_output_array(folder, "small_learn.txt").ravel(), np.arange(100.0))
+    assert output.load_output_array(tmp_path, "absent.txt") is None
+    output.set_text_limit(None)
+    w.savetxt("P_learn.txt", big)
+    assert not (tmp_path / "P_learn.npy").exists() and not (tmp_path / "000" / "P_learn.npy").exists()
+    np.testing.assert_allclose(output.load_output_array(tmp_path, "P_learn.txt"), big, rtol=1e-7)
+    for bad in (-1, 2.5, True, "7"):
+        with pytest.raises(ValueError, match="text limit"):
+            output.set_text_limit(bad)

@@ -162,6 +162,13 @@ def test_joint_fit_runs_and_hands_back(system, elbo, tmp_path):
     logp = jm.predict()
     assert logp.shape == (200, 10)
     assert torch.allclose(logp.exp().sum(-1), torch.ones(200, dtype=logp.dtype))
+    # new data: the training rows given again classify as the training data; 8-bit images too
+    assert torch.allclose(jm.predict(x[50:90]) if system == "vae_gmm" else jm.predict(x), logp[50:90]
+                          if system == "vae_gmm" else logp, atol=1e-6)
+    new = d.images[200:260] if hasattr(d, "images") else (d.as_float()[200:260] * 255).round()
+    assert jm.predict(new).shape == (60, 10)
+    with pytest.raises(ValueError, match="D=16, the model was fitted on D=784"):
+        jm.predict(np.zeros((3, 16)))
     jm.to_modules()
     # the modules recognise with the handed-back parameters
     for m in ("vae", "gmm", "mm"):

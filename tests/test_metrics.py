@@ -415,3 +415,16 @@ def test_accuracy_properties(case):
     assert acc * len(true) >= C.max() - 1e-9
     assert 0.0 <= M.normalized_mutual_info(true, pred) <= 1.0
     assert M.adjusted_rand_index(true, pred) <= 1.0 + 1e-12
+
+
+def test_class_occupancy_is_reported_with_and_without_labels(tmp_path):
+    """Empty classes and the largest class's share: a collapse shows without any labels."""
+    from serket_pyro.classification import write_classification
+    from serket_pyro.output import OutputWriter
+
+    probs = np.full((8, 5), 0.1)
+    probs[np.arange(8), [0, 0, 0, 0, 0, 0, 2, 3]] = 0.6  # classes 1 and 4 empty, class 0 holds 6/8
+    m = write_classification(OutputWriter(tmp_path, 0), probs)
+    assert m == {"n_empty_classes": 2, "largest_class_share": 0.75}
+    m = write_classification(OutputWriter(tmp_path, 1), probs, category=[0, 0, 0, 0, 1, 1, 2, 3])
+    assert m["n_empty_classes"] == 2 and m["largest_class_share"] == 0.75 and m["accuracy"] == 0.75

@@ -40,7 +40,7 @@ def test_console_script_is_installed():
 def test_python_m_serket_pyro_help():
     r = _python("-m", "serket_pyro", "--help")
     assert r.returncode == 0, r.stderr
-    for command in ("run", "recog", "report", "export-tutorial-data", "--quiet", "--verbose", "--version"):
+    for command in ("run", "recog", "joint", "report", "export-tutorial-data", "--quiet", "--verbose", "--version"):
         assert command in r.stdout
     r = _python("-m", "serket_pyro")  # no command: a usage error, exit 2, one message
     assert r.returncode == 2 and "serket-pyro: error:" in r.stderr

@@ -127,6 +127,30 @@ def test_recognition_equals_modules_built_by_hand(trained, tmp_path, data_dir):
     assert not (out / "Pdz_learn.txt").exists()
 
 
+def test_system_predict_equals_recognition_of_the_saved_graph(trained, tmp_path, data_dir):
+    """System.predict_proba (no save/load by the user) == load_graph(mode='recog') + fit, and the
+    trained system is left as it was."""
+    system, folder = trained
+    *_, xt, st, ct = _data(data_dir)
+    means = system["gmm"].means_.clone()
+    msg = system["mlda"].forward_msg.log_probs.clone()
+    p = system.predict_proba({"obs1": xt, "obs2": st}, n_iter=2, seed=3)
+    rec = load_graph(folder, {"obs1": xt, "obs2": st}, mode="recog", output_root=tmp_path / "r")
+    rec.fit(n_iter=2, seed=3, progress=False)
+    np.testing.assert_array_equal(p, np.loadtxt(tmp_path / "r" / system["mlda"].name / "Pdz_recog.txt"))
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(system.predict({"obs1": xt, "obs2": st}, n_iter=2, seed=3), p.argmax(1))
+    torch.testing.assert_close(system["gmm"].means_, means, rtol=0, atol=0)
+    torch.testing.assert_close(system["mlda"].forward_msg.log_probs, msg, rtol=0, atol=0)
+    assert all(m.mode == "learn" for m in system.modules.values() if m.learnable)
+    # labels score the copy; the speech may be missing; files go where asked
+    p2 = system.predict_proba({"obs1": xt}, category=ct, exclude=["mm"], output_root=tmp_path / "kept")
+    assert p2.shape == p.shape and "accuracy" in system.recognition_["mlda"].metrics_
+    assert (tmp_path / "kept" / system["mlda"].name / "Pdz_recog.txt").exists()
+    with pytest.raises(ValueError, match="unknown observation"):
+        system.predict_proba({"images": xt})
+
+
 def test_missing_speech_at_recognition(trained, tmp_path, data_dir):
     """MLDA's speech observation left out: zero counts = missing modality, recognised from images."""
     _system, folder = trained

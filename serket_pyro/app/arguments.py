@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["SYSTEMS", "add_tutorial_arguments", "positive_int"]
+__all__ = ["SYSTEMS", "add_joint_arguments", "add_tutorial_arguments", "positive_int"]
 
 #: tutorial systems: name -> (models module, needs speech)
 SYSTEMS = {
@@ -67,4 +67,40 @@ def add_tutorial_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch CPU threads (1 is fastest on 2 shared cores)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def add_joint_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags of the joint recipe (``serket-pyro joint``, ``examples/joint_vae_gmm.py``): VaDE's
+    settings (networks 784-500-500-2000-10, 150 pretraining epochs, batch 128)."""
+    parser.add_argument("--mm", action="store_true", help="VAE+GMM+MM: the Markov model over the image sequence")
+    parser.add_argument("--n", type=positive_int, default=None, help="first n images only")
+    parser.add_argument("--init", default="gmm", choices=["gmm", "kmeans", "modules"],
+                        help="gmm/kmeans: pretrain the networks, then a GMM module / k-means on the latents; "
+                             "modules: run the message-passing system (--iterations outer iterations) and start "
+                             "from it")
+    parser.add_argument("--iterations", type=positive_int, default=5,
+                        help="message-passing iterations (--init modules)")
+    parser.add_argument("--latent-dim", type=positive_int, default=10)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--pretrain-epochs", type=int, default=150)
+    parser.add_argument("--neighbour-weight", type=float, default=10.0,
+                        help="weight of the neighbour-embedding term in pretraining (0: a plain autoencoder)")
+    parser.add_argument("--neighbours", type=positive_int, default=10, help="k of the k-nearest-neighbour graph")
+    parser.add_argument("--gmm-prior", default="neighbours", choices=["neighbours", "module"],
+                        help="covariance prior of the GMM start (--init gmm): set by the latents' local scale, "
+                             "or the GMM module's")
+    parser.add_argument("--epochs", type=positive_int, default=20, help="joint epochs")
+    parser.add_argument("--covariance", default=None, choices=["full", "diag"],
+                        help="class covariances in the joint model; default full after pretraining, diag with "
+                             "--init modules")
+    parser.add_argument("--chunk-len", type=positive_int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--data-dir", default=None,
+                        help="folder with serket_tutorial.npz (default: $SERKET_PYRO_DATA, the user cache, a "
+                             "download)")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--progress", action="store_true", help="a line per epoch")
+    parser.add_argument("--output", default="output_joint")
     return parser

@@ -4,8 +4,10 @@
     serket-pyro run vae_gmm --n 300 --epochs 2 --iterations 2
     serket-pyro run vae_gmm_mm --checkpoint-dir ckpt --resume   # continue an interrupted run
     serket-pyro run vae_gmm_mlda_mm --save trained              # save the trained graph (no pickle)
+    serket-pyro run vae_gmm --data x.npy --category y.txt --no-deskew   # your own data
     serket-pyro recog trained --data mnist-test --output rec    # recognise new data, parameters frozen
     serket-pyro report rec                     # PNG plots in rec/report and a one-screen summary
+    serket-pyro joint --mm --init modules      # VAE+GMM+MM fitted jointly as one Pyro program
     serket-pyro export-tutorial-data DIR       # data.txt, data1.txt, data2.txt, category.txt
     serket-pyro -q run vae_gmm                 # warnings and the summary only; -v adds debug notes
 
@@ -22,7 +24,7 @@ import os
 import sys
 
 from .. import __version__
-from .arguments import SYSTEMS, add_tutorial_arguments, positive_int
+from .arguments import SYSTEMS, add_joint_arguments, add_tutorial_arguments, positive_int
 
 __all__ = ["main"]
 
@@ -49,6 +51,13 @@ def _cmd_recog(args) -> int:
 
     system, seconds, source = recognise(args.folder, args)
     print(format_summary(system, seconds, source))
+    return 0
+
+
+def _cmd_joint(args) -> int:
+    from .joint_run import run_joint
+
+    print("\n".join(run_joint(args)["lines"]))
     return 0
 
 
@@ -140,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "recog takes raw speech")
     run.add_argument("--save", default=None, metavar="FOLDER",
                      help="save the trained graph there (graph.json + state.pt) for `serket-pyro recog`")
+    run.add_argument("--data", action="append", default=None, metavar="PATH",
+                     help="your own data instead of the tutorial's (.npy, single-array .npz or text): first the "
+                          "VAE's input (N x D in [0, 1] or 8-bit), then, for the MLDA systems, the speech counts "
+                          "(N x V); with --no-deskew unless the points are square images")
+    run.add_argument("--category", default=None, metavar="PATH",
+                     help="true labels (N integers) of --data, to score the classes")
     run.set_defaults(func=_cmd_run)
     rec = sub.add_parser("recog", help="recognise new data with a saved graph (learned parameters frozen)")
     rec.add_argument("folder", help="a saved graph (run --save FOLDER, or srk save_graph)")
@@ -163,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--threads", type=positive_int, default=1)
     rec.add_argument("--no-progress", action="store_true")
     rec.set_defaults(func=_cmd_recog)
+    joint = sub.add_parser("joint", help="VAE+GMM (--mm: +MM) fitted jointly as one Pyro program, then handed back "
+                                         "to the modules")
+    add_joint_arguments(joint)
+    joint.set_defaults(func=_cmd_joint)
     rep = sub.add_parser("report", help="plots (PNG) and a summary table of a run's output folder")
     rep.add_argument("folder", help="the --output folder of a run or recog (or a saved graph)")
     rep.add_argument("--out", default=None, help="folder for the PNG files (default FOLDER/report, also for a "
@@ -173,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("folder", nargs="?", default=".")
     exp.add_argument("--data-dir", default=None)
     exp.set_defaults(func=_cmd_export)
-    for p in (run, rec, rep, exp):
+    for p in (run, rec, joint, rep, exp):
         _add_verbosity(p, argparse.SUPPRESS)
     return parser
 

@@ -7,13 +7,20 @@ commands leave next to them (``run.json``: mode, result module, checkpoint folde
 
 * ``metrics.png``: accuracy and ARI of every scored module per outer iteration (from the
   checkpoint's ``metrics.jsonl`` or, without one, each module's ``NNN/metrics_<mode>.json``);
-* ``confusion_<module>.png``: confusion matrix of the result module after the best one-to-one
-  label mapping (:func:`serket_pyro.metrics.best_mapping`), rows = true class;
+* ``objectives.png``: each module's own objective per outer iteration (the GMM's and MLDA's
+  log-likelihood, the Markov model's log-likelihood, minus the VAE's loss): convergence without
+  labels;
+* ``loss_<module>.png``: the VAE's loss per epoch over the whole run (``NNN/loss_learn.txt``);
+* ``confusion_<module>.png``: for every scored module, the confusion matrix after the best
+  one-to-one label mapping (:func:`serket_pyro.metrics.best_mapping`), rows = true class;
 * ``latent_<module>.png``: the VAE latents ``z_<mode>.txt`` projected on their first two principal
-  components (SVD), coloured by true class;
-* ``transitions_<module>.png``: a Markov model's ``trans_prob_<mode>.txt`` as a heat map;
-* ``reconstructions_<module>.png``: a few inputs (top row) and the VAE's ``x_hat_<mode>.txt``
-  (bottom row) as 28 x 28 images.
+  components (SVD), coloured by true class and, in a second panel, by the class a scored module
+  of the same points predicts;
+* ``transitions_<module>.png``: a Markov model's ``trans_prob_<mode>.txt`` as a heat map, states
+  ordered and labelled by the true class the child's best mapping gives them (a perfect cycle is
+  then the shifted diagonal);
+* ``reconstructions_<module>.png``: a few inputs (top row; deskewed as the VAE saw them when the
+  run deskewed) and the VAE's ``x_hat_<mode>.txt`` (bottom row) as 28 x 28 images.
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ __all__ = [
     "pca_2d",
     "plot_confusion",
     "plot_latents",
+    "plot_losses",
     "plot_metrics",
+    "plot_objectives",
     "plot_reconstructions",
     "plot_transitions",
+    "state_order",
 ]
 
 RUN_INFO = "run.json"
@@ -68,11 +78,16 @@ def module_dirs(root) -> dict[str, str]:
     return out
 
 
-def collect_metrics(root, mode: str = "learn", checkpoint_dir=None) -> dict[str, list[tuple[int, dict]]]:
+def collect_metrics(root, mode: str = "learn", checkpoint_dir=None,
+                    run_id: str | None = None) -> dict[str, list[tuple[int, dict]]]:
     """Per-iteration metrics ``{module name: [(iteration, metrics), ...]}``.
 
     From ``<checkpoint_dir>/metrics.jsonl`` when it exists (the last record of each iteration
-    wins: a resumed run appends again), else from every module's ``NNN/metrics_<mode>.json``."""
+    wins: a resumed run appends again), else from every module's ``NNN/metrics_<mode>.json``.
+    Given ``run_id``, records that name another run are left out."""
+    def other_run(rec):
+        return run_id is not None and isinstance(rec, dict) and rec.get("run_id", run_id) != run_id
+
     out: dict[str, dict[int, dict]] = {}
     path = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl")
     if path is not None and os.path.isfile(path):
@@ -85,6 +100,8 @@ def collect_metrics(root, mode: str = "learn", checkpoint_dir=None) -> dict[str,
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill
+                if other_run(rec):
+                    continue
                 it = int(rec.get("iteration", -1))
                 for k, v in rec.items():
                     if isinstance(v, dict):
@@ -94,9 +111,11 @@ def collect_metrics(root, mode: str = "learn", checkpoint_dir=None) -> dict[str,
             for sub in sorted(glob.glob(os.path.join(folder, "[0-9][0-9][0-9]", f"metrics_{mode}.json"))):
                 try:
                     with open(sub) as f:
-                        out.setdefault(name, {})[int(os.path.basename(os.path.dirname(sub)))] = json.load(f)
+                        rec = json.load(f)
                 except (OSError, json.JSONDecodeError):
                     continue
+                if not other_run(rec):
+                    out.setdefault(name, {})[int(os.path.basename(os.path.dirname(sub)))] = rec
     return {k: sorted(v.items()) for k, v in out.items()}
 
 
@@ -144,6 +163,40 @@ def plot_metrics(per_module: dict, path, keys=("accuracy", "ari")) -> str | None
     return _save(fig, path)
 
 
+def plot_objectives(per_module: dict, path) -> str | None:
+    """Each module's own ``objective`` per outer iteration, one panel per module (the scales
+    differ by orders of magnitude); ``None`` if no module reports one."""
+    from matplotlib.ticker import MaxNLocator
+
+    series = {n: [(it + 1, m["objective"]) for it, m in v if "objective" in m] for n, v in per_module.items()}
+    series = {n: v for n, v in series.items() if v}
+    if not series:
+        return None
+    fig = _figure(3.2 * len(series), 3.2)
+    for ax, (name, pts) in zip(fig.subplots(1, len(series), squeeze=False)[0], series.items()):
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("outer iteration")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle("each module's own objective (higher is better)")
+    return _save(fig, path)
+
+
+def plot_losses(losses, path, title="", boundaries=()) -> str:
+    """A loss per epoch (``losses: (E,)``) with dashed lines at the outer iterations' starts."""
+    fig = _figure(6.0, 3.5)
+    ax = fig.subplots()
+    ax.plot(np.arange(1, len(losses) + 1), losses, lw=1.2)
+    for b in boundaries:
+        ax.axvline(b + 0.5, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("epoch (dashed: a new outer iteration)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "loss per epoch")
+    return _save(fig, path)
+
+
 def plot_confusion(true, pred, path, title="") -> str:
     """Confusion matrix (rows: true class, columns: predicted class mapped by the best one-to-one
     mapping), counts in the cells."""
@@ -173,36 +226,60 @@ def plot_confusion(true, pred, path, title="") -> str:
     return _save(fig, path)
 
 
-def plot_latents(z, labels, path, title="") -> str:
-    """2-D PCA projection of latents ``(N, L)`` coloured by ``labels`` (or one colour)."""
+def plot_latents(z, labels, path, title="", predicted=None, predicted_by="") -> str:
+    """2-D PCA projection of latents ``(N, L)`` coloured by ``labels`` (or one colour) and, when
+    ``predicted`` (``(N,)`` classes, mapped to true classes where labels are known) is given, a
+    second panel coloured by it."""
     xy = pca_2d(z)
-    fig = _figure(5.5, 5.0)
-    ax = fig.subplots()
-    if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6)
-    else:
-        labels = np.asarray(labels)
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=4, alpha=0.7,
-                        vmin=labels.min() - 0.5, vmax=labels.max() + 0.5)
-        fig.colorbar(sc, ax=ax, ticks=np.unique(labels), label="true class")
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(title or "latents (PCA)")
+    panels = [(labels, "true class")] + ([(predicted, f"predicted by {predicted_by}".strip())]
+                                         if predicted is not None else [])
+    given = [np.asarray(c) for c, _ in panels if c is not None]
+    lo = min((int(c.min()) for c in given), default=0)  # one colour scale: a class looks the same
+    hi = max((int(c.max()) for c in given), default=0)  # in both panels
+    fig = _figure(5.5 * len(panels), 5.0)
+    for ax, (c, what) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+        if c is None:
+            ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.6)
+        else:
+            c = np.asarray(c)
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, cmap="tab10" if hi - lo < 10 else "tab20", s=4,
+                            alpha=0.7, vmin=lo - 0.5, vmax=hi + 0.5)
+            fig.colorbar(sc, ax=ax, ticks=np.unique(c), label=what)
+        ax.set_xlabel("PC 1")
+        ax.set_ylabel("PC 2")
+        ax.set_title(what if len(panels) > 1 else (title or "latents (PCA)"), fontsize=9)
+    if len(panels) > 1:
+        fig.suptitle(title or "latents (PCA)")
     return _save(fig, path)
 
 
-def plot_transitions(A, path, title="") -> str:
-    """Transition matrix ``(K, K)`` (rows: from) as a heat map."""
+def state_order(mapping: dict, K: int) -> tuple[np.ndarray, list[str]]:
+    """Order of ``K`` states for display: those mapped to a true class (``mapping``: state -> true
+    class, -1 unmatched, as :func:`serket_pyro.metrics.best_mapping`) by that class, then the
+    others; tick labels ``"<class> (s<state>)"`` or ``"- (s<state>)"``."""
+    key = [(mapping.get(k, -1) < 0, mapping.get(k, -1), k) for k in range(K)]
+    order = np.array([k for *_, k in sorted(key)], dtype=np.int64)
+    ticks = [f"{mapping[k]} (s{k})" if mapping.get(k, -1) >= 0 else f"- (s{k})" for k in order]
+    return order, ticks
+
+
+def plot_transitions(A, path, title="", order=None, ticks=None) -> str:
+    """Transition matrix ``(K, K)`` (rows: from) as a heat map, rows and columns permuted by
+    ``order`` (default: state index) and labelled by ``ticks``."""
     A = np.atleast_2d(np.asarray(A, dtype=np.float64))
-    fig = _figure(5.5, 4.8)
+    order = np.arange(A.shape[0]) if order is None else np.asarray(order)
+    A = A[np.ix_(order, order)]
+    ticks = [str(k) for k in order] if ticks is None else list(ticks)
+    fig = _figure(6.0, 5.2)
     ax = fig.subplots()
     im = ax.imshow(A, cmap="viridis", vmin=0.0, vmax=max(float(A.max()), 1e-12))
     fig.colorbar(im, ax=ax, shrink=0.8, label="probability")
-    ax.set_xlabel("to state")
-    ax.set_ylabel("from state")
-    ax.set_xticks(range(A.shape[1]))
-    ax.set_yticks(range(A.shape[0]))
-    ax.set_title(title or "transition matrix")
+    what = "state" if ticks == [str(k) for k in order] else "true class (state)"
+    ax.set_xlabel(f"to {what}")
+    ax.set_ylabel(f"from {what}")
+    ax.set_xticks(range(A.shape[1]), ticks, rotation=90, fontsize=7)
+    ax.set_yticks(range(A.shape[0]), ticks, fontsize=7)
+    ax.set_title(title or "transition matrix", fontsize=9)
     return _save(fig, path)
 
 
@@ -240,7 +317,25 @@ def _read_run_info(root) -> dict:
 
 
 def _loadtxt(path):
-    return np.loadtxt(path, ndmin=2) if os.path.isfile(path) else None
+    """An output array by its ``.txt`` name (also when it was written as ``.npy``), or ``None``."""
+    from ..output import load_output_array
+
+    return load_output_array(os.path.dirname(path), os.path.basename(path))
+
+
+def _losses(folder) -> tuple[np.ndarray, list[int]] | None:
+    """The run's losses per epoch from every ``NNN/loss_learn.txt`` of a module folder, in order,
+    and the epoch indices where each outer iteration starts; ``None`` without any."""
+    parts = []
+    for sub in sorted(glob.glob(os.path.join(folder, "[0-9][0-9][0-9]", "loss_learn.txt"))):
+        try:
+            parts.append(np.atleast_1d(np.loadtxt(sub)))
+        except (OSError, ValueError):
+            continue
+    if not parts:
+        return None
+    starts = np.cumsum([0] + [len(p) for p in parts[:-1]])
+    return np.concatenate(parts), [int(b) for b in starts[1:]]
 
 
 def make_report(root, out_dir=None, checkpoint_dir=None) -> tuple[list[str], str]:
@@ -269,14 +364,24 @@ def make_report(root, out_dir=None, checkpoint_dir=None) -> tuple[list[str], str
     category = inputs.get("category")
 
     pngs = []
-    per_it = collect_metrics(root, mode, checkpoint_dir)
-    r = plot_metrics(per_it, os.path.join(out_dir, "metrics.png"))
-    if r:
-        pngs.append(r)
+    per_it = collect_metrics(root, mode, checkpoint_dir, info.get("run_id"))
+    for r in (plot_metrics(per_it, os.path.join(out_dir, "metrics.png")),
+              plot_objectives(per_it, os.path.join(out_dir, "objectives.png"))):
+        if r:
+            pngs.append(r)
+
+    # every scored module's predictions (and their best mapping to the true classes)
+    predictions = {}
+    for name, folder in dirs.items():
+        probs = _loadtxt(os.path.join(folder, f"Pdz_{mode}.txt"))
+        if probs is not None:
+            pred = probs.argmax(1)
+            known = category is not None and len(category) == len(pred)
+            predictions[name] = (pred, probs.shape[1], _metrics.best_mapping(category, pred) if known else None)
 
     rows = []
     result = info.get("result")
-    scored = []
+    scored = list(predictions)
     for name, folder in dirs.items():
         kind = _MODULE_DIR.fullmatch(name).group(2)
         m = {}
@@ -286,35 +391,58 @@ def make_report(root, out_dir=None, checkpoint_dir=None) -> tuple[list[str], str
                 m = json.load(f)
         n_it = len(glob.glob(os.path.join(folder, "[0-9][0-9][0-9]")))
         rows.append((name, n_it, m))
-        pdz = os.path.join(folder, f"Pdz_{mode}.txt")
-        if os.path.isfile(pdz):
-            scored.append(name)
+        if name in predictions and predictions[name][2] is not None:
+            pngs.append(plot_confusion(category, predictions[name][0], os.path.join(out_dir, f"confusion_{name}.png"),
+                                       title=f"{name} ({mode})"))
         z = _loadtxt(os.path.join(folder, f"z_{mode}.txt"))
         if z is not None:
             labels = category if category is not None and len(category) == len(z) else None
+            # the first scored module after this one that classifies the same points (its child)
+            later = [n for n in scored if n > name and len(predictions[n][0]) == len(z)]
+            pred = by = None
+            if later:
+                by = later[0]
+                pred, _, mapping = predictions[by]
+                if mapping is not None:  # colours then match the true-class panel
+                    pred = np.array([mapping.get(int(k), -1) for k in pred])
+                    pred = np.where(pred < 0, pred.max() + 1, pred)
             pngs.append(plot_latents(z, labels, os.path.join(out_dir, f"latent_{name}.png"),
-                                     title=f"{name}: z_{mode}.txt, PCA"))
+                                     title=f"{name}: z_{mode}.txt, PCA", predicted=pred, predicted_by=by or ""))
+            loss = _losses(folder)
+            if loss is not None:
+                pngs.append(plot_losses(loss[0], os.path.join(out_dir, f"loss_{name}.png"),
+                                        title=f"{name}: loss per epoch", boundaries=loss[1]))
             xh = _loadtxt(os.path.join(folder, f"x_hat_{mode}.txt"))
             idx, imgs = inputs.get("sample_index"), inputs.get("sample_images")
             if xh is not None and idx is not None and imgs is not None and int(idx.max()) < len(xh) \
                     and imgs.shape[1] == xh.shape[1]:
+                shown = "inputs"
+                if info.get("deskew"):  # the VAE reconstructs what it was given: the deskewed image
+                    from ..features.deskew import deskew
+
+                    imgs, shown = deskew(imgs), "deskewed inputs"
                 pngs.append(plot_reconstructions(imgs, xh[idx], os.path.join(out_dir, f"reconstructions_{name}.png"),
-                                                 title=f"{name}: inputs and x_hat_{mode}.txt"))
+                                                 title=f"{name}: {shown} and x_hat_{mode}.txt"))
         A = _loadtxt(os.path.join(folder, f"trans_prob_{mode}.txt"))
         if A is not None and kind:
+            # the states are the child's classes: order them by the child's mapping (the last
+            # scored module before this one with as many classes)
+            child = [n for n in scored if n < name and predictions[n][1] == A.shape[0]
+                     and predictions[n][2] is not None]
+            order = ticks = None
+            note = ""
+            if child:
+                order, ticks = state_order(predictions[child[-1]][2], A.shape[0])
+                note = f"\nstates by {child[-1]}'s class mapping"
             pngs.append(plot_transitions(A, os.path.join(out_dir, f"transitions_{name}.png"),
-                                         title=f"{name}: trans_prob_{mode}.txt"))
+                                         title=f"{name}: trans_prob_{mode}.txt{note}", order=order, ticks=ticks))
     if result not in scored:
         result = scored[-1] if scored else None
-    if result is not None and category is not None:
-        probs = np.loadtxt(os.path.join(dirs[result], f"Pdz_{mode}.txt"), ndmin=2)
-        if len(probs) == len(category):
-            pngs.append(plot_confusion(category, probs.argmax(1), os.path.join(out_dir, f"confusion_{result}.png"),
-                                       title=f"{result} ({mode})"))
 
     head = f"{'module':<22}{'iters':>6}{'accuracy':>10}{'greedy':>9}{'ARI':>8}{'NMI':>8}"
     lines = [f"report of {root} ({mode} files)" + (f", {info['command']} {info.get('model', '')}".rstrip()
-                                                 if info.get("command") else ""), head, "-" * len(head)]
+                                                 if info.get("command") else "")
+             + (f", run {info['run_id']}" if info.get("run_id") else ""), head, "-" * len(head)]
     for name, n_it, m in rows:
         mark = " <- result" if name == result else ""
         if "accuracy" in m:

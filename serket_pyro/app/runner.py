@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from .. import datasets
-from ..output import set_output_root
+from ..module import reset_module_counter
+from ..output import get_run_id, set_output_root, set_run_id
 from ..seed import set_seed
 from ..validation import check_device
 from .arguments import SYSTEMS, add_tutorial_arguments, positive_int
@@ -136,6 +137,61 @@ def speech_observation(data_dir=None, n=None, seed: int = 0):
     return HACFeatureExtractor(utt if n is None else utt[:n], [20, 20, 20], [5, 2], seed=seed)
 
 
+def load_user_inputs(specs, category_path=None, n=None, deskew: bool = True):
+    """``serket-pyro run MODEL --data PATH [--data PATH]``: the user's own data, the same way as
+    :func:`load_inputs` returns the tutorial's (``images, speech, category, description``).
+
+    The first file is the VAE's input (``(N, D)`` or ``(N, H, W)`` in [0, 1], or 8-bit 0..255,
+    scaled), the second the speech counts of the MLDA systems (``(N, V)`` non-negative integers);
+    ``.npy``, single-array ``.npz`` or text.  ``category_path``: true labels ``(N,)`` to score.
+    Every check happens before anything is written.
+    """
+    if not 1 <= len(specs) <= 2:
+        raise ValueError(f"--data: give one file (images) or two (images, speech counts), got {len(specs)}")
+    arrays = []
+    for i, path in enumerate(specs):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--data {path}: no such file")
+        a = np.asarray(_read_array(path))
+        if a.ndim == 3 and i == 0:
+            a = a.reshape(len(a), -1)
+        if a.ndim != 2 or len(a) == 0:
+            raise ValueError(f"--data {path}: need a 2-D array (points x features), got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"--data {path}: holds NaN or infinite values")
+        arrays.append(a)
+    images = arrays[0].astype(np.float32)
+    if images.min() < 0 or images.max() > 1:
+        if images.min() >= 0 and images.max() <= 255 and (images == np.round(images)).all():
+            images = images / 255.0  # 8-bit pixels
+        else:
+            raise ValueError(f"--data {specs[0]}: the VAE's input must lie in [0, 1] (or be 8-bit 0..255), "
+                             f"got values in [{images.min():.4g}, {images.max():.4g}]; scale it first")
+    side = int(round(np.sqrt(images.shape[1])))
+    if deskew and side * side != images.shape[1]:
+        raise ValueError(f"--data {specs[0]}: {images.shape[1]} features per point are not a square image, "
+                         "which deskewing needs; pass --no-deskew")
+    speech = None
+    if len(arrays) == 2:
+        speech = arrays[1]
+        if (speech < 0).any() or (speech != np.round(speech)).any():
+            raise ValueError(f"--data {specs[1]}: the MLDA's input must be counts (non-negative integers)")
+        if len(speech) != len(images):
+            raise ValueError(f"--data: {specs[0]} has {len(images)} points, {specs[1]} has {len(speech)}")
+    category = None
+    if category_path is not None:
+        category = np.asarray(_read_array(category_path)).reshape(-1)
+        if len(category) != len(images) or (category != np.round(category)).any():
+            raise ValueError(f"--category {category_path}: need {len(images)} integer labels, "
+                             f"got {len(category)} values")
+        category = category.astype(np.int64)
+    if n is not None:
+        images = images[:n]
+        speech = None if speech is None else speech[:n]
+        category = None if category is None else category[:n]
+    return images, speech, category, ", ".join(os.path.basename(p) for p in specs)
+
+
 def build_system(name: str, images, speech, category, args):
     import importlib
 
@@ -147,8 +203,8 @@ def build_system(name: str, images, speech, category, args):
               "n_classes": args.classes, "deskew": bool(getattr(args, "deskew", True)), "device": args.device}
     if needs_speech:
         if speech is None:
-            raise ValueError(f"{name} needs the speech modality from serket_tutorial.npz, which was not found; "
-                             "set SERKET_PYRO_DATA or pass --data-dir")
+            raise ValueError(f"{name} needs the speech modality: from serket_tutorial.npz (set SERKET_PYRO_DATA "
+                             "or pass --data-dir), or a second --data file of counts")
         return build(images, speech, category, **kw)
     return build(images, category, **kw)
 
@@ -194,12 +250,22 @@ def run_system(name: str, args) -> tuple:
     check_torch_device(args.device)
     torch.set_num_threads(args.threads)
     set_output_root(args.output)
+    set_run_id(None)  # a new run (resuming takes the checkpoint's id below)
     set_seed(args.seed)
-    images, speech, category, source = load_inputs(args.data_dir, args.n)
+    if getattr(args, "data", None):
+        images, speech, category, source = load_user_inputs(args.data, args.category, args.n,
+                                                            bool(getattr(args, "deskew", True)))
+    else:
+        if getattr(args, "category", None) is not None:
+            raise ValueError("--category goes with --data (the tutorial data bring their labels)")
+        images, speech, category, source = load_inputs(args.data_dir, args.n)
+    reset_module_counter()  # the same folder names (module001_...) as a fresh process
     speech_kind = getattr(args, "speech", "tutorial")
     if speech_kind == "ours":
         if not SYSTEMS[name][1]:
             raise ValueError(f"--speech ours: {name} has no speech modality")
+        if getattr(args, "data", None):
+            raise ValueError("--speech ours computes the tutorial's speech; with --data give your own counts instead")
         speech, source = speech_observation(args.data_dir, args.n, args.seed), \
             source + " images; speech: UCI Spoken Arabic Digit MFCC -> HACFeatureExtractor (codebooks saved)"
     elif speech_kind != "tutorial":
@@ -235,12 +301,12 @@ def run_system(name: str, args) -> tuple:
 
 
 def write_run_info(output, info: dict, category=None, images=None, n_samples: int = 10) -> None:
-    """``<output>/run.json`` (what ran) and ``<output>/report_inputs.npz`` (true labels and the first
+    """``<output>/run.json`` (what ran, and the run's id) and ``<output>/report_inputs.npz`` (true labels and the first
     ``n_samples`` input images), which ``serket-pyro report`` reads."""
     from ..output import atomic_save_json, atomic_savez
     from .plots import REPORT_INPUTS, RUN_INFO
 
-    atomic_save_json(os.path.join(output, RUN_INFO), info)
+    atomic_save_json(os.path.join(output, RUN_INFO), {**info, "run_id": get_run_id()})
     arrays = {}
     if category is not None:
         arrays["category"] = np.asarray(category, dtype=np.int64)
@@ -405,6 +471,7 @@ def recognise(folder, args):
         obs = {k: v[:args.n] for k, v in obs.items()}
         category = None if category is None else category[:args.n]
     set_output_root(args.output)
+    set_run_id(None)
     set_seed(args.seed)
     system = load_graph(folder, obs, mode="recog", category=category, output_root=args.output,
                         exclude=args.exclude or ())
@@ -428,19 +495,22 @@ def recognise(folder, args):
 def format_summary(system, seconds: float, source: str) -> str:
     """One screen: each module's scores and folder, the result module first."""
     lines = [f"{system.name}: {len(system.history)} outer iterations in {seconds:.1f} s on {source}"]
-    head = f"{'module':<22}{'accuracy':>10}{'greedy':>9}{'ARI':>8}{'NMI':>8}  folder"
+    head = f"{'module':<22}{'accuracy':>10}{'greedy':>9}{'ARI':>8}{'NMI':>8}{'empty':>7}{'largest':>9}  folder"
     lines.append(head)
     lines.append("-" * len(head))
     summ = system.summary()
     keys = [system.result] + [k for k in summ if k != system.result]
     for k in keys:
         s = summ[k]
+        # class occupancy: empty classes and the largest class's share of the points
+        occ = (f"{int(s['n_empty_classes']):>7}{s['largest_class_share']:>9.3f}" if "n_empty_classes" in s
+               else f"{'':>16}")
         if "accuracy" in s:
             unfair = "  (labels set the order: not a fair score)" if _LABEL_ORDER in source else ""
             lines.append(f"{s['name']:<22}{s['accuracy']:>10.3f}{s['greedy_accuracy']:>9.3f}{s['ari']:>8.3f}"
-                         f"{s['nmi']:>8.3f}  {os.path.relpath(s['folder'])}{unfair}")
+                         f"{s['nmi']:>8.3f}{occ}  {os.path.relpath(s['folder'])}{unfair}")
         else:
-            lines.append(f"{s['name']:<22}{'':>35}  {os.path.relpath(s['folder'])}")
+            lines.append(f"{s['name']:<22}{'':>35}{occ}  {os.path.relpath(s['folder'])}")
     for flag in dict.fromkeys(system.flags):
         lines.append(f"warning: {flag}")
     r = summ[system.result]

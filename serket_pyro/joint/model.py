@@ -398,10 +398,26 @@ class JointModel(PyroModule):
         return losses
 
     @torch.no_grad()
-    def encode(self, batch_size: int = 2000) -> torch.Tensor:
-        """Posterior means ``E q(z | x)`` of all data, ``(N, L)`` on the device."""
+    def encode(self, batch_size: int = 2000, x=None) -> torch.Tensor:
+        """Posterior means ``E q(z | x)``, ``(N, L)`` on the device: of the training data, or of new
+        data ``x`` (``(M, D)`` or images, prepared as the training data: scaled, deskewed)."""
+        if x is None:
+            rows, get = self.N, self._batch
+        else:
+            t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+            if t.reshape(t.shape[0], -1).shape[1] != self.x.shape[1]:
+                raise ValueError(f"joint: new data have D={t.reshape(t.shape[0], -1).shape[1]}, the model was "
+                                 f"fitted on D={self.x.shape[1]}")
+            t = self._prepare(t)
+            if t.shape[1] != self.x.shape[1]:
+                raise ValueError(f"joint: new data have D={t.shape[1]}, the model was fitted on D={self.x.shape[1]}")
+            rows = t.shape[0]
+
+            def get(i):
+                xb = t[i].to(self.device)
+                return xb.float().div_(255.0) if xb.dtype == torch.uint8 else xb
         self.encoder.eval()
-        out = [self.encoder(self._batch(i))[0] for i in torch.arange(self.N).split(batch_size)]
+        out = [self.encoder(get(i))[0] for i in torch.arange(rows).split(batch_size)]
         self.encoder.train()
         return torch.cat(out)
 
@@ -594,10 +610,13 @@ class JointModel(PyroModule):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict(self) -> torch.Tensor:
+    def predict(self, x=None) -> torch.Tensor:
         """``log p(c_n | x)``, ``(N, K)`` float64, with ``z_n = E q(z_n | x_n)``: GMM by Bayes'
-        rule per point, Markov model by forward-backward over the whole sequence (CPU numpy)."""
-        z = self.encode()
+        rule per point, Markov model by forward-backward over the whole sequence (CPU numpy).
+
+        ``x``: new data ``(M, D)`` (in sequence order when there is a Markov model) to classify
+        with the fitted parameters; default the training data."""
+        z = self.encode(x=x)
         lj = self.class_log_joint(z).double()
         if self.mm is None:
             return lj - lj.logsumexp(-1, keepdim=True)

@@ -302,7 +302,8 @@ class GMM(Module):
         random) initialisations; the chain whose final assignment has the highest collapsed posterior
         density (:func:`_log_collapsed_joint`) is kept.  Guards against a chain stuck with two clusters
         merged and another split (costs ``n_init`` times the first update's sweeps; later updates run
-        one warm chain).
+        one warm chain).  Every chain's score is kept in ``chain_log_joint_`` (list, one float per
+        chain) and ``chain_log_joint_learn.txt``.
     message_init : bool, default True
         With a parent's message, also run a chain started from the message's most probable classes and
         keep the chain whose last assignment has the higher collapsed posterior density
@@ -623,11 +624,14 @@ class GMM(Module):
         w.savetxt(f"means_{m}.txt", self.means_)
         w.savetxt(f"weights_{m}.txt", self.weights_)
         w.savez(f"covariances_{m}.npz", covariances=self.covariances_)
+        if m == "learn":  # every chain's final log p(x, z | parent), the kept one the largest
+            w.savetxt("chain_log_joint_learn.txt", np.asarray(self.chain_log_joint_, dtype=np.float64))
 
     def _metrics(self, inputs, bias) -> dict:
         metrics = {"log_likelihood": float((self._loglik + _log_weights(self.weights_)).logsumexp(-1).mean())}
         if self.mode == "learn":
             metrics["n_active_classes"] = float(torch.unique(self.assignments_).numel())
+            metrics["n_chains"] = float(len(self.chain_log_joint_))  # scores: chain_log_joint_
             # log p(x, z) of the kept chain without the parent's factor: a parent that pulls points
             # into classes their data do not support lowers it
             metrics["objective"] = self.own_log_joint_

@@ -527,8 +527,9 @@ class MLDA(Module):
         single tokens and cannot separate two merged digits; the moves raise VAE+GMM+MLDA's accuracy
         at about twice the time of an update (``benchmarks/tutorials.py --mlda-split-merge 0``).
     save_predictions : bool, default True
-        Write ``Pmdw[m]_learn.txt`` (N x V_m per modality; 80 MB of text for the tutorial's 3000 x 2400
-        speech histograms).
+        Write ``Pmdw[m]_learn.txt`` (N x V_m per modality; when larger than
+        :func:`serket_pyro.output.get_text_limit` values, as for the tutorial's 3000 x 2400 speech
+        histograms, ``Pmdw[m]_learn.npy`` at the top of the folder only).
     device : str or torch.device, optional
         Torch device (default CPU).
     output_root : str or os.PathLike, optional
