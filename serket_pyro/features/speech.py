@@ -21,11 +21,11 @@ last frame repeated at the edges.
 **HAC** (:class:`HACExtractor`): histogram of acoustic co-occurrences (Van hamme, "HAC-models: a
 novel approach to continuous speech recognition", Interspeech 2008).  Every stream of frame
 features (e.g. static MFCCs, deltas, delta-deltas) is vector-quantised with its own codebook of
-``n_codewords`` centroids learned by k-means (:func:`serket_pyro.ops.kmeans`: greedy k-means++
+``n_codewords`` centroids (one size for all streams, or one per stream) learned by k-means (:func:`serket_pyro.ops.kmeans`: greedy k-means++
 seeding, Arthur and Vassilvitskii, SODA 2007; Lloyd iterations; best of several starts) on the training frames; an utterance becomes the counts of the code
 pairs ``(code[t], code[t + lag])`` for every stream and lag.  With 3 streams, lags (5, 2) and 20
 codewords that is ``3 x 2 x 20 x 20 = 2400`` bins, laid out stream-major, then lag (in the given
-order), then ``code[t] * n_codewords + code[t + lag]`` -- the layout of the Serket tutorial's
+order), then ``code[t] * K_s + code[t + lag]`` (``K_s`` the stream's codebook size) -- the layout of the Serket tutorial's
 ``hac`` (its row sums per 400-bin block are ``T - 5, T - 2, T - 5, ...``).  Each (stream, lag)
 block of an utterance with ``T`` frames sums to ``max(T - lag, 0)``.
 """
