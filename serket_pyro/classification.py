@@ -11,7 +11,8 @@ from .output import OutputWriter
 __all__ = ["write_classification"]
 
 
-def write_classification(writer: OutputWriter, probs, category=None, mode: str = "learn") -> dict:
+def write_classification(writer: OutputWriter, probs, category=None, mode: str = "learn",
+                         class_alias: str | None = None) -> dict:
     """Write ``Pdz_<mode>.txt`` (N x K probabilities), ``class_<mode>.txt`` and, given true
     labels, ``acc_<mode>.txt`` and ``metrics_<mode>.json``.
 
@@ -20,6 +21,8 @@ def write_classification(writer: OutputWriter, probs, category=None, mode: str =
         probs: ``(N, K)`` class probabilities, rows sum to 1.
         category: ``(N,)`` true labels or ``None``.
         mode: ``"learn"`` or ``"recog"`` (file suffix, as in the original).
+        class_alias: also write ``class_<mode>.txt`` as ``<class_alias>_<mode>.txt`` (the original
+            MLDA's ``categories_<mode>.txt``).
 
     Returns:
         metrics: ``accuracy`` (optimal one-to-one label mapping), ``greedy_accuracy`` (the
@@ -32,11 +35,14 @@ def write_classification(writer: OutputWriter, probs, category=None, mode: str =
     probs = np.asarray(probs, dtype=np.float64)
     pred = probs.argmax(axis=1)
     writer.savetxt(f"Pdz_{mode}.txt", probs)
+    names = [f"class_{mode}.txt"] + ([f"{class_alias}_{mode}.txt"] if class_alias else [])
     if category is None:
-        writer.savetxt(f"class_{mode}.txt", pred)
+        for name in names:
+            writer.savetxt(name, pred)
         return {}
     result = metrics.summarize(category, pred)
-    writer.savetxt(f"class_{mode}.txt", metrics.relabel(category, pred))
+    for name in names:
+        writer.savetxt(name, metrics.relabel(category, pred))
     writer.savetxt(f"acc_{mode}.txt", np.array([result["accuracy"]]), fmt="%.6f")
     writer.save_json(f"metrics_{mode}.json", result)
     return result
