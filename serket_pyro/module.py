@@ -77,7 +77,9 @@ class Module:
        ``self._class_probs(...)`` when it returns probabilities (``Pdz``, ``class``; with
        ``category`` also ``acc`` and ``metrics``, see
        :func:`~serket_pyro.classification.write_classification`), then
-       ``self._write_outputs(writer, inputs, backward)``;
+       ``self._write_outputs(writer, inputs, backward)``, then in learn mode the model file
+       (``model.pt``: :meth:`state_dict`; ``model.json``: class, config, size and SHA-256) that
+       :meth:`load_model` reads (the original's ``load_dir``);
     7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``
        (``"objective"``: nats, higher is better, read by :func:`serket_pyro.fit`);
     8. ``n_updates_ += 1``.
@@ -101,7 +103,10 @@ class Module:
     resuming (``fit(..., checkpoint_dir=..., resume=True)``), :func:`~serket_pyro.save_graph` and
     :func:`~serket_pyro.load_graph` (recognition of new data in a fresh process: pass
     ``allowed_packages=["your_package"]``); ``output_root`` (a module's ``__init__`` need not
-    take it).  A module overrides :meth:`state_dict` / :meth:`load_state_dict` only for state
+    take it); the model file of every learning update and the original's recognition workflow
+    (``load_dir=``, ``mode="recog"`` reading the module's own folder,
+    ``update(load_trained_model=...)``, see :meth:`load_model`).  A module overrides
+    :meth:`state_dict` / :meth:`load_state_dict` only for state
     that is not plain arrays (the VAE's networks) and :meth:`update` not at all.
 
     Parameters
@@ -128,6 +133,14 @@ class Module:
     test_args : dict
         Class attribute: small constructor arguments for the contract test
         (``tests/test_module_contract.py``).
+    _original_api : serket_pyro.original_api.OriginalSignature or None
+        Class attribute: the original Serket's signature of this module; its ``__init__`` then
+        also takes the original's positional orders and keywords (and ``load_dir``).
+    _model_params : tuple of str
+        Class attribute: ``__init__`` parameters a loaded model file must agree with (``K``).
+    _original_class_file : str or None
+        Class attribute: the original's name of ``class_<mode>.txt``, written as a copy
+        (MLDA: ``categories``).
     """
 
     _fitted: tuple = ()
@@ -673,6 +686,8 @@ class Observation(Module):
     Args:
         data: array-like with N >= 1 rows; 1-D arrays become ``(N, 1)``, arrays with more than two
             axes (e.g. images ``(N, 28, 28)``) are flattened to ``(N, D)``.  Must be finite.
+            ``None``: the original's missing modality (``missing = True``): a parent with
+            ``accepts_missing_observation`` (MLDA) reads zero counts, any other parent refuses it.
         name: short name (``obs`` as in the original).
     """
 
