@@ -426,6 +426,12 @@ class Module:
         self.metrics_ = metrics
         self.n_updates_ += 1
 
+    def recog(self) -> None:
+        """The original VAE's ``recog()``: :meth:`update` in ``mode="recog"`` (the module stays in
+        it), with the model loaded by ``load_dir`` or found in the module's own folder."""
+        self.mode = "recog"
+        self.update()
+
     # ------------------------------------------------------------------ hooks
     def _read_inputs(self):
         """Hook: the children's messages, validated (default: :meth:`get_observations`)."""

@@ -138,6 +138,14 @@ def test_observation_none_is_a_missing_modality_for_mlda(tmp_path):
     srk.set_seed(1)
     ref.update()
     assert torch.equal(rec.forward_msg.log_probs, ref.forward_msg.log_probs)
+    # a graph with Observation(None) saves and loads (the missing modality stays missing)
+    srk.save_graph(tmp_path / "saved", rec)
+    again = srk.load_graph(tmp_path / "saved", {rec.children[0].name: words}, mode="recog")
+    m2 = again.modules[rec.name]
+    assert m2.children[1].missing
+    srk.set_seed(1)
+    m2.update()
+    assert torch.equal(m2.forward_msg.log_probs, ref.forward_msg.log_probs)
     # a module that cannot read a missing modality says so
     g = gmm.GMM(3)
     g.connect(srk.Observation(None))
@@ -186,6 +194,12 @@ def test_load_dir_checks_the_model(tmp_path):
     pt.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"SHA-256|sha256|checksum"):
         gmm.GMM(3, load_dir=tmp_path / g.name / "001")
+    # the original VAE's recog(): an update in recognition mode, with the module's own model
+    srk.reset_module_counter(g.index)
+    r = gmm.GMM(3, 20, "gmm")
+    r.connect(srk.Observation(np.asarray(g.children[0].data)))
+    r.recog()
+    assert r.mode == "recog" and r.load_dir == r.output_dir and (tmp_path / g.name / "000" / "Pdz_recog.txt").is_file()
     loaded = gmm.GMM(3, load_dir=tmp_path / g.name / "000")
     assert loaded.mode == "recog" and torch.equal(torch.as_tensor(loaded.means_), torch.as_tensor(
         gmm.GMM(3, load_dir=tmp_path / g.name / "000").means_))
