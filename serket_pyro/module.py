@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import numbers
 import os
 
 import numpy as np
@@ -393,7 +394,15 @@ class Module:
         holding a model file (``module002_mlda/004``): :meth:`load_model` first (the module then
         stays in ``mode="recog"``).  In ``mode="recog"`` without learned parameters, the model
         file in this module's own folder (the latest learning update's) is loaded, as the
-        original's ``mode="recog"`` did."""
+        original's ``mode="recog"`` did.  An integer is the iteration number of the original's
+        pixyz modules (``vae1.update(i)``): it must be this module's own count (:attr:`n_updates_`,
+        the folder its files go to)."""
+        if isinstance(load_trained_model, numbers.Integral) and not isinstance(load_trained_model, bool):
+            if load_trained_model != self.n_updates_:
+                raise ValueError(f"{self.name}: update({load_trained_model}) names iteration {load_trained_model}, but "
+                                 f"this module has done {self.n_updates_} updates (its next files go to "
+                                 f"{self.n_updates_:03d}); call update() without the number")
+            load_trained_model = None
         if load_trained_model is not None:
             self.load_model(load_trained_model)
         if self.mode == "recog":

@@ -200,6 +200,11 @@ def test_load_dir_checks_the_model(tmp_path):
     r.connect(srk.Observation(np.asarray(g.children[0].data)))
     r.recog()
     assert r.mode == "recog" and r.load_dir == r.output_dir and (tmp_path / g.name / "000" / "Pdz_recog.txt").is_file()
+    # the original pixyz modules' update(i): i must be the module's own iteration count
+    with pytest.raises(ValueError, match=r"update\(5\) names iteration 5, but this module has done 2 updates"):
+        g.update(5)
+    g.update(2)
+    assert g.n_updates_ == 3 and (tmp_path / g.name / "002" / "model.json").is_file()
     loaded = gmm.GMM(3, load_dir=tmp_path / g.name / "000")
     assert loaded.mode == "recog" and torch.equal(torch.as_tensor(loaded.means_), torch.as_tensor(
         gmm.GMM(3, load_dir=tmp_path / g.name / "000").means_))
