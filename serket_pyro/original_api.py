@@ -85,7 +85,7 @@ def _bind_original(cls, order, args, kwargs) -> dict:
     out = {}
     for slot, value in zip(order, args):
         if slot == LOAD_DIR_OR_MODE:
-            slot = "mode" if value in ("learn", "recog") else "load_dir"
+            slot = "mode" if isinstance(value, str) and value in ("learn", "recog") else "load_dir"
         if slot in kwargs:
             raise ValueError(f"{_owner(cls)}: {slot} given twice (by position in the original's order and by keyword)")
         out[slot] = value
