@@ -708,11 +708,12 @@ class Observation(Module):
 
     def __init__(self, data, name: str = "obs"):
         super().__init__(name, learnable=False)
-        #: ``Observation(None)``: the original's missing modality (all-zero counts for MLDA)
-        self.missing = data is None
+        self._forward_msg = self._message(data)
+
+    def _message(self, data) -> Message | None:
+        """``data`` checked and converted (``None``: no data, the original's missing modality)."""
         if data is None:
-            self._forward_msg = None
-            return
+            return None
         if isinstance(data, Message):
             msg = data
         else:
@@ -738,15 +739,26 @@ class Observation(Module):
                 bad = int((~torch.isfinite(t)).sum())
                 raise ValueError(f"{self.name}: data contain {bad} NaN or infinite value(s)")
             msg = PointMessage(t)
-        self._forward_msg = msg
+        return msg
 
     @property
     def data(self) -> torch.Tensor:
         return self._forward_msg.value if isinstance(self._forward_msg, PointMessage) else self._forward_msg
 
     @property
+    def missing(self) -> bool:
+        """No data: ``Observation(None)``, the original's missing modality (all-zero counts for an
+        MLDA) until data are set with :meth:`set_forward_msg`, as the original's scripts do."""
+        return self._forward_msg is None
+
+    @property
     def n_points(self) -> int | None:
         return None if self._forward_msg is None else self._forward_msg.N
+
+    def set_forward_msg(self, msg) -> None:
+        """Set (or replace) the data, as the original's scripts do with ``Observation(None)``;
+        ``None``: no data (a missing modality)."""
+        self._forward_msg = self._message(msg)
 
     def connect(self, *children):
         raise ValueError(f"{self.name} is an Observation: it has no children")

@@ -138,6 +138,12 @@ def test_observation_none_is_a_missing_modality_for_mlda(tmp_path):
     srk.set_seed(1)
     ref.update()
     assert torch.equal(rec.forward_msg.log_probs, ref.forward_msg.log_probs)
+    # the original's scripts declare Observation(None) and set the data later
+    later = srk.Observation(None)
+    later.set_forward_msg(words[:, ::-1].copy())
+    assert not later.missing and later.n_points == 60
+    with pytest.raises(ValueError, match=r"module\d+_obs: data contain 1 NaN"):
+        later.set_forward_msg(np.full((2, 2), 1.0) + np.diag([np.nan, 0]))
     # a graph with Observation(None) saves and loads (the missing modality stays missing)
     srk.save_graph(tmp_path / "saved", rec)
     again = srk.load_graph(tmp_path / "saved", {rec.children[0].name: words}, mode="recog")
