@@ -11,7 +11,8 @@ from .output import OutputWriter
 __all__ = ["write_classification"]
 
 
-def write_classification(writer: OutputWriter, probs, category=None, mode: str = "learn") -> dict:
+def write_classification(writer: OutputWriter, probs, category=None, mode: str = "learn",
+                         class_alias: str | None = None) -> dict:
     """Write ``Pdz_<mode>.txt`` (N x K probabilities), ``class_<mode>.txt`` and, given true
     labels, ``acc_<mode>.txt`` and ``metrics_<mode>.json``.
 
@@ -20,6 +21,8 @@ def write_classification(writer: OutputWriter, probs, category=None, mode: str =
         probs: ``(N, K)`` class probabilities, rows sum to 1.
         category: ``(N,)`` true labels or ``None``.
         mode: ``"learn"`` or ``"recog"`` (file suffix, as in the original).
+        class_alias: also write ``class_<mode>.txt`` as ``<class_alias>_<mode>.txt`` (the original
+            MLDA's ``categories_<mode>.txt``).
 
     Returns:
         metrics: class occupancy of the predicted classes, with or without labels:
@@ -38,11 +41,14 @@ def write_classification(writer: OutputWriter, probs, category=None, mode: str =
     sizes = np.bincount(pred, minlength=probs.shape[1])
     occupancy = {"n_empty_classes": int((sizes == 0).sum()),
                  "largest_class_share": float(sizes.max() / max(len(pred), 1)) if len(pred) else 0.0}
+    names = [f"class_{mode}.txt"] + ([f"{class_alias}_{mode}.txt"] if class_alias else [])
     if category is None:
-        writer.savetxt(f"class_{mode}.txt", pred)
+        for name in names:
+            writer.savetxt(name, pred)
         return occupancy
     result = {**metrics.summarize(category, pred), **occupancy}
-    writer.savetxt(f"class_{mode}.txt", metrics.relabel(category, pred))
+    for name in names:
+        writer.savetxt(name, metrics.relabel(category, pred))
     writer.savetxt(f"acc_{mode}.txt", np.array([result["accuracy"]]), fmt="%.6f")
     writer.save_json(f"metrics_{mode}.json", result)
     return result

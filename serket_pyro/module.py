@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import numbers
 import os
 
 import numpy as np
@@ -28,12 +29,16 @@ import torch
 from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
 from .classification import write_classification
 from .output import OutputWriter, get_output_root, get_run_id, remove_stale_iterations
-from .safe_files import check_loaded_finite, check_loaded_probabilities
+from .safe_files import (check_loaded_finite, check_loaded_probabilities, read_json, read_tensor_file, resolve_inside,
+                         tensor_file_bytes)
 from .validation import check_category, check_real
 
 __all__ = ["Module", "Observation", "reset_module_counter", "connected_modules", "update_order"]
 
 _counter = itertools.count()
+#: the model file every learning update writes into its iteration folder (and the module's folder)
+MODEL_FILE, MODEL_INFO = "model.pt", "model.json"
+_MODEL_FORMAT = "serket_pyro.model"
 #: a class message whose log-probabilities differ by no more than this within every row is flat
 _FLAT_LOG_TOL = 1e-8
 
@@ -73,7 +78,9 @@ class Module:
        ``self._class_probs(...)`` when it returns probabilities (``Pdz``, ``class``; with
        ``category`` also ``acc`` and ``metrics``, see
        :func:`~serket_pyro.classification.write_classification`), then
-       ``self._write_outputs(writer, inputs, backward)``;
+       ``self._write_outputs(writer, inputs, backward)``, then in learn mode the model file
+       (``model.pt``: :meth:`state_dict`; ``model.json``: class, config, size and SHA-256) that
+       :meth:`load_model` reads (the original's ``load_dir``);
     7. ``metrics_`` = the classification scores plus ``self._metrics(inputs, backward)``, also
        written as ``metrics_<mode>.json`` with the run's id (:func:`~serket_pyro.output.get_run_id`;
        the first update in learn mode removes the iteration folders of an earlier run first)
@@ -99,7 +106,10 @@ class Module:
     resuming (``fit(..., checkpoint_dir=..., resume=True)``), :func:`~serket_pyro.save_graph` and
     :func:`~serket_pyro.load_graph` (recognition of new data in a fresh process: pass
     ``allowed_packages=["your_package"]``); ``output_root`` (a module's ``__init__`` need not
-    take it).  A module overrides :meth:`state_dict` / :meth:`load_state_dict` only for state
+    take it); the model file of every learning update and the original's recognition workflow
+    (``load_dir=``, ``mode="recog"`` reading the module's own folder,
+    ``update(load_trained_model=...)``, see :meth:`load_model`).  A module overrides
+    :meth:`state_dict` / :meth:`load_state_dict` only for state
     that is not plain arrays (the VAE's networks) and :meth:`update` not at all.
 
     Parameters
@@ -126,6 +136,14 @@ class Module:
     test_args : dict
         Class attribute: small constructor arguments for the contract test
         (``tests/test_module_contract.py``).
+    _original_api : serket_pyro.original_api.OriginalSignature or None
+        Class attribute: the original Serket's signature of this module; its ``__init__`` then
+        also takes the original's positional orders and keywords (and ``load_dir``).
+    _model_params : tuple of str
+        Class attribute: ``__init__`` parameters a loaded model file must agree with (``K``).
+    _original_class_file : str or None
+        Class attribute: the original's name of ``class_<mode>.txt``, written as a copy
+        (MLDA: ``categories``).
     """
 
     _fitted: tuple = ()
@@ -138,6 +156,20 @@ class Module:
     _unsaved_params = ("category", "output_root", "name")
     accepts_missing_observation = False
     test_args: dict = {}
+    #: the original Serket's signature of this module (:mod:`serket_pyro.original_api`): set in a
+    #: class body, its ``__init__`` also takes the original's positional orders and keywords
+    _original_api = None
+    #: ``__init__`` parameters a loaded model file must agree with (they fix the learned shapes)
+    _model_params: tuple = ()
+    #: the original's name of the ``class_<mode>.txt`` file, written as a copy (MLDA: ``categories``)
+    _original_class_file: str | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_original_api") is not None and "__init__" in cls.__dict__:
+            from .original_api import wrap_init
+
+            wrap_init(cls, cls.__dict__["_original_api"])
 
     def __init__(self, name: str = "module", learnable: bool = True, output_root=None):
         self.index = next(_counter)
@@ -234,7 +266,10 @@ class Module:
         if not self.children:
             raise ValueError(f"{self.name} has no children: call {self.name}.connect(...) before update()")
         obs = []
-        for c in self.children:
+        for i, c in enumerate(self.children):
+            if isinstance(c, Observation) and c.missing:
+                obs.append(self._missing_observation(i, c))
+                continue
             if c.forward_msg is None:
                 raise ValueError(
                     f"{self.name} needs the output of {c.name}, which has not been updated yet: "
@@ -242,6 +277,23 @@ class Module:
                 )
             obs.append(c.forward_msg)
         return obs
+
+    def _missing_observation(self, i: int, child: "Observation") -> Message:
+        """The message standing for ``Observation(None)`` (the original's missing modality):
+        all-zero counts of width :meth:`_missing_width` for a module with
+        ``accepts_missing_observation`` (MLDA), ``ValueError`` for any other."""
+        if not self.accepts_missing_observation:
+            raise ValueError(f"{self.name}: {child.name} holds no data (Observation(None)); only a module that "
+                             "takes missing modalities (MLDA) can read it: give the data")
+        n = self.n_points
+        if n is None:
+            raise ValueError(f"{self.name}: every child is Observation(None): at least one must hold data")
+        return PointMessage(torch.zeros((n, self._missing_width(i)), dtype=torch.float64))
+
+    def _missing_width(self, i: int) -> int:
+        """Hook: number of features of child ``i`` when it is missing (default 1: zero counts of
+        any width say nothing)."""
+        return 1
 
     def get_backward_msg(self) -> Message | None:
         """Product of the backward messages of all parents, or ``None`` if none arrived yet."""
@@ -335,10 +387,28 @@ class Module:
         return OutputWriter(self.output_dir, self.n_updates_ if iteration is None else iteration)
 
     # ----------------------------------------------------------- the template
-    def update(self) -> None:
+    def update(self, load_trained_model=None) -> None:
         """Run this module once (one outer iteration): read and check the messages, infer (learn
         mode), send the messages, write the files and metrics, count the update (see the class
-        docstring for the hooks it calls)."""
+        docstring for the hooks it calls).
+
+        ``load_trained_model``: the original's way to recognise with a learned model, a folder
+        holding a model file (``module002_mlda/004``): :meth:`load_model` first (the module then
+        stays in ``mode="recog"``).  In ``mode="recog"`` without learned parameters, the model
+        file in this module's own folder (the latest learning update's) is loaded, as the
+        original's ``mode="recog"`` did.  An integer is the iteration number of the original's
+        pixyz modules (``vae1.update(i)``): it must be this module's own count (:attr:`n_updates_`,
+        the folder its files go to)."""
+        if isinstance(load_trained_model, numbers.Integral) and not isinstance(load_trained_model, bool):
+            if load_trained_model != self.n_updates_:
+                raise ValueError(f"{self.name}: update({load_trained_model}) names iteration {load_trained_model}, but "
+                                 f"this module has done {self.n_updates_} updates (its next files go to "
+                                 f"{self.n_updates_:03d}); call update() without the number")
+            load_trained_model = None
+        if load_trained_model is not None:
+            self.load_model(load_trained_model)
+        if self.mode == "recog":
+            self._load_own_model()
         for child, msg in zip(self.children, self.get_observations()):
             if not isinstance(msg, self.input_kinds):
                 raise ValueError(f"{self.name}: the message from {child.name} must be a "
@@ -360,14 +430,23 @@ class Module:
         probs = self._class_probs(inputs, backward)
         metrics = {}
         if probs is not None:
-            metrics = {k: float(v) for k, v in write_classification(w, probs, category, self.mode).items()}
+            metrics = {k: float(v) for k, v in write_classification(w, probs, category, self.mode,
+                                                                   self._original_class_file).items()}
         self._write_outputs(w, inputs, backward)
+        if self.mode == "learn":
+            self._write_model(w)
         metrics.update(self._metrics(inputs, backward))
         self.metrics_ = metrics
         if metrics:  # the scores and the module's own objective, per iteration (serket-pyro report)
             w.save_json(f"metrics_{self.mode}.json",
                         {**{k: _json_number(v) for k, v in metrics.items()}, "run_id": get_run_id()})
         self.n_updates_ += 1
+
+    def recog(self) -> None:
+        """The original VAE's ``recog()``: :meth:`update` in ``mode="recog"`` (the module stays in
+        it), with the model loaded by ``load_dir`` or found in the module's own folder."""
+        self.mode = "recog"
+        self.update()
 
     # ------------------------------------------------------------------ hooks
     def _read_inputs(self):
@@ -386,11 +465,82 @@ class Module:
         """Hook, recog mode only (learned state frozen); default: refuse without learned state."""
         self._require_fitted()
 
+    def _is_fitted(self) -> bool:
+        return not self._fitted or getattr(self, self._fitted[0], None) is not None
+
     def _require_fitted(self) -> None:
         """``ValueError`` naming this module when its first ``_fitted`` attribute is unset."""
-        if self._fitted and getattr(self, self._fitted[0], None) is None:
+        if not self._is_fitted():
             raise ValueError(f"{self.name}: mode='recog' needs learned parameters ({', '.join(self._fitted)}): "
-                             "update() in mode='learn' first, or load_state_dict() / load_graph()")
+                             "update() in mode='learn' first, or load a model: load_dir='<folder of a learning "
+                             f"iteration, e.g. {self.name}/004>', load_model(folder), load_state_dict() or load_graph() "
+                             f"(no {MODEL_INFO} in {self.output_dir})")
+
+    # ------------------------------------------------------------- model files
+    def _write_model(self, writer: OutputWriter) -> None:
+        """Write ``model.pt`` (:meth:`state_dict`, tensors only) and ``model.json`` (class, config,
+        size and SHA-256 of ``model.pt``) for :meth:`load_model`; nothing without learned state."""
+        state = self.state_dict()
+        if not state:
+            return
+        try:
+            config = self.get_config()
+        except ValueError:  # a user's module that does not store its parameters: no config check
+            config = None
+        data, record = tensor_file_bytes(state)
+        cls = type(self)
+        info = {"format": _MODEL_FORMAT, "version": 1, "class": f"{cls.__module__}.{cls.__qualname__}",
+                "classes": [c.__name__ for c in cls.__mro__ if isinstance(c, type) and issubclass(c, Module)],
+                "name": self.name, "iteration": int(self.n_updates_), "config": config, "state_file": MODEL_FILE,
+                **record}
+        writer.write_bytes(MODEL_FILE, data)  # the description last: a folder with it is complete
+        writer.save_json(MODEL_INFO, info)
+
+    def load_model(self, folder) -> None:
+        """Load the model a learning update wrote into ``folder`` (``model.json`` and ``model.pt``,
+        e.g. ``module001_gmm/004`` for iteration 4, or ``module001_gmm`` for the latest) and switch
+        to ``mode="recog"``: the original's ``load_dir`` / ``load_trained_model``.
+
+        ``folder`` is a path as given (relative to the current directory, as the original's).  The
+        files are checked before use (:mod:`serket_pyro.safe_files`: regular files, recorded size
+        and SHA-256, tensors only), the saved class must be this module's class (or a base or
+        subclass of it) and the parameters that fix the learned shapes (``K``, ``latent_dim``...)
+        must agree; ``ValueError`` naming this module and the file otherwise.
+        """
+        folder = os.fspath(folder)
+        info_path = os.path.join(folder, MODEL_INFO)
+        if not os.path.lexists(info_path):
+            raise ValueError(f"{self.name}: no model in {folder!r} ({MODEL_INFO} not found): give the folder of one "
+                             f"learning iteration (e.g. {self.name}/004) written by update() in mode='learn'")
+        info = read_json(info_path, "model description")
+        if not isinstance(info, dict) or info.get("format") != _MODEL_FORMAT:
+            raise ValueError(f"{self.name}: {info_path} is not a serket_pyro model file")
+        saved = str(info.get("class", "")).rpartition(".")[2]
+        mine = {c.__name__ for c in type(self).__mro__}
+        theirs = info.get("classes") if isinstance(info.get("classes"), list) else [saved]
+        if saved not in mine and type(self).__name__ not in theirs:
+            raise ValueError(f"{self.name}: {info_path} holds a {saved} model, not a {type(self).__name__} one")
+        config = info.get("config")
+        if isinstance(config, dict):
+            own = self.get_config()
+            bad = [f"{k}={config[k]!r} (this module: {own[k]!r})" for k in self._model_params
+                   if k in config and k in own and config[k] != own[k]]
+            if bad:
+                raise ValueError(f"{self.name}: the model in {folder!r} was learned with {', '.join(bad)}")
+        path = resolve_inside(folder, info.get("state_file", MODEL_FILE), "model file", info_path)
+        state = read_tensor_file(path, info, info_path)
+        try:
+            self.load_state_dict(state)
+        except (KeyError, RuntimeError, IndexError, TypeError) as err:
+            raise ValueError(f"{self.name}: the model in {path} does not fit this module: {err}") from None
+        self.mode = "recog"
+        self.load_dir = folder
+
+    def _load_own_model(self) -> None:
+        """``mode="recog"`` without learned parameters: load the model file of this module's
+        folder if there is one (else :meth:`_recognise` reports what is missing)."""
+        if not self._is_fitted() and os.path.lexists(os.path.join(self.output_dir, MODEL_INFO)):
+            self.load_model(self.output_dir)
 
     def _forward_message(self, inputs, backward):
         """Hook: the message to the parents (a :class:`~serket_pyro.messages.Message` or an array)."""
@@ -558,11 +708,19 @@ class Observation(Module):
     Args:
         data: array-like with N >= 1 rows; 1-D arrays become ``(N, 1)``, arrays with more than two
             axes (e.g. images ``(N, 28, 28)``) are flattened to ``(N, D)``.  Must be finite.
+            ``None``: the original's missing modality (``missing = True``): a parent with
+            ``accepts_missing_observation`` (MLDA) reads zero counts, any other parent refuses it.
         name: short name (``obs`` as in the original).
     """
 
     def __init__(self, data, name: str = "obs"):
         super().__init__(name, learnable=False)
+        self._forward_msg = self._message(data)
+
+    def _message(self, data) -> Message | None:
+        """``data`` checked and converted (``None``: no data, the original's missing modality)."""
+        if data is None:
+            return None
         if isinstance(data, Message):
             msg = data
         else:
@@ -588,15 +746,26 @@ class Observation(Module):
                 bad = int((~torch.isfinite(t)).sum())
                 raise ValueError(f"{self.name}: data contain {bad} NaN or infinite value(s)")
             msg = PointMessage(t)
-        self._forward_msg = msg
+        return msg
 
     @property
     def data(self) -> torch.Tensor:
         return self._forward_msg.value if isinstance(self._forward_msg, PointMessage) else self._forward_msg
 
     @property
-    def n_points(self) -> int:
-        return self._forward_msg.N
+    def missing(self) -> bool:
+        """No data: ``Observation(None)``, the original's missing modality (all-zero counts for an
+        MLDA) until data are set with :meth:`set_forward_msg`, as the original's scripts do."""
+        return self._forward_msg is None
+
+    @property
+    def n_points(self) -> int | None:
+        return None if self._forward_msg is None else self._forward_msg.N
+
+    def set_forward_msg(self, msg) -> None:
+        """Set (or replace) the data, as the original's scripts do with ``Observation(None)``;
+        ``None``: no data (a missing modality)."""
+        self._forward_msg = self._message(msg)
 
     def connect(self, *children):
         raise ValueError(f"{self.name} is an Observation: it has no children")

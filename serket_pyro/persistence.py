@@ -54,6 +54,7 @@ import os
 import re
 import sys
 
+import numpy as np
 import torch
 
 from .messages import message_to_tensors
@@ -125,7 +126,9 @@ def save_graph(folder, graph) -> str:
         e = {"name": m.name, "short_name": _short_name(m), "index": m.index, "class": _class_path(m),
              "learnable": bool(m.learnable), "children": [c.name for c in m.children],
              "n_updates": int(m.n_updates_)}
-        if isinstance(m, Observation):
+        if isinstance(m, Observation) and m.missing:  # Observation(None): a missing modality
+            e["observation"] = {"kind": "missing", "N": None, "shape": None}
+        elif isinstance(m, Observation):
             msg = m.forward_msg
             first = next(iter(message_to_tensors(msg).values()))
             e["observation"] = {"kind": type(msg).__name__, "N": int(msg.N), "shape": [int(s) for s in first.shape],
@@ -308,7 +311,15 @@ def load_graph(folder, observations=None, *, mode: str | None = None, category=N
         if "observation" not in e:
             continue
         name, d = e["name"], data.get(e["name"])
-        saved_shape = tuple(e["observation"]["shape"])
+        if e["observation"].get("shape") is None:  # saved as Observation(None)
+            if d is None:
+                built[name] = classes[name](None)
+                built[name].index, built[name].name = int(e.get("index", built[name].index)), name
+                same_shapes = False
+                continue
+            saved_shape = (None, *np.shape(d)[1:])
+        else:
+            saved_shape = tuple(e["observation"]["shape"])
         if d is None:
             parents = parents_of[name]
             if not parents or not all(classes[p["name"]].accepts_missing_observation for p in parents):
@@ -432,6 +443,6 @@ def _without(info, exclude) -> list[dict]:
 
 def observation_shapes(folder) -> dict[str, tuple]:
     """``{observation name: saved data shape}`` of a saved graph."""
-    return {e["name"]: tuple(e["observation"]["shape"]) for e in read_graph_info(folder)["modules"]
-            if "observation" in e}
+    return {e["name"]: None if e["observation"].get("shape") is None else tuple(e["observation"]["shape"])
+            for e in read_graph_info(folder)["modules"] if "observation" in e}
 

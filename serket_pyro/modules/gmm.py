@@ -44,6 +44,7 @@ from pyro.ops.indexing import Vindex
 
 from ..messages import ClassProbs, GaussianMessage, PointMessage
 from ..module import Module
+from ..original_api import GMM_API
 from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int, check_real
 
 __all__ = ["GMM", "NIWPrior", "class_log_likelihood", "sample_inverse_wishart"]
@@ -334,6 +335,8 @@ class GMM(Module):
     input_kinds = (PointMessage, GaussianMessage)
     _fitted = ("weights_", "means_", "covariances_", "assignments_", "last_sample_")
     test_args = {"K": 2, "itr": 3, "n_init": 1}
+    _original_api = GMM_API  # also GMM(K, itr, name, category, load_dir | mode), the original's order
+    _model_params = ("K",)
 
     def __init__(self, K, itr=100, category=None, *, input: str = "mean", alpha: float = 1.0,
                  mean_prior=None, kappa0: float = 1.0, nu0: float | None = None, psi0=None,

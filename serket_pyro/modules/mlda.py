@@ -48,6 +48,7 @@ from pyro.ops.indexing import Vindex
 
 from ..messages import ClassProbs, Message, PointMessage
 from ..module import Module
+from ..original_api import MLDA_API
 from ..validation import check_category, check_device, check_memory, check_positive_float, check_positive_int
 
 __all__ = ["MLDA", "to_token_counts", "fold_in", "TOKEN_RULES"]
@@ -551,6 +552,15 @@ class MLDA(Module):
     #: an observation read only by MLDA modules may be left out at recognition (all-zero counts)
     accepts_missing_observation = True
     test_args = {"K": 2, "itr": 3}
+    _original_api = MLDA_API  # also MLDA(K, weights, itr, name, category, load_dir | mode), the original's order
+    _model_params = ("K",)
+    _original_class_file = "categories"  # the original's categories_<mode>.txt
+
+    def _missing_width(self, i: int) -> int:
+        """``Observation(None)`` as child ``i``: zero counts as wide as the learned ``phi_[i]``."""
+        if self.phi_ is not None and i < len(self.phi_):
+            return int(self.phi_[i].shape[-1])
+        return 1
 
     def __init__(self, K, weights=None, itr=100, category=None, *, alpha: float = 1.0, beta: float = 1.0,
                  token_rule: str = "largest_remainder", forward: str = "exclusive", backward: str = "exclusive",

@@ -46,6 +46,7 @@ from pyro.ops.indexing import Vindex
 from ..ops.forward_backward import forward_backward
 from ..messages import ClassProbs
 from ..module import Module
+from ..original_api import MM_API, OriginalArgumentWarning
 from ..safe_files import check_loaded_probabilities
 from ..validation import check_category, check_device, check_positive_float, check_positive_int
 
@@ -324,7 +325,9 @@ class MarkovModel(Module):
     Parameters
     ----------
     num_samp : int, default 100
-        Number of sampled pairs per time step in ``method="original"``.
+        Number of sampled pairs per time step in ``method="original"``; any other value with another
+        method warns (:class:`~serket_pyro.original_api.OriginalArgumentWarning`): the exact method
+        needs no samples.
     name : str, default 'mm'
         Short name (``module%03d_<name>``).
     alpha : float, default 0.1
@@ -394,6 +397,7 @@ class MarkovModel(Module):
     _fitted = ("trans_prob_", "init_prob_", "evidence_noise_", "log_likelihood_", "emission_")
     _state_rules = {"trans_prob_": "probabilities", "init_prob_": "probabilities"}
     test_args = {"itr": 5, "max_splits": 1}
+    _original_api = MM_API  # also MarkovModel(num_samp, name, load_dir | mode), the original's order
 
     def __init__(self, num_samp: int = 100, name: str = "mm", *, alpha: float = 0.1, itr: int = 100,
                  tol: float = 1e-6, evidence_noise="learn", lock_noise: float = 0.9, restart: bool = True,
@@ -424,6 +428,13 @@ class MarkovModel(Module):
         if method not in _METHODS:
             raise ValueError(f"{self.name}: method must be one of {_METHODS}, got {method!r}")
         self.method = method
+        if method != "original" and self.num_samp != 100:
+            import warnings
+
+            warnings.warn(f"{self.name}: num_samp={self.num_samp} is used only by method='original' (the original's "
+                          "sampled transition counts); the default method='forward_backward' computes the exact "
+                          "expected counts, the limit of many samples: drop num_samp, or write method='original'",
+                          OriginalArgumentWarning, stacklevel=3)
         if transition_prior not in ("shrink", "flat"):
             raise ValueError(f"{self.name}: transition_prior must be 'shrink' or 'flat', got {transition_prior!r}")
         self.transition_prior = transition_prior

@@ -48,6 +48,7 @@ from pyro.nn import PyroModule
 from ..features.deskew import deskew as deskew_images
 from ..messages import GaussianMessage, PointMessage
 from ..module import Module
+from ..original_api import VAE_API
 from ..safe_files import check_loaded_finite
 from ..validation import check_device, check_memory, check_positive_float, check_positive_int
 
@@ -189,8 +190,9 @@ class VAE(Module):
         ``L``, dimension of z.
     itr : int, default 200
         Epochs per :meth:`update` (200 in the tutorials).
-    batch_size : int, default 500
-        Minibatch size (500); larger than ``N`` means one batch of all points.
+    batch_size : int or None, default 500
+        Minibatch size (500); larger than ``N``, or ``None`` (the original's default), means one
+        batch of all points.
     hidden : int, default 128
         Hidden-layer width of the built-in networks (128).
     lr : float, default 0.001
@@ -221,6 +223,9 @@ class VAE(Module):
         deskewed once and reused by later updates.
     image_shape : tuple of int (H, W), optional
         ``(H, W)`` of the images for ``deskew`` (default: square).
+    loss_step : int, default 1
+        ``loss.txt`` (the original's file) holds ``[epoch, loss]`` every ``loss_step`` epochs of the
+        update (the original's ``loss_step``, 50 there); ``loss_learn.txt`` keeps every epoch.
     device : str or torch.device, optional
         Torch device for the networks and the computations (CPU by default).
     output_root : str or os.PathLike, optional
@@ -230,6 +235,13 @@ class VAE(Module):
         :meth:`load_state_dict`; write ``*_recog`` files).
     progress : bool, default False
         Show a tqdm progress bar over epochs.
+    name : str, default 'vae'
+        Short name (``module%03d_<name>``, the output folder).
+
+    The original Serket's signatures are taken as well (:mod:`serket_pyro.original_api`):
+    ``VAE(latent_dim, epoch, name, batch_size, KLD_weight, RE, load_dir, loss_step)`` and its
+    older forms, ``epoch``/``KL_param``/``KLD_weight``/``RE``/``hidden_encoder_dim``/
+    ``hidden_decoder_dim`` as keywords, ``load_dir`` (recognition with a saved model file).
 
     Input rule: with ``likelihood="bernoulli"`` the data must lie in [0, 1].  Data with a maximum
     above 1 whose values are all integers in 0..255 are taken as 8-bit pixels and divided by 255
@@ -261,14 +273,19 @@ class VAE(Module):
     #: custom networks are recorded by class name: load_graph needs them in ``overrides``
     _object_params = ("encoder", "decoder")
     test_args = {"latent_dim": 2, "itr": 2, "batch_size": 8, "hidden": 8}
+    #: also the original's orders and keywords (epoch, KLD_weight / KL_param, RE, load_dir, ...)
+    _original_api = VAE_API
+    _model_params = ("latent_dim", "hidden", "likelihood")
 
     def __init__(self, latent_dim, itr=200, batch_size=500, *, hidden=128, lr=1e-3, kl_weight=1.0,
                  likelihood="bernoulli", forward="mean", elbo="analytic", encoder=None, decoder=None,
-                 deskew=False, image_shape=None, device=None, output_root=None, mode="learn", progress=False):
-        super().__init__("vae", output_root=output_root)
+                 deskew=False, image_shape=None, loss_step=1, device=None, output_root=None, mode="learn",
+                 progress=False, name="vae"):
+        super().__init__(name, output_root=output_root)
         self.latent_dim = check_positive_int(latent_dim, "latent_dim", self.name)
         self.itr = check_positive_int(itr, "itr", self.name)
-        self.batch_size = check_positive_int(batch_size, "batch_size", self.name)
+        self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size", self.name)
+        self.loss_step = check_positive_int(loss_step, "loss_step", self.name)
         self.hidden = check_positive_int(hidden, "hidden", self.name)
         self.lr = check_positive_float(lr, "lr", self.name)
         self.kl_weight = check_positive_float(kl_weight, "kl_weight", self.name)
@@ -538,6 +555,10 @@ class VAE(Module):
                 msg.scale.detach().to(device=self.device, dtype=torch.float32))
 
     # ------------------------------------------------------------------ training
+    def _batch(self, N: int) -> int:
+        """Minibatch size for ``N`` points (``batch_size=None``: one batch of all, the original's default)."""
+        return max(1, N if self.batch_size is None else self.batch_size)
+
     def _trainable(self):
         return [p for _, p in self._named_parameters() if p.requires_grad]
 
@@ -558,7 +579,7 @@ class VAE(Module):
         losses = []
         for _ in bar:
             total = x.new_zeros(())
-            for idx in torch.randperm(N, device=x.device).split(self.batch_size):
+            for idx in torch.randperm(N, device=x.device).split(self._batch(N)):
                 pl = ps = None
                 if prior_loc is not None:
                     pl, ps = prior_loc.index_select(0, idx), prior_scale.index_select(0, idx)
@@ -615,7 +636,7 @@ class VAE(Module):
         losses = []
         for _ in bar:
             total = 0.0
-            for idx in torch.randperm(N, device=x.device).split(self.batch_size):
+            for idx in torch.randperm(N, device=x.device).split(self._batch(N)):
                 total += self._svi.step(x, prior_loc, prior_scale, idx) * idx.shape[0]
             losses.append(total / N)
             if hasattr(bar, "set_postfix"):
@@ -630,7 +651,7 @@ class VAE(Module):
         self.encoder_.eval()
         self.decoder_.eval()
         locs, scales, recs = [], [], []
-        for xb in x.split(self.batch_size):
+        for xb in x.split(self._batch(x.shape[0])):
             loc, scale = self.encoder_(xb)
             out = self.decoder_(loc)
             recs.append(torch.sigmoid(out) if self.likelihood == "bernoulli" else out[0])
@@ -699,6 +720,10 @@ class VAE(Module):
             w.savetxt(f"x_hat_{m}.txt", self._x_hat, fmt="%.4g")
         if m == "learn":
             w.savetxt("loss_learn.txt", np.asarray(self._losses, dtype=np.float64))
+            epochs = np.arange(1, len(self._losses) + 1)
+            keep = epochs % self.loss_step == 0
+            w.savetxt("loss.txt", np.stack([epochs[keep], np.asarray(self._losses)[keep]], axis=1).reshape(-1, 2),
+                      fmt=["%d", "%.8g"])
             w.torch_save("model_learn.pt", self.state_dict())
 
     def _metrics(self, inputs, prior) -> dict:
