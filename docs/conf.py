@@ -26,7 +26,9 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_typehints = "description"
 nitpicky = False
 # a numpydoc References section may list works the text does not cite by number
-suppress_warnings = ["ref.footnote"]
+# and napoleon turns words of a type line ("rows") into cross-references that may match two
+# re-exported attributes
+suppress_warnings = ["ref.footnote", "ref.python"]
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
 html_static_path = []

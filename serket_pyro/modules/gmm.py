@@ -320,6 +320,8 @@ class GMM(Module):
     name : str, default 'gmm'
         Short name (``module%03d_<name>``).
 
+    Notes
+    -----
     Learned state: ``weights_ (K,)``, ``means_ (K, D)``, ``covariances_ (K, D, D)`` (posterior
     means, see the module docstring), ``assignments_ (N,)`` (classes of the last sweep),
     ``last_sample_`` (dict ``weights``, ``means``, ``covariances``: the chain's last draw, where the

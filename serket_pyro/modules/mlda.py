@@ -541,6 +541,8 @@ class MLDA(Module):
     name : str, default 'mlda'
         Short name (``module%03d_<name>``).
 
+    Notes
+    -----
     Learned state: ``theta_ (N, K)``, ``phi_`` (list of ``(K, V_m)``), posterior means (module
     docstring); the chain's last draw is kept for the warm start.  ``predictions_``: the
     ``Pmdw[m]`` of the last update (list of ``(N, V_m)``, not part of the state dict).

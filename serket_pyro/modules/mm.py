@@ -386,6 +386,8 @@ class MarkovModel(Module):
     from), ``loglik_learn.txt`` (nats), ``evidence_noise_learn.txt``; with ``category`` the
     classification files of the smoothed marginals.
 
+    Notes
+    -----
     Learned state: ``trans_prob_`` ``(K, K)`` (rows = from), ``init_prob_`` ``(K,)`` (uniform: one
     sequence says nothing about the initial distribution that is not already the child's own
     evidence at ``t = 0``, which the message to the child must exclude), ``evidence_noise_``,

@@ -238,6 +238,8 @@ class VAE(Module):
     name : str, default 'vae'
         Short name (``module%03d_<name>``, the output folder).
 
+    Notes
+    -----
     The original Serket's signatures are taken as well (:mod:`serket_pyro.original_api`):
     ``VAE(latent_dim, epoch, name, batch_size, KLD_weight, RE, load_dir, loss_step)`` and its
     older forms, ``epoch``/``KL_param``/``KLD_weight``/``RE``/``hidden_encoder_dim``/
