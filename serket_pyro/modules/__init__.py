@@ -3,12 +3,17 @@
 * :mod:`~serket_pyro.modules.vae`: variational autoencoder (continuous latent per data point),
 * :mod:`~serket_pyro.modules.gmm`: Bayesian Gaussian mixture (a class per data point),
 * :mod:`~serket_pyro.modules.mlda`: multimodal latent Dirichlet allocation (a topic per data point),
-* :mod:`~serket_pyro.modules.mm`: Markov model over the classes of a sequence.
+* :mod:`~serket_pyro.modules.mm`: Markov model over the classes of a sequence,
+* :mod:`~serket_pyro.modules.neural`: a supervised network from a module's classes to an
+  observation (the original's ``nn.NN`` / ``torch_nn.TorchNN``),
+* :mod:`~serket_pyro.modules.torch_vae`: the original's ``TorchVAE`` API on the VAE.
 """
 
 from .gmm import GMM
 from .mlda import MLDA
 from .mm import MarkovModel
+from .neural import NN, TorchNN
+from .torch_vae import TorchVAE
 from .vae import VAE
 
-__all__ = ["VAE", "GMM", "MLDA", "MarkovModel"]
+__all__ = ["VAE", "GMM", "MLDA", "MarkovModel", "NN", "TorchNN", "TorchVAE"]
