@@ -182,11 +182,12 @@ def toy_classes(N=240, K=3, D=4, seed=0, soft=True):
     return c, p, y
 
 
-def _likelihood_message(y, F, sigma):
+def _likelihood_message(y, F, sigma, log=False):
     sq = ((y[:, None, :] - F[None]) ** 2).sum(-1)  # (N, K)
     logm = -sq / (2 * sigma ** 2)
-    m = np.exp(logm - logm.max(1, keepdims=True))
-    return sq, m / m.sum(1, keepdims=True)
+    logm = logm - logm.max(1, keepdims=True)
+    logm = logm - np.log(np.exp(logm).sum(1, keepdims=True))
+    return sq, (logm if log else np.exp(logm))
 
 
 def test_nn_learns_the_class_means_and_sends_the_class_likelihood(tmp_path):
@@ -206,11 +207,11 @@ def test_nn_learns_the_class_means_and_sends_the_class_likelihood(tmp_path):
     sq, want = _likelihood_message(y, F, 1.0)
     sigma = math.sqrt(sq[np.arange(N), c].sum() / (N * D))
     assert n1.noise_scale_ == pytest.approx(sigma, rel=1e-3)
-    _, want = _likelihood_message(y, F, sigma)
+    _, want = _likelihood_message(y, F, sigma, log=True)
     msg = classes.get_backward_msg()
     assert isinstance(msg, ClassProbs) and msg.probs.shape == (N, K)
     assert torch.allclose(msg.probs.sum(1), torch.ones(N, dtype=torch.float64))
-    assert np.abs(msg.probs.numpy() - want).max() < 5e-3
+    assert np.allclose(msg.log_probs.numpy(), want, rtol=1e-2, atol=0.05)
     assert obs.get_backward_msgs() == {}  # nothing to the observation
     assert np.allclose(np.loadtxt(tmp_path / n1.name / "message_learn.txt"), msg.probs.numpy(), atol=1e-6)
     assert torch.allclose(n1.forward_msg.probs, msg.probs)
