@@ -30,7 +30,8 @@ MIN_ACCURACY = {"vae_gmm": 0.3, "vae_gmm_mm": 0.3, "vae_gmm_mlda": 0.6, "vae_gmm
 
 
 def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
+    module_name = "example_" + name.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(module_name, os.path.join(EXAMPLES, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -203,6 +204,34 @@ def test_speech_pairs_example_runs(tmp_path, data_dir):
         assert np.loadtxt(mlda / "Pdz_learn.txt").shape == (100, 10)
 
 
+@pytest.mark.parametrize("name", ["original/vae_gmm_nn", "original/vae_gmm_nn_pytorch"])
+def test_original_vae_gmm_nn_examples_run(tmp_path, data_dir, capsys, name):
+    """The original's VAE+GMM+NN in both forms (the user's torch networks on vae.VAE / nn.NN, and
+    TorchVAE / TorchNN), tiny: the NN's message reaches the GMM and its files are written."""
+    example = load_example(name)
+    args = example.parser().parse_args(["--n", "200", "--epochs", "2", "--iterations", "2", "--itr1", "10",
+                                        "--itr2", "5", "--no-progress", "--data-dir", data_dir,
+                                        "--output", str(tmp_path / "out")])
+    defaults = example.parser().parse_args([])
+    assert (defaults.latent_dim, defaults.epochs, defaults.batch_size, defaults.classes, defaults.iterations,
+            defaults.itr1, defaults.itr2, defaults.batch_size1, defaults.batch_size2) == \
+        (10, 200, 500, 10, 10, 500, 2000, 500, 500)  # the original's settings
+    scores = example.main(args)
+    assert "VAE+GMM+NN" in capsys.readouterr().out
+    assert scores["n"] == 200 and scores["accuracy"] > 0.2, scores  # 10 random classes: about 0.15
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["module002_vae", "module003_gmm", "module004_nn"]
+    message = np.loadtxt(out / "module004_nn" / "001" / "message_learn.txt")
+    assert message.shape == (200, 10) and np.allclose(message.sum(1), 1.0, atol=1e-4)
+    assert np.loadtxt(out / "module004_nn" / "class_means_learn.txt").shape == (10, 2400)
+    assert (out / "module004_nn" / "model_learn.pt").is_file()
+    if name.endswith("vae_gmm_nn"):  # --no-nn: the same system without the NN
+        srk.reset_module_counter()
+        args.no_nn, args.output = True, str(tmp_path / "alone")
+        example.main(args)
+        assert sorted(os.listdir(tmp_path / "alone")) == ["module002_vae", "module003_gmm"]
+
+
 #: every example script -> the tests above that run it with tiny arguments
 EXAMPLE_TESTS = {
     "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
@@ -214,6 +243,8 @@ EXAMPLE_TESTS = {
     "recognition.py": ["test_recognition_example_runs"],
     "speech_pairs.py": ["test_speech_pairs_example_runs"],
     "custom_module.py": ["test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises"],
+    os.path.join("original", "vae_gmm_nn.py"): ["test_original_vae_gmm_nn_examples_run"],
+    os.path.join("original", "vae_gmm_nn_pytorch.py"): ["test_original_vae_gmm_nn_examples_run"],
 }
 
 

@@ -240,6 +240,61 @@ def test_nn_em_fixed_point_with_soft_classes(tmp_path):
     assert np.abs(F - naive).max() > 0.1
 
 
+def test_nn_poisson_learns_the_class_rates(tmp_path):
+    """likelihood="poisson", one-hot classes: exp(f(e_k)) = the class means of the counts, message
+    softmax_k(y_n . log(rate_k) - sum_d rate_kd) (exact answers)."""
+    srk.set_output_root(tmp_path)
+    srk.set_seed(0)
+    rng = np.random.default_rng(2)
+    N, K, D = 300, 3, 6
+    c = rng.integers(0, K, N)
+    rates = rng.uniform(0.5, 4.0, size=(K, D))
+    y = rng.poisson(rates[c]).astype(float)
+    classes = srk.Observation(ClassProbs.from_probs(np.eye(K)[c]))
+    n1 = srk_nn.NN(itr1=2000, lr=0.02, hidden=16, likelihood="poisson")
+    n1.connect(classes, srk.Observation(y))
+    n1.update()
+    want = np.stack([y[c == k].mean(0) for k in range(K)])
+    got = np.exp(n1._means.numpy())
+    assert np.abs(got - want).max() < 5e-3, np.abs(got - want).max()
+    logm = y @ np.log(want).T - want.sum(1)
+    logm -= logm.max(1, keepdims=True)
+    logm -= np.log(np.exp(logm).sum(1, keepdims=True))
+    assert np.allclose(classes.get_backward_msg().log_probs.numpy(), logm, rtol=1e-2, atol=0.02)
+    bad = srk_nn.NN(itr1=1, likelihood="poisson")
+    bad.connect(srk.Observation(ClassProbs.from_probs(np.eye(K)[c])), srk.Observation(y - 1))
+    with pytest.raises(ValueError, match=rf"{bad.name}: likelihood='poisson' needs non-negative counts"):
+        bad.update()
+    with pytest.raises(ValueError, match="backward='original' .* needs likelihood='gaussian'"):
+        srk_nn.NN(backward="original", likelihood="poisson")
+
+
+def test_nn_without_a_basis_sends_no_information(tmp_path):
+    """An untrained network (far from the data) explains y worse than one distribution for all
+    points: the message is flat, and the GMM's classes are those it finds without the NN."""
+    srk.set_output_root(tmp_path)
+
+    class Far(srk_nn.NN):
+        def build_model(self, input_dim, output_dim):
+            net = nn.Linear(input_dim, output_dim)
+            nn.init.normal_(net.weight, std=3.0)
+            return net
+
+    c, p, y = toy_classes(soft=False)
+    classes = srk.Observation(ClassProbs.from_probs(p))
+    n1 = Far(itr1=1, likelihood="gaussian")
+    n1.connect(classes, srk.Observation(y))
+    srk.set_seed(0)
+    n1.update()
+    assert n1.metrics_["log_evidence_ratio"] < 0
+    lp = classes.get_backward_msg().log_probs
+    assert torch.equal(lp, torch.full_like(lp, -math.log(3)))
+    trained = srk_nn.NN(itr1=300, lr=0.02)
+    trained.connect(srk.Observation(ClassProbs.from_probs(p)), srk.Observation(y))
+    trained.update()
+    assert trained.metrics_["log_evidence_ratio"] > 100
+
+
 def test_nn_state_round_trip_and_recognition(tmp_path):
     srk.set_output_root(tmp_path)
     srk.set_seed(0)

@@ -8,6 +8,7 @@ observation and sends the first child what ``y_n`` says about its class.  Genera
 
     z_n ~ Categorical(p_n)                          # the first child's classes (its own evidence)
     y_n | z_n = k ~ Normal(f(e_k), sigma^2 I_D)     # e_k: one-hot of class k, f: the network
+    (likelihood="poisson": y_nd | z_n = k ~ Poisson(exp(f(e_k)_d)), counts)
 
 Learning (one :meth:`NN.update`) is EM for ``f`` and ``sigma`` with ``p_n`` as the prior of
 ``z_n``: E-step, the posterior ``r_nk`` proportional to ``p_nk N(y_n | f(e_k), sigma^2 I)`` (``r = p``
@@ -23,9 +24,14 @@ under each class, normalised over classes::
 
     m_n(k) = p(y_n | z_n = k) / sum_j p(y_n | z_n = j) = softmax_k(-||y_n - f(e_k)||^2 / (2 sigma^2))
 
-so that the parent's posterior over ``z_n`` combining both pieces of evidence is
-``P(z_n = k | x_n, y_n)`` proportional to ``P(z_n = k | x_n) m_n(k)`` (the product rule the GMM
+(Poisson: ``softmax_k(y_n . f(e_k) - sum_d exp(f(e_k)_d))``, and the M-step's loss is the Poisson
+negative log-likelihood), so that the parent's posterior over ``z_n`` combining both pieces of
+evidence is ``P(z_n = k | x_n, y_n)`` proportional to ``P(z_n = k | x_n) m_n(k)`` (the product rule the GMM
 applies to a parent's message).  The forward message (to a parent, if any) is the same ``m_n``.
+The message is sent only when the class model explains ``y`` better than one distribution for
+all points (marginal likelihood with ``p_n`` as the class prior, metric ``log_evidence_ratio``);
+otherwise it is flat (no information, the parent's update is the one without it), so that an
+untrained or unsuitable network cannot mislead the parent.
 
 ``backward="original"`` runs the original's algorithm instead: ``f`` is a regression
 ``f(p_n) ~ y_n`` (squared error), then, with ``f`` frozen, weights ``w (N, K)`` are learned for
@@ -34,6 +40,8 @@ message is ``softmax(w_n)`` (a heuristic with no probabilistic reading; kept for
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -47,12 +55,15 @@ from ..validation import check_device, check_positive_float, check_positive_int
 __all__ = ["NN", "TorchNN", "StandardisedMLP"]
 
 _BACKWARDS = ("likelihood", "original")
+_LIKELIHOODS = ("gaussian", "poisson")
 
 
 class StandardisedMLP(nn.Module):
     """The built-in network: ``input_dim - hidden (relu) - output_dim`` (the original examples'
     ``h_dim = 64``), whose output is ``loc + scale * mlp(x)`` with the observation's per-dimension
-    mean and standard deviation (buffers), so that training starts at the data's scale.
+    mean and standard deviation (buffers), so that training starts at the data's scale; the last
+    layer starts near zero, so that every class starts near ``loc`` (a nearly flat message before
+    training).
 
     ``forward(x)``: ``x: (B, input_dim)`` -> ``(B, output_dim)``.
     """
@@ -60,6 +71,9 @@ class StandardisedMLP(nn.Module):
     def __init__(self, input_dim: int, output_dim: int, hidden: int = 64):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, output_dim))
+        with torch.no_grad():  # every class starts near loc: little class information before training
+            self.mlp[2].weight.mul_(0.01)
+            self.mlp[2].bias.zero_()
         self.register_buffer("loc", torch.zeros(output_dim))
         self.register_buffer("scale", torch.ones(output_dim))
 
@@ -91,6 +105,11 @@ class NN(Module):
     backward : {'likelihood', 'original'}, default 'likelihood'
         The message to the first child: the class likelihood (module docstring) or the original's
         learned weights.
+    likelihood : {'gaussian', 'poisson'}, default 'gaussian'
+        Observation model of ``y_n`` given the class: ``"gaussian"``, ``Normal(f(e_k), sigma^2 I)``
+        (the squared error, the original's loss), or ``"poisson"``, independent counts with
+        log-rates ``f(e_k)`` (for count features such as HAC histograms, where the squared error
+        treats the sparse, correlated counts as equally informative Gaussian dimensions).
     device : str or torch.device, optional
         Torch device (CPU by default); messages are float64 on the CPU.
     output_root : str or os.PathLike, optional
@@ -110,7 +129,7 @@ class NN(Module):
     likelihood mode), in learning mode ``loss_learn.txt`` (the mean loss of each epoch) and
     ``model_learn.pt`` (:meth:`state_dict`, plain tensors).
 
-    Learned state: ``network_`` (module), ``noise_scale_`` (sigma), ``input_dim_`` (K),
+    Learned state: ``network_`` (module), ``noise_scale_`` (sigma; 1 for Poisson), ``input_dim_`` (K),
     ``output_dim_`` (D), ``loss_history_``.
     """
 
@@ -121,7 +140,7 @@ class NN(Module):
     test_args = {"itr1": 3, "itr2": 3, "batch_size1": 8}
 
     def __init__(self, itr1=5000, itr2=5000, name="nn", batch_size1=None, batch_size2=None, mode="learn", *,
-                 lr=1e-3, hidden=64, backward="likelihood", device=None, output_root=None):
+                 lr=1e-3, hidden=64, backward="likelihood", likelihood="gaussian", device=None, output_root=None):
         super().__init__(name, output_root=output_root)
         self.itr1 = check_positive_int(itr1, "itr1", self.name)
         self.itr2 = check_positive_int(itr2, "itr2", self.name)
@@ -131,6 +150,10 @@ class NN(Module):
         self.lr = check_positive_float(lr, "lr", self.name)
         self.hidden = check_positive_int(hidden, "hidden", self.name)
         self.backward = self._check_choice(backward, "backward", _BACKWARDS)
+        self.likelihood = self._check_choice(likelihood, "likelihood", _LIKELIHOODS)
+        if self.backward == "original" and self.likelihood != "gaussian":
+            raise ValueError(f"{self.name}: backward='original' (the original's message) uses the squared error: "
+                             "it needs likelihood='gaussian'")
         self.device = check_device(device)
         if callable(getattr(type(self), "model", None)):
             raise ValueError(
@@ -164,7 +187,9 @@ class NN(Module):
                              f"torch.nn.Module mapping (B, {K}) to (B, {D})") from e
         if net is None:
             net = StandardisedMLP(K, D, self.hidden)
-            if y is not None:
+            if y is not None and self.likelihood == "poisson":  # log-rates around the log of the mean counts
+                net.loc.copy_(y.mean(0).clamp_min(1e-3).log())
+            elif y is not None:
                 net.loc.copy_(y.mean(0))
                 net.scale.copy_(y.std(0, unbiased=False).clamp_min(1e-6) if y.shape[0] > 1 else torch.ones(D))
         elif not isinstance(net, nn.Module):
@@ -215,6 +240,9 @@ class NN(Module):
             raise ValueError(f"{self.name}: the observation from {c1.name} must be N x D, got shape {tuple(y.shape)}")
         if not bool(torch.isfinite(y).all()):
             raise ValueError(f"{self.name}: the observation from {c1.name} contains NaN or infinite values")
+        if self.likelihood == "poisson" and bool((y < 0).any()):
+            raise ValueError(f"{self.name}: likelihood='poisson' needs non-negative counts, but the observation from "
+                             f"{c1.name} has negative values; use likelihood='gaussian'")
         if p.shape[0] != y.shape[0]:
             raise ValueError(f"{self.name}: {c0.name} sends {p.shape[0]} data points, {c1.name} {y.shape[0]}")
         if self.network_ is not None and (p.shape[1], y.shape[1]) != (self.input_dim_, self.output_dim_):
@@ -226,16 +254,23 @@ class NN(Module):
     def _batches(self, N: int, size: int | None):
         return torch.randperm(N, device=self.device).split(N if size is None else size)
 
-    def _expected_sq_error(self, p, y, F) -> torch.Tensor:
-        """``sum_k p_nk ||y_n - F_k||^2`` per point ``(B,)`` (``F = f(I_K)``, ``(K, D)``)."""
-        return (y.pow(2).sum(-1) - 2 * (p * (y @ F.T)).sum(-1) + p @ F.pow(2).sum(-1))
+    def _expected_loss(self, r, y, F) -> torch.Tensor:
+        """``sum_k r_nk loss(y_n, F_k)`` per point ``(B,)`` (``F = f(I_K)``, ``(K, D)``): the squared
+        error ``||y_n - F_k||^2`` (Gaussian) or the Poisson negative log-likelihood with log-rates
+        ``F_k``, ``sum_d exp(F_kd) - y_nd F_kd`` (without ``log y_nd!``)."""
+        if self.likelihood == "poisson":
+            return r @ F.exp().sum(-1) - (r * (y @ F.T)).sum(-1)
+        return (y.pow(2).sum(-1) - 2 * (r * (y @ F.T)).sum(-1) + r @ F.pow(2).sum(-1))
 
     def _class_means(self) -> torch.Tensor:
         K = self.input_dim_
         return self.network_(torch.eye(K, dtype=self._dtype, device=self.device))
 
     def _log_likelihood(self, y, F) -> torch.Tensor:
-        """``log p(y_n | z_n = k)`` up to a constant per point: ``-||y_n - F_k||^2 / (2 sigma^2)``, ``(N, K)``."""
+        """``log p(y_n | z_n = k)`` up to a constant per point, ``(N, K)``: ``-||y_n - F_k||^2 /
+        (2 sigma^2)`` (Gaussian) or ``y_n . F_k - sum_d exp(F_kd)`` (Poisson, log-rates ``F_k``)."""
+        if self.likelihood == "poisson":
+            return y @ F.T - F.exp().sum(-1)
         sq = y.pow(2).sum(-1, keepdim=True) - 2 * y @ F.T + F.pow(2).sum(-1)
         return -sq.clamp_min(0) / (2 * self.noise_scale_ ** 2)
 
@@ -272,7 +307,7 @@ class NN(Module):
                 total = 0.0
                 for idx in self._batches(N, self.batch_size1):
                     if likelihood:
-                        loss = self._expected_sq_error(r[idx], y[idx], self._class_means()).mean() / D
+                        loss = self._expected_loss(r[idx], y[idx], self._class_means()).mean() / D
                     else:
                         loss = (net(p[idx]) - y[idx]).pow(2).mean()
                     opt.zero_grad(set_to_none=True)
@@ -281,8 +316,10 @@ class NN(Module):
                     total += float(loss.detach()) * idx.shape[0]
                 losses.append(total / N)
             with torch.no_grad():
-                if likelihood:
-                    err = self._expected_sq_error(r, y, self._class_means()).sum() / (N * D)
+                if self.likelihood == "poisson":
+                    err = torch.ones((), dtype=self._dtype)  # no noise parameter: sigma is 1 by convention
+                elif likelihood:
+                    err = self._expected_loss(r, y, self._class_means()).sum() / (N * D)
                 else:
                     err = (net(p) - y).pow(2).mean()
             self.noise_scale_ = float(err.clamp_min(torch.finfo(self._dtype).tiny).sqrt())
@@ -321,11 +358,15 @@ class NN(Module):
         p = p64.to(device=self.device, dtype=self._dtype)
         y = y64.to(device=self.device, dtype=self._dtype)
         self._means = None
+        self._evidence = {}
         if self.backward == "likelihood":
             with torch.no_grad():
                 F = self._class_means()
                 log_m = self._log_likelihood(y, F).double()
+                self._evidence = self._model_evidence(p.double(), y.double(), F.double(), log_m)
             self._means = F.detach().cpu().double()
+            if self._evidence["log_evidence_ratio"] <= 0:
+                log_m = torch.zeros_like(log_m)  # the classes do not explain y: no information
         else:
             log_m = self._original_message(p, y).double()
         log_m = log_m.cpu()
@@ -334,6 +375,25 @@ class NN(Module):
                              "standardise the observation or lower lr")
         self._message = ClassProbs(log_m)
         return self._message
+
+    def _model_evidence(self, p, y, F, log_m) -> dict:
+        """``log p(y | class model) - log p(y | no class)`` (nats, summed over points): the
+        marginal likelihood of the observation with the parent's class probabilities as the prior,
+        ``sum_n log sum_k p_nk p(y_n | z_n = k)``, against the model without classes (one mean /
+        rate vector for all points, fitted by maximum likelihood).  A class model that does not beat
+        it (e.g. an untrained network) would send a confident message without a basis."""
+        N, D = y.shape
+        if self.likelihood == "poisson":
+            mu = y.mean(0).clamp_min(torch.finfo(y.dtype).tiny)
+            null = float((y @ mu.log() - mu.sum()).sum())
+            full = log_m  # y . log rate - sum rate (the log y! terms cancel)
+        else:
+            s0 = float((y - y.mean(0)).pow(2).sum() / (N * D))
+            const = lambda var: -0.5 * D * math.log(2 * math.pi * max(var, 1e-300))  # noqa: E731
+            null = N * (const(s0) - 0.5 * D)
+            full = log_m + const(self.noise_scale_ ** 2)
+        marginal = float(torch.logsumexp(p.clamp_min(torch.finfo(p.dtype).tiny).log() + full, -1).sum())
+        return {"log_evidence_ratio": marginal - null}
 
     def _backward_messages(self, inputs, backward) -> list:
         return [self._message, None]
@@ -349,8 +409,8 @@ class NN(Module):
 
     def _metrics(self, inputs, backward) -> dict:
         if self.mode != "learn":
-            return {}
-        return {"loss": float(self._losses[-1]), "noise_scale": float(self.noise_scale_)}
+            return dict(self._evidence)
+        return {"loss": float(self._losses[-1]), "noise_scale": float(self.noise_scale_), **self._evidence}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
