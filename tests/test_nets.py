@@ -200,7 +200,7 @@ def test_nn_learns_the_class_means_and_sends_the_class_likelihood(tmp_path):
     c, p, y = toy_classes(soft=False)
     N, K, D = p.shape[0], p.shape[1], y.shape[1]
     classes, obs = srk.Observation(ClassProbs.from_probs(p)), srk.Observation(y)
-    n1 = srk_nn.NN(itr1=1500, lr=0.02, hidden=16)  # full batch; not the defaults
+    n1 = srk_nn.NN(itr1=1500, lr=0.02, hidden=16, noise="isotropic")  # full batch; not the defaults
     n1.connect(classes, obs)
     n1.update()
     F = np.stack([y[c == k].mean(0) for k in range(K)])
@@ -208,7 +208,7 @@ def test_nn_learns_the_class_means_and_sends_the_class_likelihood(tmp_path):
     assert np.abs(got - F).max() < 2e-3, np.abs(got - F).max()
     sq, want = _likelihood_message(y, F, 1.0)
     sigma = math.sqrt(sq[np.arange(N), c].sum() / (N * D))
-    assert n1.noise_scale_ == pytest.approx(sigma, rel=1e-3)
+    assert n1.noise_scale_.shape == (D,) and torch.allclose(n1.noise_scale_, torch.full((D,), sigma, dtype=torch.float64), rtol=1e-3)
     _, want = _likelihood_message(y, F, sigma, log=True)
     msg = classes.get_backward_msg()
     assert isinstance(msg, ClassProbs) and msg.probs.shape == (N, K)
@@ -217,6 +217,15 @@ def test_nn_learns_the_class_means_and_sends_the_class_likelihood(tmp_path):
     assert obs.get_backward_msgs() == {}  # nothing to the observation
     assert np.allclose(np.loadtxt(tmp_path / n1.name / "message_learn.txt"), msg.probs.numpy(), atol=1e-6)
     assert torch.allclose(n1.forward_msg.probs, msg.probs)
+    # noise="diagonal" (default): sigma_d^2 = mean_n (y_nd - f(e_c_n)_d)^2, each dimension weighted by it
+    classes = srk.Observation(ClassProbs.from_probs(p))
+    n2 = srk_nn.NN(itr1=1500, lr=0.02, hidden=16)
+    n2.connect(classes, srk.Observation(y))
+    n2.update()
+    sigma_d = np.sqrt(((y - F[c]) ** 2).mean(0))
+    assert np.allclose(n2.noise_scale_.numpy(), sigma_d, rtol=2e-3)
+    _, want = _likelihood_message(y / sigma_d, F / sigma_d, 1.0, log=True)
+    assert np.allclose(classes.get_backward_msg().log_probs.numpy(), want, rtol=1e-2, atol=0.05)
 
 
 def test_nn_em_fixed_point_with_soft_classes(tmp_path):
@@ -227,11 +236,11 @@ def test_nn_em_fixed_point_with_soft_classes(tmp_path):
     srk.set_seed(0)
     _, p, y = toy_classes(soft=True)
     N, D = y.shape
-    n1 = srk_nn.NN(itr1=2000, lr=0.02, hidden=16)
+    n1 = srk_nn.NN(itr1=2000, lr=0.02, hidden=16, noise="isotropic")
     n1.connect(srk.Observation(ClassProbs.from_probs(p)), srk.Observation(y))
     n1.update()
     F = n1._means.numpy()
-    sigma = n1.noise_scale_
+    sigma = float(n1.noise_scale_[0])
     sq, m = _likelihood_message(y, F, sigma)
     r = p * m
     r /= r.sum(1, keepdims=True)

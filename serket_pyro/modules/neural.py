@@ -7,14 +7,15 @@ observation and sends the first child what ``y_n`` says about its class.  Genera
 (``backward="likelihood"``, default)::
 
     z_n ~ Categorical(p_n)                          # the first child's classes (its own evidence)
-    y_n | z_n = k ~ Normal(f(e_k), sigma^2 I_D)     # e_k: one-hot of class k, f: the network
+    y_n | z_n = k ~ Normal(f(e_k), diag(sigma^2))   # e_k: one-hot of class k, f: the network
     (likelihood="poisson": y_nd | z_n = k ~ Poisson(exp(f(e_k)_d)), counts)
 
 Learning (one :meth:`NN.update`) is EM for ``f`` and ``sigma`` with ``p_n`` as the prior of
-``z_n``: E-step, the posterior ``r_nk`` proportional to ``p_nk N(y_n | f(e_k), sigma^2 I)`` (``r = p``
+``z_n``: E-step, the posterior ``r_nk`` proportional to ``p_nk N(y_n | f(e_k), diag(sigma^2))`` (``r = p``
 before the first fit); M-step, Adam over minibatches of ``batch_size1`` on the expected squared
 error ``sum_k r_nk ||y_n - f(e_k)||^2`` (the original's squared-error loss), then the
-maximum-likelihood ``sigma^2 = sum_nk r_nk ||y_n - f(e_k)||^2 / (N D)``; ``min(10, itr1)`` E-steps
+maximum-likelihood ``sigma_d^2 = sum_nk r_nk (y_nd - f(e_k)_d)^2 / N`` per dimension (``noise="diagonal"``,
+default; ``"isotropic"``: their mean, ``sum_nk r_nk ||y_n - f(e_k)||^2 / (N D)``); ``min(10, itr1)`` E-steps
 share the ``itr1`` epochs.  Learning from ``r`` rather than ``p`` matters: ``p`` (the parent's own
 evidence, without this module's message) may be a poor labelling, and class means learned from it
 alone stay blurred.
@@ -22,7 +23,7 @@ alone stay blurred.
 Backward message to the first child, for every data point, the likelihood of its observation
 under each class, normalised over classes::
 
-    m_n(k) = p(y_n | z_n = k) / sum_j p(y_n | z_n = j) = softmax_k(-||y_n - f(e_k)||^2 / (2 sigma^2))
+    m_n(k) = p(y_n | z_n = k) / sum_j p(y_n | z_n = j) = softmax_k(-sum_d (y_nd - f(e_k)_d)^2 / (2 sigma_d^2))
 
 (Poisson: ``softmax_k(y_n . f(e_k) - sum_d exp(f(e_k)_d))``, and the M-step's loss is the Poisson
 negative log-likelihood), so that the parent's posterior over ``z_n`` combining both pieces of
@@ -105,9 +106,12 @@ class NN(Module):
     backward : {'likelihood', 'original'}, default 'likelihood'
         The message to the first child: the class likelihood (module docstring) or the original's
         learned weights.
+    noise : {'diagonal', 'isotropic'}, default 'diagonal'
+        Gaussian noise: one variance per dimension (``sigma_d``; dimensions with more noise count
+        less) or one for all (the original's plain squared error).
     likelihood : {'gaussian', 'poisson'}, default 'gaussian'
-        Observation model of ``y_n`` given the class: ``"gaussian"``, ``Normal(f(e_k), sigma^2 I)``
-        (the squared error, the original's loss), or ``"poisson"``, independent counts with
+        Observation model of ``y_n`` given the class: ``"gaussian"``, ``Normal(f(e_k), diag(sigma^2))``
+        (``noise``: ``sigma`` per dimension or one; the squared error, the original's loss), or ``"poisson"``, independent counts with
         log-rates ``f(e_k)`` (for count features such as HAC histograms, where the squared error
         treats the sparse, correlated counts as equally informative Gaussian dimensions).
     device : str or torch.device, optional
@@ -129,7 +133,7 @@ class NN(Module):
     likelihood mode), in learning mode ``loss_learn.txt`` (the mean loss of each epoch) and
     ``model_learn.pt`` (:meth:`state_dict`, plain tensors).
 
-    Learned state: ``network_`` (module), ``noise_scale_`` (sigma; 1 for Poisson), ``input_dim_`` (K),
+    Learned state: ``network_`` (module), ``noise_scale_`` (sigma ``(D,)``; 1 for Poisson), ``input_dim_`` (K),
     ``output_dim_`` (D), ``loss_history_``.
     """
 
@@ -140,7 +144,8 @@ class NN(Module):
     test_args = {"itr1": 3, "itr2": 3, "batch_size1": 8}
 
     def __init__(self, itr1=5000, itr2=5000, name="nn", batch_size1=None, batch_size2=None, mode="learn", *,
-                 lr=1e-3, hidden=64, backward="likelihood", likelihood="gaussian", device=None, output_root=None):
+                 lr=1e-3, hidden=64, backward="likelihood", likelihood="gaussian", noise="diagonal", device=None,
+                 output_root=None):
         super().__init__(name, output_root=output_root)
         self.itr1 = check_positive_int(itr1, "itr1", self.name)
         self.itr2 = check_positive_int(itr2, "itr2", self.name)
@@ -151,6 +156,7 @@ class NN(Module):
         self.hidden = check_positive_int(hidden, "hidden", self.name)
         self.backward = self._check_choice(backward, "backward", _BACKWARDS)
         self.likelihood = self._check_choice(likelihood, "likelihood", _LIKELIHOODS)
+        self.noise = self._check_choice(noise, "noise", ("diagonal", "isotropic"))
         if self.backward == "original" and self.likelihood != "gaussian":
             raise ValueError(f"{self.name}: backward='original' (the original's message) uses the squared error: "
                              "it needs likelihood='gaussian'")
@@ -163,7 +169,7 @@ class NN(Module):
                 "observations (the loss is the squared error, as the original's)")
 
         self.network_: nn.Module | None = None
-        self.noise_scale_: float | None = None
+        self.noise_scale_: torch.Tensor | None = None  # (D,)
         self.input_dim_: int | None = None
         self.output_dim_: int | None = None
         self.loss_history_: list[float] = []
@@ -271,8 +277,9 @@ class NN(Module):
         (2 sigma^2)`` (Gaussian) or ``y_n . F_k - sum_d exp(F_kd)`` (Poisson, log-rates ``F_k``)."""
         if self.likelihood == "poisson":
             return y @ F.T - F.exp().sum(-1)
-        sq = y.pow(2).sum(-1, keepdim=True) - 2 * y @ F.T + F.pow(2).sum(-1)
-        return -sq.clamp_min(0) / (2 * self.noise_scale_ ** 2)
+        w = 0.5 / self.noise_scale_.to(y).pow(2)  # (D,)
+        sq = y.pow(2) @ w.unsqueeze(-1) - 2 * (y * w) @ F.T + F.pow(2) @ w  # (N, K): sum_d w_d (y - F)^2
+        return -sq.clamp_min(0)
 
     def _responsibilities(self, p, y) -> torch.Tensor:
         """E-step: the posterior ``r_nk`` proportional to ``p_nk p(y_n | z_n = k)`` under the current
@@ -317,15 +324,25 @@ class NN(Module):
                 losses.append(total / N)
             with torch.no_grad():
                 if self.likelihood == "poisson":
-                    err = torch.ones((), dtype=self._dtype)  # no noise parameter: sigma is 1 by convention
+                    var = torch.ones(D, dtype=self._dtype)  # no noise parameter: 1 by convention
                 elif likelihood:
-                    err = self._expected_loss(r, y, self._class_means()).sum() / (N * D)
+                    F = self._class_means()
+                    var = ((r.T @ y.pow(2)) - 2 * F * (r.T @ y) + F.pow(2) * r.sum(0).unsqueeze(-1)).sum(0) / N
                 else:
-                    err = (net(p) - y).pow(2).mean()
-            self.noise_scale_ = float(err.clamp_min(torch.finfo(self._dtype).tiny).sqrt())
+                    var = (net(p) - y).pow(2).mean(0)
+            self.noise_scale_ = self._noise(var).sqrt().detach().cpu().double()
         net.eval()
         self._losses = losses
         self.loss_history_.extend(losses)
+
+    def _noise(self, var: torch.Tensor) -> torch.Tensor:
+        """Per-dimension variances ``(D,)``: as estimated (``noise="diagonal"``) or their mean
+        (``"isotropic"``), floored at 1e-3 of their mean (constant dimensions)."""
+        var = var.clamp_min(0)
+        floor = (var.mean() * 1e-3).clamp_min(torch.finfo(var.dtype).tiny)
+        if self.noise == "isotropic":
+            return var.mean().clamp_min(floor).expand(var.shape).clone()
+        return var.clamp_min(floor)
 
     def _recognise(self, inputs, backward) -> None:
         if self.network_ is None:
@@ -388,10 +405,9 @@ class NN(Module):
             null = float((y @ mu.log() - mu.sum()).sum())
             full = log_m  # y . log rate - sum rate (the log y! terms cancel)
         else:
-            s0 = float((y - y.mean(0)).pow(2).sum() / (N * D))
-            const = lambda var: -0.5 * D * math.log(2 * math.pi * max(var, 1e-300))  # noqa: E731
-            null = N * (const(s0) - 0.5 * D)
-            full = log_m + const(self.noise_scale_ ** 2)
+            s0 = self._noise((y - y.mean(0)).pow(2).mean(0))
+            null = float(-0.5 * ((y - y.mean(0)).pow(2) / s0).sum() - 0.5 * N * (2 * math.pi * s0).log().sum())
+            full = log_m - 0.5 * float((2 * math.pi * self.noise_scale_.pow(2)).log().sum())
         marginal = float(torch.logsumexp(p.clamp_min(torch.finfo(p.dtype).tiny).log() + full, -1).sum())
         return {"log_evidence_ratio": marginal - null}
 
@@ -410,7 +426,8 @@ class NN(Module):
     def _metrics(self, inputs, backward) -> dict:
         if self.mode != "learn":
             return dict(self._evidence)
-        return {"loss": float(self._losses[-1]), "noise_scale": float(self.noise_scale_), **self._evidence}
+        return {"loss": float(self._losses[-1]), "noise_scale": float(self.noise_scale_.mean()),
+                **self._evidence}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
@@ -419,7 +436,7 @@ class NN(Module):
         if self.network_ is None:
             return {}
         out = {"input_dim": torch.tensor([self.input_dim_]), "output_dim": torch.tensor([self.output_dim_]),
-               "noise_scale": torch.tensor([self.noise_scale_], dtype=torch.float64),
+               "noise_scale": self.noise_scale_.clone(),
                "loss_history": torch.tensor(self.loss_history_, dtype=torch.float64)}
         out.update({f"network.{k}": v.detach().cpu().clone() for k, v in self.network_.state_dict().items()})
         return out
@@ -431,12 +448,13 @@ class NN(Module):
         try:
             K = int(state["input_dim"].reshape(-1)[0])
             D = int(state["output_dim"].reshape(-1)[0])
-            sigma = float(state["noise_scale"].reshape(-1)[0])
+            sigma = state["noise_scale"].detach().cpu().double().reshape(-1)
         except KeyError as e:
             raise ValueError(f"{self.name}: not an NN state dict (missing {e})") from None
         check_loaded_finite(state, self.name, skip=("loss_history",))
-        if K < 1 or D < 1 or not sigma > 0:
-            raise ValueError(f"{self.name}: loaded input_dim {K}, output_dim {D} and noise_scale {sigma} must be "
+        if K < 1 or D < 1 or sigma.shape != (D,) or not bool((sigma > 0).all()):
+            raise ValueError(f"{self.name}: loaded input_dim {K}, output_dim {D} and noise_scale (D,) = "
+                             f"{tuple(sigma.shape)} must be positive"
                              "positive")
         if self.network_ is None or (self.input_dim_, self.output_dim_) != (K, D):
             self._build(K, D, None)
