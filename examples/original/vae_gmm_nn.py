@@ -7,10 +7,11 @@ speech under each class.  The original's networks are written in torch here: the
 (``build_encoder`` / ``build_decoder``, 784-128-10) and the NN's model (``build_model``,
 K-64-D, no output activation), with the original's settings as the defaults (10 latent
 dimensions, 200 epochs, minibatches of 500, 10 classes, 10 outer iterations, ``itr1=500``,
-``itr2=2000``, ``batch_size1=batch_size2=500``; raw pixels).  One choice is ours: the NN models
-the speech counts given the class as Poisson counts (``--likelihood poisson``, the network gives
-log-rates); ``--likelihood gaussian`` is the original's squared error, and ``--backward original``
-the original's message.
+``itr2=2000``, ``batch_size1=batch_size2=500``; raw pixels).  The NN's message is ours (the
+likelihood of the speech under each class, ``serket_pyro/modules/neural.py``); ``--backward
+original`` is the original's.  Its Gaussian model of the speech given the class learns one noise
+variance per dimension (``--noise diagonal``); ``--noise isotropic`` is the original's plain
+squared error, ``--likelihood poisson`` models the counts as Poisson counts.
 
 Run ``python examples/original/vae_gmm_nn.py`` (original settings, the 3,000 tutorial pairs) or
 small: ``python examples/original/vae_gmm_nn.py --n 300 --epochs 2 --iterations 2 --itr1 20``.
@@ -81,9 +82,12 @@ def parser():
     p.add_argument("--batch-size2", type=positive_int, default=500, help="message minibatch (original: 500)")
     p.add_argument("--backward", choices=("likelihood", "original"), default="likelihood",
                    help="the NN's message: the class likelihood (default) or the original's learned weights")
-    p.add_argument("--likelihood", choices=("poisson", "gaussian"), default="poisson",
-                   help="the NN's model of the speech counts given the class: Poisson (default) or Gaussian "
-                        "(the original's squared error)")
+    p.add_argument("--likelihood", choices=("gaussian", "poisson"), default="gaussian",
+                   help="the NN's model of the speech given the class: Gaussian (default, the original's squared "
+                        "error) or Poisson counts")
+    p.add_argument("--noise", choices=("diagonal", "isotropic"), default="diagonal",
+                   help="Gaussian noise: one variance per dimension (default) or one for all (the original's "
+                        "plain squared error)")
     p.add_argument("--no-nn", action="store_true", help="VAE+GMM alone, to compare")
     p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=False,
                    help="deskew the digits in the VAE (default off, as the original)")
@@ -111,7 +115,7 @@ def main(args):
     modules = [vae1, gmm1]
     if not args.no_nn:
         nn1 = NN_model(itr1=args.itr1, itr2=args.itr2, batch_size1=args.batch_size1, batch_size2=args.batch_size2,
-                       backward=args.backward, likelihood=args.likelihood)
+                       backward=args.backward, likelihood=args.likelihood, noise=args.noise)
         nn1.connect(gmm1, obs2)
         modules.append(nn1)
 
@@ -122,7 +126,7 @@ def main(args):
         for m in modules:
             m.update()
     seconds = time.perf_counter() - t0
-    title = "VAE+GMM" if args.no_nn else f"VAE+GMM+NN ({args.backward} message, {args.likelihood})"
+    title = "VAE+GMM" if args.no_nn else f"VAE+GMM+NN ({args.backward} message, {args.likelihood}, {args.noise} noise)"
     return print_result(title, gmm1, args.iterations, seconds)
 
 
