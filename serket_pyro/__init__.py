@@ -9,7 +9,8 @@ Layout: the framework core sits at the top (:mod:`.module`, :mod:`.messages`, :m
 :mod:`.datasets`, :mod:`.features` and :mod:`.app` (command line, runs, plots).
 
 The tutorials' code runs with ``import serket_pyro as srk`` and
-``from serket_pyro import vae, gmm, mlda, mm``: the modules' files are reachable under their
+``from serket_pyro import vae, gmm, mlda, mm`` (and the original's ``nn``, ``torch_nn``,
+``torch_vae``): the modules' files are reachable under their
 names of the flat layout (``serket_pyro.gmm`` is ``serket_pyro.modules.gmm``).  Names are loaded
 on first use, so ``import serket_pyro`` alone does not import torch.  Progress and notes go to the
 ``serket_pyro`` :mod:`logging` logger (silent until the application configures logging).
@@ -40,6 +41,10 @@ MOVED_MODULES = {
     "hac": "modules.hac",
     "TtoT": "modules.ttot",
     "utils": "modules.utils",
+    # the original's other module packages (``import nn``, ``import torch_nn``, ``import torch_vae``)
+    "nn": "modules.neural",
+    "torch_nn": "modules.neural",
+    "torch_vae": "modules.torch_vae",
     "forward_backward": "ops.forward_backward",
     "neighbour_embedding": "joint.neighbour_embedding",
     "paired_data": "datasets.paired_data",
@@ -75,6 +80,9 @@ _EXPORTS = {
     "MLDA": "modules.mlda",
     "MarkovModel": "modules.mm",
     "HACFeatureExtractor": "modules.hac",
+    "NN": "modules.neural",
+    "TorchNN": "modules.neural",
+    "TorchVAE": "modules.torch_vae",
 }
 
 __all__ = sorted(_EXPORTS)

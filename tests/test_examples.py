@@ -263,6 +263,34 @@ def test_original_vae_examples_defaults_are_the_originals():
         assert a.iterations == (1 if name == "vae_gmm_mlda_mm" else 5)  # the 2023 scripts' loops
 
 
+@pytest.mark.parametrize("name", ["original/vae_gmm_nn", "original/vae_gmm_nn_pytorch"])
+def test_original_vae_gmm_nn_examples_run(tmp_path, data_dir, capsys, name):
+    """The original's VAE+GMM+NN in both forms (the user's torch networks on vae.VAE / nn.NN, and
+    TorchVAE / TorchNN), tiny: the NN's message reaches the GMM and its files are written."""
+    example = load_example(name)
+    args = example.parser().parse_args(["--n", "200", "--epochs", "2", "--iterations", "2", "--itr1", "10",
+                                        "--itr2", "5", "--no-progress", "--data-dir", data_dir,
+                                        "--output", str(tmp_path / "out")])
+    defaults = example.parser().parse_args([])
+    assert (defaults.latent_dim, defaults.epochs, defaults.batch_size, defaults.classes, defaults.iterations,
+            defaults.itr1, defaults.itr2, defaults.batch_size1, defaults.batch_size2) == \
+        (10, 200, 500, 10, 10, 500, 2000, 500, 500)  # the original's settings
+    scores = example.main(args)
+    assert "VAE+GMM+NN" in capsys.readouterr().out
+    assert scores["n"] == 200 and scores["accuracy"] > 0.2, scores  # 10 random classes: about 0.15
+    out = tmp_path / "out"
+    assert sorted(os.listdir(out)) == ["module002_vae", "module003_gmm", "module004_nn"]
+    message = np.loadtxt(out / "module004_nn" / "001" / "message_learn.txt")
+    assert message.shape == (200, 10) and np.allclose(message.sum(1), 1.0, atol=1e-4)
+    assert np.loadtxt(out / "module004_nn" / "class_means_learn.txt").shape == (10, 2400)
+    assert (out / "module004_nn" / "model_learn.pt").is_file()
+    if name.endswith("vae_gmm_nn"):  # --no-nn: the same system without the NN
+        srk.reset_module_counter()
+        args.no_nn, args.output = True, str(tmp_path / "alone")
+        example.main(args)
+        assert sorted(os.listdir(tmp_path / "alone")) == ["module002_vae", "module003_gmm"]
+
+
 #: every example script -> the tests above that run it with tiny arguments
 EXAMPLE_TESTS = {
     "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
@@ -277,6 +305,8 @@ EXAMPLE_TESTS = {
     os.path.join("original", "hac_lda.py"): ["test_original_hac_lda_example_runs"],
     os.path.join("original", "number_recog.py"): ["test_original_number_recog_example_runs"],
     **{os.path.join("original", f"{name}.py"): ["test_original_vae_example_runs"] for name, *_ in ORIGINAL_CASES},
+    os.path.join("original", "vae_gmm_nn.py"): ["test_original_vae_gmm_nn_examples_run"],
+    os.path.join("original", "vae_gmm_nn_pytorch.py"): ["test_original_vae_gmm_nn_examples_run"],
 }
 
 

@@ -73,11 +73,15 @@ def like(msg, seed=1):
 
 
 def build(cls, **kw):
-    kind = cls.input_kinds[0] if cls.input_kinds[0] is not Message else PointMessage
-    obs = [tiny_input(kind, seed) for seed in range(getattr(cls, "test_n_children", 1))]
+    """``(observations, module)``: the module connected to one tiny input of its first input kind
+    (``cls.test_n_children`` of them, e.g. TtoT), or one per kind of ``cls.test_input_kinds``
+    (modules with children of several kinds, e.g. NN)."""
+    kinds = getattr(cls, "test_input_kinds", None) or (
+        cls.input_kinds[0] if cls.input_kinds[0] is not Message else PointMessage,) * getattr(cls, "test_n_children", 1)
+    obs = [tiny_input(k, seed=i) for i, k in enumerate(kinds)]
     m = cls(**{**cls.test_args, **kw})
     m.connect(*obs)
-    return obs[0], m
+    return obs, m
 
 
 @pytest.fixture(params=MODULES, ids=lambda c: c.__qualname__)
@@ -144,10 +148,14 @@ def test_state_round_trip(cls, tmp_path):
         assert torch.equal(again[k].to(state[k].dtype), state[k]), k
 
 
-def _write_input(obs, path):
-    msg = obs.forward_msg
-    np.save(path, msg.numpy())
-    return "class" if isinstance(msg, ClassProbs) else "point"
+def _write_inputs(observations, folder):
+    """Save each observation's message as ``x<i>.npy``; their kinds (``"class"`` or ``"point"``)."""
+    kinds = []
+    for i, obs in enumerate(observations):
+        msg = obs.forward_msg
+        np.save(os.path.join(folder, f"x{i}.npy"), msg.numpy())
+        kinds.append("class" if isinstance(msg, ClassProbs) else "point")
+    return kinds
 
 
 def test_recognition_after_save_and_load_in_a_fresh_process(cls, tmp_path):
@@ -156,11 +164,11 @@ def test_recognition_after_save_and_load_in_a_fresh_process(cls, tmp_path):
     srk.set_seed(0)
     m.update()
     srk.save_graph(tmp_path / "saved", m)
-    kinds = [_write_input(c, tmp_path / f"x{i}.npy") for i, c in enumerate(m.children)]
+    kinds = _write_inputs(obs, tmp_path)
     script = f"""
-import numpy as np, serket_pyro as srk
+import os, numpy as np, serket_pyro as srk
 from serket_pyro.messages import ClassProbs
-xs = [np.load({str(tmp_path)!r} + f"/x{{i}}.npy") for i in range({len(kinds)})]
+xs = [np.load(os.path.join({str(tmp_path)!r}, f"x{{i}}.npy")) for i in range({len(kinds)})]
 xs = [ClassProbs.from_probs(x) if k == "class" else x for x, k in zip(xs, {kinds!r})]
 s = srk.load_graph({str(tmp_path / 'saved')!r}, xs, mode="recog", output_root={str(tmp_path / 'recog')!r},
                    allowed_packages=["custom_module"])

@@ -8,12 +8,18 @@
 * :mod:`~serket_pyro.modules.ttot`: a category shared by several modules (tail-to-tail),
 * :mod:`~serket_pyro.modules.group_sum`, :mod:`~serket_pyro.modules.text_saver`,
   :mod:`~serket_pyro.modules.buffer`: the original's ``serket.utils`` (also as
-  :mod:`serket_pyro.utils`).
+  :mod:`serket_pyro.utils`),
+* :mod:`~serket_pyro.modules.neural`: a supervised network from a module's classes to an
+  observation (the original's ``nn.NN`` / ``torch_nn.TorchNN``),
+* :mod:`~serket_pyro.modules.torch_vae`: the original's ``TorchVAE`` API on the VAE.
 """
 
 from .gmm import GMM
 from .mlda import MLDA
 from .mm import MarkovModel
+from .neural import NN, TorchNN
+from .torch_vae import TorchVAE
 from .vae import VAE
 
-__all__ = ["VAE", "GMM", "MLDA", "MarkovModel"]  # the others load on use (hac reads wav files)
+# the others load on use (hac reads wav files)
+__all__ = ["VAE", "GMM", "MLDA", "MarkovModel", "NN", "TorchNN", "TorchVAE"]

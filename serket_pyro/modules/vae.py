@@ -32,6 +32,7 @@ References
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import numpy as np
@@ -52,7 +53,8 @@ from ..original_api import VAE_API
 from ..safe_files import check_loaded_finite
 from ..validation import check_device, check_memory, check_positive_float, check_positive_int
 
-__all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "mlp_networks", "normal_kl"]
+__all__ = ["VAE", "Encoder", "Decoder", "GaussianDecoder", "MLPEncoder", "LogVarEncoder", "FixedScaleDecoder",
+           "mlp_networks", "normal_kl"]
 
 _LIKELIHOODS = ("bernoulli", "gaussian")
 _FORWARDS = ("mean", "sample")
@@ -151,6 +153,37 @@ def mlp_networks(input_dim: int, latent_dim: int, widths=(500, 500, 2000)):
     return MLPEncoder(input_dim, latent_dim, widths), nn.Sequential(*decoder_body, nn.Linear(widths[0], input_dim))
 
 
+class LogVarEncoder(nn.Module):
+    """A user's encoder that returns ``(mu, log_var)`` (the original's convention), seen as one
+    that returns ``(loc, scale)``: ``scale = exp(log_var / 2)``.
+
+    ``forward(x)``: ``x: (B, D)`` -> ``(loc, scale)``, both ``(B, L)``.  The user's network is
+    the submodule ``net`` (state-dict keys ``net.<name>``).
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        mu, log_var = self.net(x)
+        return mu, torch.exp(0.5 * log_var)
+
+
+class FixedScaleDecoder(nn.Module):
+    """A user's decoder that returns the mean ``(B, D)`` of a Gaussian with the fixed standard
+    deviation ``scale``: ``forward(z) -> (loc, scale)``.  ``scale = sqrt(1/2)`` makes
+    ``-log p(x | z)`` the summed squared error plus a constant (the original's ``RE="MSE"``)."""
+
+    def __init__(self, net: nn.Module, scale: float):
+        super().__init__()
+        self.net = net
+        self.scale = float(scale)
+
+    def forward(self, z: torch.Tensor):
+        return self.net(z), self.scale
+
+
 def normal_kl(loc: torch.Tensor, scale: torch.Tensor, prior_loc: torch.Tensor,
               prior_scale: torch.Tensor) -> torch.Tensor:
     """``KL(Normal(loc, scale) || Normal(prior_loc, prior_scale))`` elementwise (nats).
@@ -245,6 +278,23 @@ class VAE(Module):
     older forms, ``epoch``/``KL_param``/``KLD_weight``/``RE``/``hidden_encoder_dim``/
     ``hidden_decoder_dim`` as keywords, ``load_dir`` (recognition with a saved model file).
 
+    User networks (the original's 2021-2023 API): a subclass that overrides :meth:`build_encoder`
+    and/or :meth:`build_decoder` with torch code, each returning an ``nn.Module``, gets those
+    networks instead of the built-in ones (the encoder returns ``(mu, log_var)`` as the original's;
+    the decoder logits, or probabilities when the class sets ``decoder_output = "probs"``).  They are
+    built at the first update, trained as the built-in ones (warm-started between updates) and saved
+    in :meth:`state_dict` (keys ``encoder.net.*``, ``decoder.*``).  An override that fails or
+    returns something else raises ``ValueError`` naming this module and the hook; the original's
+    TensorFlow form ``build_decoder(self, z)`` is refused at construction with the torch form to
+    write instead::
+
+        class vae_model(vae.VAE):
+            def build_encoder(self, input_dim, latent_dim):
+                return MyEncoder(input_dim, latent_dim)       # forward(x) -> (mu, log_var)
+
+            def build_decoder(self, input_dim, latent_dim):
+                return nn.Sequential(nn.Linear(latent_dim, 128), nn.ReLU(), nn.Linear(128, input_dim))
+
     Input rule: with ``likelihood="bernoulli"`` the data must lie in [0, 1].  Data with a maximum
     above 1 whose values are all integers in 0..255 are taken as 8-bit pixels and divided by 255
     (``srk.Observation`` turns uint8 images into float64 0..255); any other value outside [0, 1]
@@ -325,6 +375,8 @@ class VAE(Module):
         self._svi: pyro.infer.SVI | None = None  # pyro path
         self._pending_optim_state: dict[str, dict[str, torch.Tensor]] = {}
         self._deskewed: tuple | None = None  # (source tensor, image_shape, deskewed images)
+        self._decoder_gives = "logits"  # what decoder_ returns for Bernoulli data: "logits" or "probs"
+        self._check_network_hooks()
 
     # ------------------------------------------------------------------ state
     def _named_parameters(self):
@@ -446,13 +498,17 @@ class VAE(Module):
         if self.likelihood == "bernoulli":
             # pixels are grey levels in [0, 1]: the Bernoulli log-probability is the binary
             # cross-entropy, as in the original (validate_args=False allows non-binary values)
+            if self._decoder_gives == "probs":
+                return dist.Bernoulli(probs=out, validate_args=False).to_event(1)
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
         loc, scale = out
-        return dist.Normal(loc, scale).to_event(1)
+        return dist.Normal(loc, torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)).to_event(1)
 
     def _neg_log_lik(self, out, x) -> torch.Tensor:
         """``-log p(x | z)`` per point, ``(B,)`` (summed over the ``D`` dimensions)."""
         if self.likelihood == "bernoulli":
+            if self._decoder_gives == "probs":  # torch clamps the logarithms at -100
+                return F.binary_cross_entropy(out, x, reduction="none").sum(-1)
             return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
         loc, scale = out
         scale = torch.as_tensor(scale, dtype=loc.dtype, device=loc.device)
@@ -473,20 +529,167 @@ class VAE(Module):
         return (nll + self.kl_weight * kl).mean()
 
     # ------------------------------------------------------------------ inputs
+    # ------------------------------------------------------------------ user networks
+    def build_encoder(self, input_dim, latent_dim):
+        """Override to use your own encoder (the original's subclassing API, in torch).
+
+        Parameters
+        ----------
+        input_dim : int
+            ``D``, the data dimension (:class:`~serket_pyro.modules.torch_vae.TorchVAE` passes
+            the shape ``(D,)`` as the original's ``TorchVAE``).
+        latent_dim : int
+            ``L``.
+
+        Returns
+        -------
+        torch.nn.Module or None
+            A network with ``forward(x: (B, D)) -> (mu, log_var)``, each ``(B, L)``, as the
+            original (``q(z | x) = Normal(mu, exp(log_var / 2))``); ``None`` (this base method):
+            the built-in network (or the constructor's ``encoder=``).  It is called once, when
+            the networks are built (the first update, or :meth:`load_state_dict`), and its
+            parameters are trained and saved with the module's state.
+        """
+        return None
+
+    def build_decoder(self, input_dim, latent_dim):
+        """Override to use your own decoder (see :meth:`build_encoder`).
+
+        Returns
+        -------
+        torch.nn.Module or None
+            A network with ``forward(z: (B, L)) -> out``: with ``likelihood="bernoulli"``, ``out``
+            is ``(B, D)`` logits (class attribute ``decoder_output = "logits"``, the original's
+            TensorFlow ``build_decoder``) or probabilities in [0, 1] (``decoder_output = "probs"``,
+            a network ending in ``nn.Sigmoid()`` as the original's ``TorchVAE``); with
+            ``likelihood="gaussian"``, ``out`` is the mean ``(B, D)`` (unit standard deviation) or
+            ``(mean, scale)``.  ``None``: the built-in network (or ``decoder=``).
+        """
+        return None
+
+    #: what a decoder of :meth:`build_decoder` returns for Bernoulli data: ``"logits"`` or ``"probs"``
+    decoder_output = "logits"
+    #: :meth:`build_encoder` / :meth:`build_decoder` get ``input_dim`` as the shape ``(D,)``
+    #: instead of the number ``D`` (the original's ``TorchVAE``)
+    _input_dim_as_shape = False
+
+    def _check_network_hooks(self) -> None:
+        """At construction: refuse the original's TensorFlow hooks (``build_decoder(self, z)``
+        returning TensorFlow tensors and an optimiser), which cannot run here."""
+        cls = type(self)
+        if self.decoder_output not in ("logits", "probs"):
+            raise ValueError(f"{self.name}: {cls.__name__}.decoder_output must be 'logits' or 'probs', "
+                             f"got {self.decoder_output!r}")
+        for hook in ("build_encoder", "build_decoder"):
+            fn = getattr(cls, hook)
+            if fn is getattr(VAE, hook):
+                continue
+            if (hook == "build_encoder" and self.encoder is not None) or \
+                    (hook == "build_decoder" and self.decoder is not None):
+                what = hook.split("_")[1]
+                raise ValueError(f"{self.name}: {cls.__name__} overrides {hook}() and was given {what}=: "
+                                 "use one of the two")
+            try:
+                params = [p for p in inspect.signature(fn).parameters.values()
+                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][1:]
+            except (TypeError, ValueError):
+                continue
+            if len(params) < 2 and not any(p.kind == p.VAR_POSITIONAL for p in
+                                           inspect.signature(fn).parameters.values()):
+                raise ValueError(
+                    f"{self.name}: {cls.__name__}.{hook}({', '.join(['self'] + [p.name for p in params])}) is the "
+                    "original's TensorFlow form, which cannot run in serket-pyro (torch). Write "
+                    "build_encoder(self, input_dim, latent_dim) returning a torch.nn.Module whose forward(x) "
+                    "gives (mu, log_var), and build_decoder(self, input_dim, latent_dim) returning a "
+                    "torch.nn.Module whose forward(z) gives the logits (B, D); or drop the subclass to use the "
+                    "built-in networks (the tutorials' D-128-L architecture)")
+
+    def _user_network(self, hook: str, input_dim: int) -> nn.Module | None:
+        """The network of the overridden ``hook`` (``build_encoder`` / ``build_decoder``),
+        checked on a trial batch of zeros; ``None`` when the hook is not overridden."""
+        dim = (int(input_dim),) if self._input_dim_as_shape else int(input_dim)
+        call = f"{type(self).__name__}.{hook}(input_dim={dim!r}, latent_dim={self.latent_dim})"
+        if getattr(type(self), hook) is getattr(VAE, hook):
+            return None
+        encoder = hook == "build_encoder"
+        contract = ("an nn.Module whose forward(x: (B, D)) returns (mu, log_var), each (B, latent_dim)" if encoder
+                    else "an nn.Module whose forward(z: (B, latent_dim)) returns " +
+                    ("(B, D) logits" if self.likelihood == "bernoulli" and self.decoder_output == "logits" else
+                     "(B, D) probabilities in [0, 1]" if self.likelihood == "bernoulli" else
+                     "the (B, D) mean or (mean, scale)"))
+        try:
+            net = getattr(self, hook)(dim, self.latent_dim)
+        except Exception as e:  # the user's code: say which hook failed and what it must return
+            raise ValueError(f"{self.name}: {call} failed ({type(e).__name__}: {e}); it must return {contract} "
+                             "(the original's TensorFlow code cannot run here: write the network in torch)") from e
+        if net is None:
+            return None
+        if not isinstance(net, nn.Module):
+            raise ValueError(f"{self.name}: {call} returned a {type(net).__name__}; it must return {contract}")
+        B, D, L = 2, int(input_dim), self.latent_dim
+        try:
+            p = next(net.parameters(), None)
+            dtype = p.dtype if p is not None and p.is_floating_point() else torch.float32
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                out = net(torch.zeros(B, D if encoder else L, dtype=dtype))
+        except Exception as e:
+            raise ValueError(f"{self.name}: the network of {call} fails on a batch of shape "
+                             f"({B}, {D if encoder else L}) ({type(e).__name__}: {e}); it must be {contract}") from e
+
+        def shape_ok(t, shape):
+            return isinstance(t, torch.Tensor) and tuple(t.shape) == shape
+
+        if encoder:
+            ok = isinstance(out, (tuple, list)) and len(out) == 2 and all(shape_ok(t, (B, L)) for t in out)
+        elif self.likelihood == "bernoulli":
+            ok = shape_ok(out, (B, D))
+            if ok and self.decoder_output == "probs" and not bool(((out >= 0) & (out <= 1)).all()):
+                raise ValueError(f"{self.name}: the network of {call} gives values outside [0, 1], but "
+                                 f"{type(self).__name__}.decoder_output = 'probs': end it with nn.Sigmoid() or set "
+                                 "decoder_output = 'logits'")
+        else:
+            ok = shape_ok(out, (B, D)) or (isinstance(out, (tuple, list)) and len(out) == 2
+                                           and shape_ok(out[0], (B, D)))
+        if not ok:
+            got = (f"a tuple of {[tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__ for t in out]}"
+                   if isinstance(out, (tuple, list)) else
+                   f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__)
+            raise ValueError(f"{self.name}: the network of {call} returns {got} for a batch of {B}; "
+                             f"it must be {contract}")
+        if encoder:
+            return LogVarEncoder(net)
+        if self.likelihood == "gaussian" and isinstance(out, torch.Tensor):
+            return FixedScaleDecoder(net, self._user_decoder_scale)
+        return net
+
+    #: standard deviation of a Gaussian user decoder that returns only the mean
+    _user_decoder_scale = 1.0
+
     def _build(self, input_dim: int) -> None:
-        """Create (or copy the user's) networks on the device; resets the optimisers."""
+        """Create the networks on the device (the user's :meth:`build_encoder` /
+        :meth:`build_decoder`, the constructor's ``encoder=`` / ``decoder=`` (copied), or the
+        built-in ones); resets the optimisers."""
         L, H = self.latent_dim, self.hidden
-        if self.encoder is None or self.decoder is None:
+        user_enc = self._user_network("build_encoder", input_dim)
+        user_dec = self._user_network("build_decoder", input_dim)
+        self._decoder_gives = "logits"
+        if user_dec is not None and self.likelihood == "bernoulli":
+            self._decoder_gives = self.decoder_output
+        if (self.encoder is None and user_enc is None) or (self.decoder is None and user_dec is None):
             # the built-in one-hidden-layer networks: D-H-(L, L) and L-H-D weights; each weight is
             # held 4 times (value, gradient, Adam's two moments) in float32
             n = input_dim * H + 2 * H * L + L * H + H * input_dim
             check_memory(4 * n, f"networks of {n} weights (D={input_dim}, hidden={H}, latent_dim={L})",
                          self.name, itemsize=4)
-        if self.encoder is not None:
+        if user_enc is not None:
+            enc = user_enc
+        elif self.encoder is not None:
             enc = copy.deepcopy(self.encoder)
         else:
             enc = Encoder(input_dim, L, H, name=f"{self.name}.encoder")
-        if self.decoder is not None:
+        if user_dec is not None:
+            dec = user_dec
+        elif self.decoder is not None:
             dec = copy.deepcopy(self.decoder)
         elif self.likelihood == "bernoulli":
             dec = Decoder(L, input_dim, H, name=f"{self.name}.decoder")
@@ -656,7 +859,11 @@ class VAE(Module):
         for xb in x.split(self._batch(x.shape[0])):
             loc, scale = self.encoder_(xb)
             out = self.decoder_(loc)
-            recs.append(torch.sigmoid(out) if self.likelihood == "bernoulli" else out[0])
+            if self.likelihood == "gaussian":
+                out = out[0]
+            elif self._decoder_gives == "logits":
+                out = torch.sigmoid(out)
+            recs.append(out)
             locs.append(loc)
             scales.append(scale)
         return torch.cat(locs), torch.cat(scales), torch.cat(recs)
