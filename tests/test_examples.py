@@ -30,7 +30,7 @@ MIN_ACCURACY = {"vae_gmm": 0.3, "vae_gmm_mm": 0.3, "vae_gmm_mlda": 0.6, "vae_gmm
 
 
 def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", os.path.join(EXAMPLES, f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"example_{name.replace('/', '_')}", os.path.join(EXAMPLES, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -203,6 +203,50 @@ def test_speech_pairs_example_runs(tmp_path, data_dir):
         assert np.loadtxt(mlda / "Pdz_learn.txt").shape == (100, 10)
 
 
+def test_original_mmlda_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("original/mmlda")
+    defaults = example.parser().parse_args([])
+    assert (defaults.classes, defaults.weight, defaults.top_weight, defaults.itr, defaults.updates) == \
+        (10, 200, 100, 100, 5)
+    args = example.parser().parse_args(["--data-dir", data_dir, "--itr", "10", "--updates", "2", "--seeds", "0",
+                                        "--output", str(tmp_path)])
+    acc = example.main(args)
+    # measured with these arguments on seeds 0-2: object 0.76, 0.76, 0.70; motion 0.92, 0.90, 1.00;
+    # random classes of the 50 objects score 0.32 (at most 0.42 in 200 draws)
+    assert acc["object"].shape == acc["motion"].shape == (1,)
+    assert acc["object"][0] >= 0.5 and acc["motion"][0] >= 0.7, acc
+    assert "motion accuracy" in capsys.readouterr().out
+    assert (tmp_path / "seed0" / "module005_mlda" / "acc_learn.txt").exists()
+    assert (tmp_path / "seed0" / "module006_mlda" / "Pdz_learn.txt").exists()
+
+
+def test_original_mmlda_chain_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("original/mmlda_chain")
+    defaults = example.parser().parse_args([])
+    assert (defaults.classes, defaults.weight, defaults.itr, defaults.updates) == (10, 100, 100, 5)
+    args = example.parser().parse_args(["--data-dir", data_dir, "--itr", "10", "--updates", "2", "--seeds", "0",
+                                        "--output", str(tmp_path)])
+    acc = example.main(args)
+    # measured with these arguments on seeds 0-2: the top MLDA 1.00 on every seed
+    assert acc.shape == (1, 5) and acc[0, -1] >= 0.8, acc
+    assert "MLDA1..MLDA5" in capsys.readouterr().out
+    assert (tmp_path / "seed0" / "module009_mlda" / "acc_learn.txt").exists()
+
+
+def test_original_hmm_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("original/hmm")
+    defaults = example.parser().parse_args([])
+    assert (defaults.classes, defaults.itr, defaults.updates) == (4, 100, 5)
+    args = example.parser().parse_args(["--data-dir", data_dir, "--itr", "10", "--updates", "2", "--seeds", "0",
+                                        "--output", str(tmp_path)])
+    acc = example.main(args)
+    # random classes of the 100 points score about 0.35
+    assert acc["gmm"].shape == acc["gmm_mm"].shape == (1,)
+    assert acc["gmm"][0] >= 0.6 and acc["gmm_mm"][0] >= 0.6, acc
+    assert "GMM+MM accuracy" in capsys.readouterr().out
+    assert (tmp_path / "seed0" / "module002_gmm" / "acc_learn.txt").exists()
+
+
 #: every example script -> the tests above that run it with tiny arguments
 EXAMPLE_TESTS = {
     "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
@@ -214,6 +258,9 @@ EXAMPLE_TESTS = {
     "recognition.py": ["test_recognition_example_runs"],
     "speech_pairs.py": ["test_speech_pairs_example_runs"],
     "custom_module.py": ["test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises"],
+    "original/mmlda.py": ["test_original_mmlda_example_runs"],
+    "original/mmlda_chain.py": ["test_original_mmlda_chain_example_runs"],
+    "original/hmm.py": ["test_original_hmm_example_runs"],
 }
 
 
