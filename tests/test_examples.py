@@ -30,7 +30,8 @@ MIN_ACCURACY = {"vae_gmm": 0.3, "vae_gmm_mm": 0.3, "vae_gmm_mlda": 0.6, "vae_gmm
 
 
 def load_example(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name.replace('/', '_')}", os.path.join(EXAMPLES, f"{name}.py"))
+    module_name = "example_" + name.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(module_name, os.path.join(EXAMPLES, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
