@@ -52,7 +52,8 @@ def main(args):
         print(f"seed {seed}: GMM accuracy {alone:.2f}, GMM+MM accuracy {joint:.2f} ({time.perf_counter() - t:.0f} s)")
     acc = {k: np.array(v) for k, v in acc.items()}
     for k, v in acc.items():
-        print(f"{k:<6} accuracy mean {v.mean():.3f} (min {v.min():.2f}, max {v.max():.2f}) over seeds {list(args.seeds)}")
+        print(f"{k:<6} accuracy mean {v.mean():.3f} (min {v.min():.2f}, max {v.max():.2f}) "
+              f"over seeds {list(args.seeds)}")
     print(f"files under {args.output}")
     return acc
 

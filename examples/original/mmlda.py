@@ -55,7 +55,8 @@ def main(args):
         print(f"seed {seed}: object accuracy {obj:.2f}, motion accuracy {mot:.2f} ({time.perf_counter() - t:.0f} s)")
     acc = {k: np.array(v) for k, v in acc.items()}
     for k, v in acc.items():
-        print(f"{k:<6} accuracy mean {v.mean():.3f} (min {v.min():.2f}, max {v.max():.2f}) over seeds {list(args.seeds)}")
+        print(f"{k:<6} accuracy mean {v.mean():.3f} (min {v.min():.2f}, max {v.max():.2f}) "
+              f"over seeds {list(args.seeds)}")
     print(f"files under {args.output}")
     return acc
 
