@@ -291,6 +291,50 @@ def test_original_vae_gmm_nn_examples_run(tmp_path, data_dir, capsys, name):
         assert sorted(os.listdir(tmp_path / "alone")) == ["module002_vae", "module003_gmm"]
 
 
+def test_original_mmlda_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("original/mmlda")
+    defaults = example.parser().parse_args([])
+    assert (defaults.classes, defaults.weight, defaults.top_weight, defaults.itr, defaults.updates) == \
+        (10, 200, 100, 100, 5)
+    args = example.parser().parse_args(["--data-dir", data_dir, "--itr", "10", "--updates", "2", "--seeds", "0",
+                                        "--output", str(tmp_path)])
+    acc = example.main(args)
+    # measured with these arguments on seeds 0-2: object 0.70, 0.78, 0.72; motion 1.00, 1.00, 0.86;
+    # random classes of the 50 objects score 0.32 (at most 0.42 in 200 draws)
+    assert acc["object"].shape == acc["motion"].shape == (1,)
+    assert acc["object"][0] >= 0.5 and acc["motion"][0] >= 0.7, acc
+    assert "motion accuracy" in capsys.readouterr().out
+    assert (tmp_path / "seed0" / "module005_mlda" / "acc_learn.txt").exists()
+    assert (tmp_path / "seed0" / "module006_mlda" / "Pdz_learn.txt").exists()
+
+
+def test_original_mmlda_chain_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("original/mmlda_chain")
+    defaults = example.parser().parse_args([])
+    assert (defaults.classes, defaults.weight, defaults.itr, defaults.updates) == (10, 100, 100, 5)
+    args = example.parser().parse_args(["--data-dir", data_dir, "--itr", "10", "--updates", "2", "--seeds", "0",
+                                        "--output", str(tmp_path)])
+    acc = example.main(args)
+    # measured with these arguments on seeds 0-2: the top MLDA 1.00 on every seed (MLDA1 0.76, 0.90, 0.74)
+    assert acc.shape == (1, 5) and acc[0, -1] >= 0.8, acc
+    assert "MLDA1..MLDA5" in capsys.readouterr().out
+    assert (tmp_path / "seed0" / "module009_mlda" / "acc_learn.txt").exists()
+
+
+def test_original_hmm_example_runs(tmp_path, data_dir, capsys):
+    example = load_example("original/hmm")
+    defaults = example.parser().parse_args([])
+    assert (defaults.classes, defaults.itr, defaults.updates) == (4, 100, 5)
+    args = example.parser().parse_args(["--data-dir", data_dir, "--itr", "10", "--updates", "2", "--seeds", "0",
+                                        "--output", str(tmp_path)])
+    acc = example.main(args)
+    # measured with these arguments on seeds 0-2: GMM 0.99, GMM+MM 1.00 on every seed
+    assert acc["gmm"].shape == acc["gmm_mm"].shape == (1,)
+    assert acc["gmm"][0] >= 0.6 and acc["gmm_mm"][0] >= 0.6, acc
+    assert "GMM+MM accuracy" in capsys.readouterr().out
+    assert (tmp_path / "seed0" / "module002_gmm" / "acc_learn.txt").exists()
+
+
 #: every example script -> the tests above that run it with tiny arguments
 EXAMPLE_TESTS = {
     "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
@@ -307,6 +351,9 @@ EXAMPLE_TESTS = {
     **{os.path.join("original", f"{name}.py"): ["test_original_vae_example_runs"] for name, *_ in ORIGINAL_CASES},
     os.path.join("original", "vae_gmm_nn.py"): ["test_original_vae_gmm_nn_examples_run"],
     os.path.join("original", "vae_gmm_nn_pytorch.py"): ["test_original_vae_gmm_nn_examples_run"],
+    os.path.join("original", "mmlda.py"): ["test_original_mmlda_example_runs"],
+    os.path.join("original", "mmlda_chain.py"): ["test_original_mmlda_chain_example_runs"],
+    os.path.join("original", "hmm.py"): ["test_original_hmm_example_runs"],
 }
 
 

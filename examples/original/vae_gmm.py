@@ -36,8 +36,7 @@ class Encoder(nn.Module):
 
 
 class vae_model(vae.VAE):  # noqa: N801 - the original's name
-    # TODO(issue 17): these hooks are honoured once VAE calls build_encoder/build_decoder (another
-    # change of issue 17); until then the built-in networks of the same shape are used.
+    # the VAE builds its networks with these hooks (torch: the encoder returns (mu, log_var))
     def build_encoder(self, input_dim, latent_dim):
         return Encoder(input_dim, latent_dim)
 

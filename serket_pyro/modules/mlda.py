@@ -527,6 +527,15 @@ class MLDA(Module):
         parent's message, which already moves whole topics.  0 turns the moves off.  Why: Gibbs moves
         single tokens and cannot separate two merged digits; the moves raise VAE+GMM+MLDA's accuracy
         at about twice the time of an update (``benchmarks/tutorials.py --mlda-split-merge 0``).
+    parent_weight : {'auto', 'document', 'token'}, default 'auto'
+        How a parent's class message ``q`` enters a document: ``"token"`` once per token (the
+        original's potential ``q_dk`` on every token's topic), ``"document"`` once per document
+        (``q_dk^(1 / L_d)`` on each of its ``L_d`` tokens, i.e. ``sum_k (n_dk / L_d) log q_dk``),
+        ``"auto"`` once per document for parents whose ``class_message_scope`` is
+        ``"document"`` (an MLDA), once per token for the others (a Markov model, users' modules).
+        Why: an MLDA parent's message is a prediction of the document's class from its other
+        children, a mixture over its topics; once per token it counts as ``L_d`` independent
+        pieces of evidence and outweighs the document's own words.
     save_predictions : bool, default True
         Write ``Pmdw[m]_learn.txt`` (N x V_m per modality; when larger than
         :func:`serket_pyro.output.get_text_limit` values, as for the tutorial's 3000 x 2400 speech
@@ -549,6 +558,9 @@ class MLDA(Module):
     """
 
     input_kinds = (PointMessage, ClassProbs)
+    #: the class messages sent to children are predictions of each document's class as a whole
+    #: (mixtures over this module's topics), applied once per document by an MLDA child
+    class_message_scope = "document"
     _fitted = ("theta_", "phi_", "_theta_draw", "_phi_draw")
     _state_rules = dict.fromkeys(_fitted, "probabilities")
     #: an observation read only by MLDA modules may be left out at recognition (all-zero counts)
@@ -567,7 +579,7 @@ class MLDA(Module):
     def __init__(self, K, weights=None, itr=100, category=None, *, alpha: float = 1.0, beta: float = 1.0,
                  token_rule: str = "largest_remainder", forward: str = "exclusive", backward: str = "exclusive",
                  n_average: int = 10, split_merge: int = 3, save_predictions: bool = True, device=None,
-                 output_root=None, mode: str = "learn", name: str = "mlda"):
+                 output_root=None, mode: str = "learn", name: str = "mlda", parent_weight: str = "auto"):
         super().__init__(name, output_root=output_root)
         self.K = check_positive_int(K, "K (number of topics)", self.name)
         self.weights = self._check_weights(weights)
@@ -578,6 +590,7 @@ class MLDA(Module):
         self.token_rule = self._check_choice(token_rule, "token_rule", TOKEN_RULES)
         self.forward = self._check_choice(forward, "forward", ("exclusive", "original"))
         self.backward = self._check_choice(backward, "backward", ("exclusive", "original"))
+        self.parent_weight = self._check_choice(parent_weight, "parent_weight", ("auto", "document", "token"))
         self.n_average = check_positive_int(n_average, "n_average", self.name)
         self.split_merge = check_positive_int(split_merge, "split_merge", self.name, minimum=0)
         self.save_predictions = bool(save_predictions)
@@ -698,9 +711,29 @@ class MLDA(Module):
         return self._tokens()
 
     def _read_backward(self, inputs):
-        """Parent message as ``(N, K)`` probabilities (float64), or None."""
-        msg = self.get_class_backward_msg(inputs[0][0].shape[0], self.K)
-        return None if msg is None else msg.probs.to(dtype=torch.float64, device=self.device)
+        """The per-token potential ``b`` ``(N, K)`` (float64) from the parents' messages, or None.
+
+        The product of the parents' messages, each to the power ``1 / L_d`` (``L_d`` the document's
+        tokens) when it enters the document once (:meth:`_enters_once`), else as it is: once per
+        token.  A message ``q`` that enters once adds ``sum_k (n_dk / L_d) log q_dk`` to the
+        document's log joint, ``log q_k`` for a document all of topic ``k``."""
+        N = inputs[0][0].shape[0]
+        if self.get_class_backward_msg(N, self.K) is None:  # validates the product; None when flat
+            return None
+        L = sum(m.doc_total for m in inputs[2]).clamp_min(1.0).unsqueeze(1)
+        lb = torch.zeros(N, self.K, dtype=torch.float64, device=self.device)
+        for parent in self.parents:
+            msg = self._backward_msgs.get(parent.name)
+            if msg is not None:
+                lp = msg.log_probs.to(dtype=torch.float64, device=self.device)
+                lb = lb + (lp / L if self._enters_once(parent) else lp)
+        return (lb - lb.logsumexp(1, keepdim=True)).exp()
+
+    def _enters_once(self, parent) -> bool:
+        """Whether ``parent``'s message enters each document once (``parent_weight``)."""
+        if self.parent_weight == "auto":
+            return getattr(parent, "class_message_scope", "token") == "document"
+        return self.parent_weight == "document"
 
     # --------------------------------------------------------------- the model
     def model(self, *counts, bias=None):
