@@ -119,6 +119,8 @@ class NN(Module):
     output_root : str or os.PathLike, optional
         Folder for this module's output folder.
 
+    Notes
+    -----
     Subclass hook: :meth:`build_model` ``(self, input_dim, output_dim)`` returning a
     ``torch.nn.Module`` from ``(B, input_dim)`` class vectors to ``(B, output_dim)`` observations.
     The original's TensorFlow hook ``model(self, x, y, input_dim, output_dim)`` cannot run here

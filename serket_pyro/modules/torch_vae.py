@@ -59,6 +59,8 @@ class TorchVAE(VAE):
         Kept for the original's signature; the original's ``TorchVAE`` did not use it either
         (the loss of every epoch is written to ``loss_learn.txt``).
 
+    Notes
+    -----
     Subclass hooks: ``build_encoder(self, input_dim, latent_dim)`` and
     ``build_decoder(self, input_dim, latent_dim)``, each returning a ``torch.nn.Module``;
     ``input_dim`` is the shape ``(D,)`` as in the original (``nn.Linear(input_dim[0], ...)``).
