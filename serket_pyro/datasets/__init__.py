@@ -4,23 +4,11 @@ One module per data set holds everything about it (upstream sources, the arrays 
 file, their SHA-256, the record class, the converter from the upstream format and the
 ``load_*`` function), as scikit-learn's ``sklearn/datasets/_covtype.py``:
 
-module                         file                        loader
-=============================  ==========================  ========================================
-:mod:`.tutorial`               ``serket_tutorial.npz``     :func:`load_tutorial`
-:mod:`.tutorial_speech`        the two files above         :func:`load_tutorial_speech` (raw MFCC)
-:mod:`.tutorial_speech`        the two files above           :func:`load_tutorial_speech` (raw MFCC)
-:mod:`.hmm_toy`                ``serket_hmm_toy.npz``      :func:`load_hmm_toy`
-:mod:`.objects`                ``serket_objects.npz``      :func:`load_objects`
-:mod:`.mmlda_chain`            ``serket_mmlda_chain.npz``  :func:`load_mmlda_chain`
-:mod:`.spoken_arabic_digit`    ``spoken_arabic_digit.npz`` :func:`load_spoken_arabic_digit`
-:mod:`.fsdd`                   ``fsdd.npz``                :func:`load_fsdd`
-:mod:`.mnist`                  ``mnist.npz`` (+ subset)    :func:`load_mnist`, :func:`load_mnist_subset`
-=============================  ==========================  ========================================
-=======
 =============================  ============================  ==============================================
 module                         file                          loader
 =============================  ============================  ==============================================
 :mod:`.tutorial`               ``serket_tutorial.npz``       :func:`load_tutorial`
+:mod:`.tutorial_speech`        tutorial and SAD ``.npz``     :func:`load_tutorial_speech` (raw MFCC)
 :mod:`.hmm_toy`                ``serket_hmm_toy.npz``        :func:`load_hmm_toy`
 :mod:`.objects`                ``serket_objects.npz``        :func:`load_objects`
 :mod:`.mmlda_chain`            ``serket_mmlda_chain.npz``    :func:`load_mmlda_chain`
