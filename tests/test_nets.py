@@ -2,8 +2,10 @@
 ``torch_vae.TorchVAE`` and the supervised network module ``nn.NN`` / ``torch_nn.TorchNN``."""
 
 import math
+import os
 
 import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -154,6 +156,13 @@ def test_torch_vae_takes_the_original_signature_and_shape_argument(tmp_path):
     cfg = v.get_config()
     assert cfg["epoch"] == 5 and cfg["RE"] == "BCE" and cfg["batch_size"] is None
     assert TorchVAEModel(**cfg).get_config() == cfg
+    # the original's load_dir: the model files of the learning update, then recognition
+    r = TorchVAEModel(12, 3, load_dir=os.path.join(v.output_dir, "000"))
+    assert r.mode == "recog" and all(torch.equal(a, b) for a, b in zip(r.decoder_.state_dict().values(),
+                                                                        v.decoder_.state_dict().values()))
+    r.connect(srk.Observation(images()))
+    r.update()
+    torch.testing.assert_close(r.forward_msg.loc, v.forward_msg.loc)
     bad = TorchVAEModel(10, 3, epoch=1)
     bad.connect(srk.Observation(images()))
     with pytest.raises(ValueError, match=rf"{bad.name}: input_dim=10 but the data .* have D=12"):
@@ -354,7 +363,11 @@ def test_torch_nn_user_network_and_the_original_message():
     probs = c2.get_backward_msg().probs
     assert probs.shape == (60, 3) and torch.allclose(probs.sum(1), torch.ones(60, dtype=torch.float64))
     assert all(q.requires_grad for q in o.network_.parameters())
-    with pytest.raises(ValueError, match="TorchNN: load_dir='m' is not supported"):
+    # the original's load_dir: the model files of the learning update, then recognition
+    r = Model(20, 20, load_dir=o.output_dir)
+    assert r.mode == "recog"
+    assert all(torch.equal(a, b) for a, b in zip(r.network_.state_dict().values(), o.network_.state_dict().values()))
+    with pytest.raises(ValueError, match="no model in 'm'"):
         Model(20, 20, load_dir="m")
 
 

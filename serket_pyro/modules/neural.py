@@ -474,21 +474,19 @@ class TorchNN(NN):
 
     ``TorchNN(batch_size1, batch_size2, itr1=5000, itr2=5000, lr=1e-3, device="cpu", name="nn",
     load_dir=None)``; the subclass defines :meth:`build_model` ``(self, input_dim, output_dim)``
-    returning a ``torch.nn.Module``.  ``load_dir`` (the original's recognition from a saved model
-    folder) is refused with the way to load a trained module (:func:`serket_pyro.load_graph`,
-    :meth:`load_state_dict`).  Everything else is :class:`NN`'s.
+    returning a ``torch.nn.Module``.  ``load_dir``: the original's recognition from the model files
+    a learning update wrote (:meth:`~serket_pyro.module.Module.load_model`, then
+    ``mode="recog"``).  Everything else is :class:`NN`'s.
     """
 
     test_args = {"batch_size1": 8, "batch_size2": 8, "itr1": 3, "itr2": 3}
 
     def __init__(self, batch_size1, batch_size2, itr1=5000, itr2=5000, lr=1e-3, device="cpu", name="nn",
                  load_dir=None):
-        if load_dir is not None:
-            raise ValueError(f"TorchNN: load_dir={load_dir!r} is not supported; load a trained graph with "
-                             "srk.load_graph(path, mode='recog') or nn1.load_state_dict(torch.load("
-                             "'<module folder>/model_learn.pt', weights_only=True))")
         super().__init__(itr1, itr2, name, batch_size1, batch_size2, lr=lr, device=device)
         self.load_dir = load_dir
+        if load_dir is not None:  # the base class's model files: learned state, mode="recog"
+            self.load_model(load_dir)
 
     def tensor(self, x):
         """The original's helper: ``x`` as a float32 tensor on the module's device."""

@@ -11,7 +11,6 @@ files and state, with the original's argument names and output conventions.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import torch
@@ -52,9 +51,9 @@ class TorchVAE(VAE):
         (Gaussian with standard deviation ``sqrt(1/2)``, so that ``-log p(x | z)`` is the summed
         squared error plus a constant, the original's loss; the decoder gives the mean).
     load_dir : str, optional
-        The original's recognition from a saved model folder; passed to
-        :class:`~serket_pyro.modules.vae.VAE` where it supports it, otherwise refused with the
-        way to load a trained VAE (:func:`serket_pyro.load_graph`, :meth:`load_state_dict`).
+        The original's recognition: a folder with the model files a learning update wrote
+        (``module001_vae/004``); loaded by :meth:`~serket_pyro.module.Module.load_model`, which
+        switches the module to ``mode="recog"``.
     loss_step : int, default 50
         Kept for the original's signature; the original's ``TorchVAE`` did not use it either
         (the loss of every epoch is written to ``loss_learn.txt``).
@@ -82,19 +81,8 @@ class TorchVAE(VAE):
                  KLD_weight=1, RE="BCE", load_dir=None, loss_step=50):
         if RE not in _RE:
             raise ValueError(f"TorchVAE: RE must be 'BCE' or 'MSE', got {RE!r}")
-        extra = {}
-        base = inspect.signature(VAE.__init__).parameters
-        for key, value, default in (("name", name, "vae"), ("load_dir", load_dir, None), ("loss_step", loss_step, 50)):
-            if key in base:
-                extra[key] = value
-            elif key == "load_dir" and value is not None:
-                raise ValueError("TorchVAE: load_dir= is not supported by this version of serket_pyro's VAE; load a "
-                                 "trained graph with srk.load_graph(path, mode='recog') or "
-                                 "vae1.load_state_dict(torch.load('<module folder>/model_learn.pt', weights_only=True))")
         super().__init__(latent_dim, itr=epoch, batch_size=1 if batch_size is None else batch_size, lr=lr,
-                         kl_weight=KLD_weight, likelihood=_RE[RE], device=device, **extra)
-        if "name" not in extra:
-            self.name = f"module{self.index:03d}_{name}"
+                         kl_weight=KLD_weight, likelihood=_RE[RE], device=device, name=name, loss_step=loss_step)
         if isinstance(input_dim, (tuple, list)):
             dims = [int(d) for d in input_dim]
             if not dims or any(d < 1 for d in dims) or any(int(d) != d for d in input_dim):
@@ -111,6 +99,8 @@ class TorchVAE(VAE):
         self.RE = RE
         self.load_dir = load_dir
         self.loss_step = loss_step
+        if load_dir is not None:  # the base class's model files: learned state, mode="recog"
+            self.load_model(load_dir)
 
     def _read_inputs(self):
         x, scale = super()._read_inputs()
