@@ -39,6 +39,8 @@ _counter = itertools.count()
 #: the model file every learning update writes into its iteration folder (and the module's folder)
 MODEL_FILE, MODEL_INFO = "model.pt", "model.json"
 _MODEL_FORMAT = "serket_pyro.model"
+#: the sender of a backward message set by hand on a module without a parent
+_USER = "user"
 #: a class message whose log-probabilities differ by no more than this within every row is flat
 _FLAT_LOG_TOL = 1e-8
 
@@ -296,8 +298,10 @@ class Module:
         return 1
 
     def get_backward_msg(self) -> Message | None:
-        """Product of the backward messages of all parents, or ``None`` if none arrived yet."""
-        return combine(self._backward_msgs[p.name] for p in self.parents if p.name in self._backward_msgs)
+        """Product of the backward messages of all parents (and of one set by the user with
+        :meth:`set_backward_msg` on a module without a parent), or ``None`` if none arrived yet."""
+        keys = [p.name for p in self.parents] + [_USER]
+        return combine(self._backward_msgs[k] for k in keys if k in self._backward_msgs)
 
     def get_class_backward_msg(self, N: int, K: int) -> ClassProbs | None:
         """The parents' combined message, checked to be class probabilities of shape ``(N, K)``;
@@ -369,7 +373,7 @@ class Module:
             raise ValueError(f"{self.name}: backward message for {msg.N} data points, this module has {n}")
         if parent is None and len(self.parents) > 1:
             raise ValueError(f"{self.name} has {len(self.parents)} parents: say which one sends (parent=...)")
-        key = parent.name if parent is not None else (self.parents[0].name if self.parents else "user")
+        key = parent.name if parent is not None else (self.parents[0].name if self.parents else _USER)
         self._backward_msgs[key] = msg
 
     def get_name(self) -> str:

@@ -20,8 +20,9 @@ signature and the original's.  A positional call is read in the original's order
 original's ``name`` position holds a string (ours never takes a string there: a positional name
 can never become labels); keywords of the original are renamed or converted; an original
 argument that has no counterpart raises ``ValueError`` naming it and what to write instead, or,
-where it only changes the starting point (``weight_stddev``), warns with
-:class:`OriginalArgumentWarning`.  Nothing is accepted and ignored silently.
+where it is used only by another method (``MarkovModel(num_samp=)``), warns with
+:class:`OriginalArgumentWarning`.  Nothing is accepted and ignored silently (the 2018 VAE's
+``weight_stddev`` is ``init_scale``, the truncated-normal start of the built-in networks).
 
 ``load_dir`` (a folder ``module001_gmm/004`` holding the model file of one iteration, see
 :meth:`~serket_pyro.module.Module.load_model`) is not a constructor parameter of ours: the
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-import warnings
 from dataclasses import dataclass, field
 
 __all__ = ["OriginalArgumentWarning", "OriginalSignature", "translate", "wrap_init", "GMM_API", "MLDA_API",
@@ -197,10 +197,7 @@ def _vae_hidden(value, given, cls):
 
 
 def _vae_weight_stddev(value, given, cls):
-    warnings.warn(f"{_owner(cls)}: weight_stddev={value!r} is not used: serket_pyro starts its networks from "
-                  "PyTorch's default initialisation; to choose the initial weights, give your own networks "
-                  "(encoder=..., decoder=...) and drop weight_stddev", OriginalArgumentWarning, stacklevel=4)
-    return {}
+    return {"init_scale": value}
 
 
 def _vae_detect(args):

@@ -283,7 +283,7 @@ def test_original_vae_gmm_nn_examples_run(tmp_path, data_dir, capsys, name):
     message = np.loadtxt(out / "module004_nn" / "001" / "message_learn.txt")
     assert message.shape == (200, 10) and np.allclose(message.sum(1), 1.0, atol=1e-4)
     assert np.loadtxt(out / "module004_nn" / "class_means_learn.txt").shape == (10, 2400)
-    assert (out / "module004_nn" / "model_learn.pt").is_file()
+    assert (out / "module004_nn" / "model.pt").is_file()
     if name.endswith("vae_gmm_nn"):  # --no-nn: the same system without the NN
         srk.reset_module_counter()
         args.no_nn, args.output = True, str(tmp_path / "alone")

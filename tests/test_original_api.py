@@ -69,7 +69,7 @@ def test_markov_model_original_order_and_num_samp():
     ((10,), {"itr": 40, "KL_param": 0.25}, {"itr": 40, "kl_weight": 0.25}),
     # 2018: VAE(latent_dim, weight_stddev, itr, name, hidden_encoder_dim, hidden_decoder_dim, batch_size, KL_param)
     ((8, 0.1, 50, "old", 64, 64, 32, 2), {}, {"itr": 50, "hidden": 64, "batch_size": 32, "kl_weight": 2.0,
-                                             "name": "module000_old"}),
+                                             "name": "module000_old", "init_scale": 0.1}),
     ((8,), {"hidden_encoder_dim": 32, "hidden_decoder_dim": 32}, {"hidden": 32}),
     ((8,), {"hidden_decoder_dim": 16}, {"hidden": 16}),
     # ours
@@ -77,17 +77,31 @@ def test_markov_model_original_order_and_num_samp():
 ])
 def test_vae_original_signatures_map(args, kwargs, expected):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", OriginalArgumentWarning)  # weight_stddev (tested below)
+        warnings.simplefilter("error")  # every argument is used: no warning
         v = vae.VAE(*args, **kwargs)
     for k, want in expected.items():
         assert getattr(v, k) == want, (k, getattr(v, k), want)
     assert "name" not in v.get_config() and type(v)(**v.get_config()).get_config() == v.get_config()
 
 
-def test_vae_weight_stddev_warns():
-    with pytest.warns(OriginalArgumentWarning, match=r"weight_stddev=0.1 is not used.*encoder=\.\.\., decoder="):
-        v = vae.VAE(8, 0.1, 50)  # the 2018 order without a name
-    assert v.itr == 50
+def test_vae_weight_stddev_starts_the_networks_from_a_truncated_normal(tmp_path):
+    """The 2018 VAE's weight_stddev: every built-in weight from Normal(0, s) cut at 2 s, zero biases."""
+    v = vae.VAE(8, 0.03, 50)  # the 2018 order without a name
+    assert (v.itr, v.init_scale) == (50, 0.03)
+    torch.manual_seed(0)
+    v._build(400)
+    weights = [m.weight for net in (v.encoder_, v.decoder_) for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(weights) == 5
+    w = torch.cat([p.detach().reshape(-1) for p in weights])
+    assert float(w.abs().max()) <= 0.06 + 1e-7
+    # the standard deviation of N(0, s) truncated at +-2 s is 0.880 s
+    assert abs(float(w.std()) - 0.880 * 0.03) < 0.002, float(w.std())
+    assert all(float(m.bias.detach().abs().max()) == 0.0 for net in (v.encoder_, v.decoder_) for m in net.modules()
+               if isinstance(m, torch.nn.Linear))
+    default = vae.VAE(8, 2, 50)
+    torch.manual_seed(0)
+    default._build(400)
+    assert float(default.encoder_.fc1.bias.detach().abs().max()) > 0  # PyTorch's own start otherwise
 
 
 @pytest.mark.parametrize("make,match", [
@@ -186,6 +200,37 @@ def test_every_learning_update_writes_a_model_file(tmp_path):
     # the original's name of MLDA's classes
     d = tmp_path / m.name / "001"
     assert np.array_equal(np.loadtxt(d / "categories_learn.txt"), np.loadtxt(d / "class_learn.txt"))
+
+
+def test_vae_predict_decodes_the_parents_message(tmp_path):
+    """The original TorchVAE's predict(): x_hat = decoder(the parent's prior mean), sent down and saved."""
+    srk.set_output_root(tmp_path)
+    srk.set_seed(0)
+    rng = np.random.default_rng(0)
+    x = (rng.random((60, 20)) < np.repeat(rng.random((3, 20)), 20, axis=0)).astype(float)
+    obs = srk.Observation(x)
+    v = vae.VAE(2, itr=3, batch_size=30, hidden=8)
+    g = gmm.GMM(3, itr=5)
+    v.connect(obs)
+    g.connect(v)
+    with pytest.raises(ValueError, match=r"predict\(\) needs trained networks"):
+        v.predict()
+    v.update()
+    with pytest.raises(ValueError, match=r"no parent has sent one"):
+        v.predict()
+    g.update()
+    msg = v.get_backward_msg()
+    x_hat = v.predict()
+    want = torch.sigmoid(v.decoder_(msg.loc.float())).double().detach().numpy()
+    assert x_hat.shape == (60, 20) and np.allclose(x_hat, want, atol=1e-6)
+    assert np.allclose(np.asarray(obs.get_backward_msg()), x_hat)
+    saved = np.loadtxt(tmp_path / v.name / "predict" / "x_hat_predict.txt")
+    assert np.allclose(saved, x_hat, atol=1e-4) and v.n_updates_ == 1
+    # in a fresh module: the model file of a learning update, the parent's message set by hand
+    w = vae.VAE(2, itr=3, batch_size=30, hidden=8, load_dir=tmp_path / v.name / "000")
+    w.connect(srk.Observation(x))
+    w.set_backward_msg(msg)  # the original's way for a module without a parent
+    assert w.mode == "recog" and np.allclose(w.predict(), x_hat, atol=1e-6)
 
 
 def test_load_dir_checks_the_model(tmp_path):

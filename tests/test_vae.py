@@ -334,7 +334,7 @@ def test_end_to_end_files_messages_reproducibility(images, tmp_path):
         xh = np.loadtxt(sub / "x_hat_learn.txt")
         assert xh.shape == (300, 784) and xh.min() >= 0 and xh.max() <= 1
         assert np.loadtxt(sub / "loss_learn.txt").shape == (2,)
-        sd = torch.load(sub / "model_learn.pt", weights_only=True)
+        sd = torch.load(sub / "model.pt", weights_only=True)
         assert "encoder.fc1.weight" in sd and sd["encoder.fc1.weight"].shape == (128, 784)
         assert "decoder.fc2.weight" in sd and sd["decoder.fc2.weight"].shape == (784, 128)
     json.dumps(m.get_config())
@@ -373,7 +373,7 @@ def test_state_dict_round_trip_and_warm_start(images, tmp_path):
     pyro.set_rng_seed(0)
     _, m = _make(x, tmp_path)
     m.update()
-    sd = torch.load(tmp_path / "module001_vae" / "model_learn.pt", weights_only=True)
+    sd = torch.load(tmp_path / "module001_vae" / "model.pt", weights_only=True)
     assert any(k.startswith("optim.") for k in sd)
 
     # recognition with the loaded weights gives the same forward message

@@ -133,7 +133,7 @@ class NN(Module):
     Files (``<output_root>/module%03d_nn/[iteration/]``): ``message_<mode>.txt`` (N x K, the
     backward message, as the original), ``class_means_<mode>.txt`` (K x D, ``f(e_k)``;
     likelihood mode), in learning mode ``loss_learn.txt`` (the mean loss of each epoch) and
-    ``model_learn.pt`` (:meth:`state_dict`, plain tensors).
+    ``model.pt`` / ``model.json`` (:meth:`state_dict`, plain tensors; :meth:`load_model`).
 
     Learned state: ``network_`` (module), ``noise_scale_`` (sigma ``(D,)``; 1 for Poisson), ``input_dim_`` (K),
     ``output_dim_`` (D), ``loss_history_``.
@@ -423,7 +423,6 @@ class NN(Module):
             w.savetxt(f"class_means_{m}.txt", self._means, fmt="%.6g")
         if m == "learn":
             w.savetxt("loss_learn.txt", np.asarray(self._losses, dtype=np.float64))
-            w.torch_save("model_learn.pt", self.state_dict())
 
     def _metrics(self, inputs, backward) -> dict:
         if self.mode != "learn":

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import os
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ from ..features.deskew import deskew as deskew_images
 from ..messages import GaussianMessage, PointMessage
 from ..module import Module
 from ..original_api import VAE_API
+from ..output import OutputWriter
 from ..safe_files import check_loaded_finite
 from ..validation import check_device, check_memory, check_positive_float, check_positive_int
 
@@ -116,6 +118,17 @@ class GaussianDecoder(PyroModule):
 
     def forward(self, z: torch.Tensor):
         return self.fc2(F.relu(self.fc1(z))), self.log_scale.exp()
+
+
+def _truncated_normal_init(net: nn.Module, std: float) -> None:
+    """Weights of every ``nn.Linear`` of ``net`` from ``Normal(0, std)`` truncated to
+    ``[-2 std, 2 std]``, biases zero (the original 2018 VAE's start); the global torch generator."""
+    with torch.no_grad():
+        for layer in net.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.trunc_normal_(layer.weight, 0.0, std, -2.0 * std, 2.0 * std)
+                if layer.bias is not None:
+                    layer.bias.zero_()
 
 
 def _relu_layers(dims) -> list[nn.Module]:
@@ -228,6 +241,11 @@ class VAE(Module):
         batch of all points.
     hidden : int, default 128
         Hidden-layer width of the built-in networks (128).
+    init_scale : float, optional
+        Start the built-in networks' weights from a normal distribution of this standard deviation
+        truncated at two of them, with zero biases (the original 2018 VAE's ``weight_stddev``, 0.1
+        there); ``None`` (default): PyTorch's default initialisation.  Not applied to the user's
+        networks, which initialise themselves.
     lr : float, default 0.001
         Adam learning rate (1e-3).
     kl_weight : float, default 1.0
@@ -313,8 +331,8 @@ class VAE(Module):
     deviations), ``x_hat_<mode>.txt`` (N x D reconstructions; 4 decimals for Bernoulli data,
     ``%.4g`` for Gaussian; with ``deskew`` the reconstructions are of the deskewed images), and in
     learning mode ``loss_learn.txt`` (mean per-point negative ELBO of each epoch of this update)
-    and ``model_learn.pt`` (:meth:`state_dict`: plain tensors, read back with
-    ``torch.load(path, weights_only=True)``).
+    and, as every module, ``model.pt`` / ``model.json`` (:meth:`state_dict`: plain tensors, read
+    back with :meth:`load_model` or ``torch.load(path, weights_only=True)``).
 
     Learned state: ``encoder_``, ``decoder_`` (modules), ``loss_history_`` (list of the epoch
     losses of all updates), ``input_dim_``, ``data_scale_`` (1 or 1/255, see the input rule).
@@ -329,7 +347,7 @@ class VAE(Module):
     _original_api = VAE_API
     _model_params = ("latent_dim", "hidden", "likelihood")
 
-    def __init__(self, latent_dim, itr=200, batch_size=500, *, hidden=128, lr=1e-3, kl_weight=1.0,
+    def __init__(self, latent_dim, itr=200, batch_size=500, *, hidden=128, init_scale=None, lr=1e-3, kl_weight=1.0,
                  likelihood="bernoulli", forward="mean", elbo="analytic", encoder=None, decoder=None,
                  deskew=False, image_shape=None, loss_step=1, device=None, output_root=None, mode="learn",
                  progress=False, name="vae"):
@@ -339,6 +357,7 @@ class VAE(Module):
         self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size", self.name)
         self.loss_step = check_positive_int(loss_step, "loss_step", self.name)
         self.hidden = check_positive_int(hidden, "hidden", self.name)
+        self.init_scale = None if init_scale is None else check_positive_float(init_scale, "init_scale", self.name)
         self.lr = check_positive_float(lr, "lr", self.name)
         self.kl_weight = check_positive_float(kl_weight, "kl_weight", self.name)
         for value, allowed, what in ((likelihood, _LIKELIHOODS, "likelihood"), (forward, _FORWARDS, "forward"),
@@ -695,6 +714,11 @@ class VAE(Module):
             dec = Decoder(L, input_dim, H, name=f"{self.name}.decoder")
         else:
             dec = GaussianDecoder(L, input_dim, H, name=f"{self.name}.decoder")
+        if self.init_scale is not None:  # the original's truncated-normal start, built-in networks only
+            for net, own in ((enc, user_enc is None and self.encoder is None),
+                             (dec, user_dec is None and self.decoder is None)):
+                if own:
+                    _truncated_normal_init(net, self.init_scale)
         self.encoder_, self.decoder_ = enc.to(self.device), dec.to(self.device)
         self.input_dim_ = int(input_dim)
         self._optim, self._svi, self._pending_optim_state = None, None, {}
@@ -854,19 +878,65 @@ class VAE(Module):
         """``q(z | x)`` and the reconstruction for data ``x: (N, D)`` (already scaled, on the
         device), in eval mode and minibatches: ``loc (N, L)``, ``scale (N, L)``, ``x_hat (N, D)``."""
         self.encoder_.eval()
-        self.decoder_.eval()
-        locs, scales, recs = [], [], []
+        locs, scales = [], []
         for xb in x.split(self._batch(x.shape[0])):
             loc, scale = self.encoder_(xb)
-            out = self.decoder_(loc)
+            locs.append(loc)
+            scales.append(scale)
+        loc = torch.cat(locs)
+        return loc, torch.cat(scales), self.decode(loc)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The reconstruction ``x_hat (N, D)`` at latents ``z: (N, L)`` (on the device): the
+        Bernoulli probabilities or the Gaussian means; data in the VAE's own scale."""
+        self.decoder_.eval()
+        outs = []
+        for zb in z.split(self._batch(z.shape[0])):
+            out = self.decoder_(zb)
             if self.likelihood == "gaussian":
                 out = out[0]
             elif self._decoder_gives == "logits":
                 out = torch.sigmoid(out)
-            recs.append(out)
-            locs.append(loc)
-            scales.append(scale)
-        return torch.cat(locs), torch.cat(scales), torch.cat(recs)
+            outs.append(out)
+        return torch.cat(outs)
+
+    def predict(self) -> np.ndarray:
+        """The original TorchVAE's ``predict()``: decode the parent's backward message (the
+        prior mean of each point's ``z``, e.g. a GMM class's mean) into the data space, without
+        reading the observation, and send it to the observation as the backward message.
+
+        Writes ``<module folder>/predict/x_hat_predict.txt`` (``(N, D)``; the original's
+        ``predict/x_hat.npy``); does not count as an update.  Needs learned networks (a learning
+        update, ``load_dir=`` or :meth:`load_model`; in ``mode="recog"`` the model file of this
+        module's own folder is loaded) and a parent's message.
+
+        Returns
+        -------
+        x_hat : ndarray, (N, D)
+            The decoded means, float64.
+        """
+        if self.mode == "recog":
+            self._load_own_model()
+        if self.encoder_ is None:
+            raise ValueError(f"{self.name}: predict() needs trained networks: update() first, or load a model "
+                             f"(load_dir='{self.name}/004', load_model(folder))")
+        msg = self.get_backward_msg()
+        if msg is None:
+            raise ValueError(f"{self.name}: predict() decodes the parent's backward message, but no parent has sent "
+                             "one: connect this VAE to a parent (e.g. a GMM) and update the parent first")
+        if not isinstance(msg, GaussianMessage) or msg.loc.dim() != 2 or msg.loc.shape[1] != self.latent_dim:
+            raise ValueError(f"{self.name}: predict() needs a GaussianMessage (N, latent_dim={self.latent_dim}) from "
+                             f"the parent, got a {msg.kind} message")
+        loc = msg.loc.detach().to(device=self.device, dtype=torch.float32)
+        x_hat = self.decode(loc).cpu().double()
+        w = OutputWriter(os.path.join(self.output_dir, "predict"), None)
+        if self.likelihood == "bernoulli":
+            w.write_bytes("x_hat_predict.txt", _format_unit_interval(x_hat.numpy()))
+        else:
+            w.savetxt("x_hat_predict.txt", x_hat, fmt="%.4g")
+        self.send_backward_msgs([PointMessage(x_hat)])
+        return x_hat.numpy()
 
     def _read_inputs(self):
         """``(x (N, D) float32 on the device, data scale)``, validated (:meth:`_data`)."""
@@ -933,7 +1003,6 @@ class VAE(Module):
             keep = epochs % self.loss_step == 0
             w.savetxt("loss.txt", np.stack([epochs[keep], np.asarray(self._losses)[keep]], axis=1).reshape(-1, 2),
                       fmt=["%d", "%.8g"])
-            w.torch_save("model_learn.pt", self.state_dict())
 
     def _metrics(self, inputs, prior) -> dict:
         if self.mode != "learn":
