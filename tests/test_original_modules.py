@@ -226,6 +226,14 @@ def test_buffer_grows_pads_and_keeps_the_last_size_points(tmp_path):
     b.update()
     np.testing.assert_array_equal(np.asarray(b.forward_msg), [[3, 4, 0], [5, 6, 7], [8, 0, 0], [9, 0, 0]])
     assert b.n_points == 4 and isinstance(b.forward_msg, PointMessage)
+    # checkpoints keep the history: a resumed buffer continues it
+    c = Buffer(size=4)
+    c.load_full_state_dict(b.full_state_dict())
+    c.connect(srk.Observation(np.array([[1.0, 1.0, 1.0]])))
+    c.update()
+    np.testing.assert_array_equal(np.asarray(c.forward_msg), [[5, 6, 7], [8, 0, 0], [9, 0, 0], [1, 1, 1]])
+    with pytest.raises(ValueError, match=r"_Buffer: the saved buffer must be finite"):
+        Buffer().load_full_state_dict({"history/buffer": torch.tensor([1.0, float("nan")])})
     with pytest.raises(ValueError, match=r"_Buffer: size \(or -1 for no limit\) must be"):
         Buffer(size=0)
 

@@ -30,7 +30,9 @@ class Buffer(Module):
     Attributes
     ----------
     buffer_ : torch.Tensor, shape (N_t, D)
-        The buffered points (data, not learned state: not saved with the graph).
+        The buffered points.  Data, not learned state: checkpoints keep them (a resumed online
+        run continues from the whole history), and so does :func:`~serket_pyro.save_graph`, but a
+        graph loaded for recognition starts an empty buffer (new data are recognised on their own).
     """
 
     _fitted = ()
@@ -68,6 +70,24 @@ class Buffer(Module):
         if self.size > 0:
             data = data[-self.size:]
         self.buffer_ = data
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The base's (messages) plus ``history/buffer``: outside ``state/``, which is what a
+        graph loaded without its messages (recognition) reads."""
+        out = super().full_state_dict()
+        if self.buffer_ is not None:
+            out["history/buffer"] = self.buffer_.detach().cpu().clone()
+        return out
+
+    def load_full_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`full_state_dict`; the history is checked to be finite ``(N, D)``."""
+        super().load_full_state_dict({k: v for k, v in state.items() if not k.startswith("history/")})
+        buf = state.get("history/buffer")
+        if buf is not None:
+            buf = torch.as_tensor(buf, dtype=torch.float64)
+            if buf.dim() != 2 or not bool(torch.isfinite(buf).all()):
+                raise ValueError(f"{self.name}: the saved buffer must be finite (N, D), got shape {tuple(buf.shape)}")
+            self.buffer_ = buf
 
     def _recognise(self, new, backward) -> None:
         self._infer(new, backward)  # the buffer grows in both modes
