@@ -387,8 +387,10 @@ class Module:
                             self.name)
 
     def writer(self, iteration: int | None = None) -> OutputWriter:
-        """Writer for this update's files (default iteration: the number of the current update)."""
-        return OutputWriter(self.output_dir, self.n_updates_ if iteration is None else iteration)
+        """Writer for this update's files (default iteration: the number of the current update); in
+        ``mode="recog"`` also the original's ``recog/`` folder with suffix-less names."""
+        return OutputWriter(self.output_dir, self.n_updates_ if iteration is None else iteration,
+                            original_recog=self.mode == "recog")
 
     # ----------------------------------------------------------- the template
     def update(self, load_trained_model=None) -> None:

@@ -192,22 +192,32 @@ def atomic_torch_save(path, state: dict) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+_RECOG_SUFFIX = "_recog"
+
+
 class OutputWriter:
     """Writes one module's files: ``<root>/<name>/<iteration:03d>/file`` and ``<root>/<name>/file``.
 
     Args:
         folder: the module's folder.
         iteration: outer-iteration number, or ``None`` to write only the top-level copy.
+        original_recog: also write each ``<stem>_recog.<ext>`` file as ``<folder>/recog/<stem>.<ext>``,
+            the folder and names the original Serket's recognition wrote (``module001_gmm/recog/class.txt``).
     """
 
-    def __init__(self, folder, iteration: int | None):
+    def __init__(self, folder, iteration: int | None, original_recog: bool = False):
         self.folder = os.fspath(folder)
         self.iteration = iteration
+        self.original_recog = original_recog
 
     def _paths(self, filename):
+        """Where ``filename`` goes; the top-level copy last (large arrays are written only there)."""
         paths = []
         if self.iteration is not None:
             paths.append(os.path.join(self.folder, f"{self.iteration:03d}", filename))
+        stem, ext = os.path.splitext(filename)
+        if self.original_recog and stem.endswith(_RECOG_SUFFIX):
+            paths.append(os.path.join(self.folder, "recog", stem[:-len(_RECOG_SUFFIX)] + ext))
         paths.append(os.path.join(self.folder, filename))
         return paths
 

@@ -251,6 +251,11 @@ def test_load_dir_checks_the_model(tmp_path):
     r.connect(srk.Observation(np.asarray(g.children[0].data)))
     r.recog()
     assert r.mode == "recog" and r.load_dir == r.output_dir and (tmp_path / g.name / "000" / "Pdz_recog.txt").is_file()
+    # and the original's recog/ folder with its suffix-less names
+    for name in ("Pdz", "class"):
+        assert (tmp_path / g.name / "recog" / f"{name}.txt").read_bytes() == \
+            (tmp_path / g.name / "000" / f"{name}_recog.txt").read_bytes()
+    assert not any("learn" in f for f in os.listdir(tmp_path / g.name / "recog"))
     # the original pixyz modules' update(i): i must be the module's own iteration count
     with pytest.raises(ValueError, match=r"update\(5\) names iteration 5, but this module has done 2 updates"):
         g.update(5)
