@@ -149,10 +149,31 @@ def _worker(rank, world, port, tmp):
                 r = sharded_forward_backward(np.full(K, -np.log(K)), np.log(A), lo[ta:tb])
             out["fb"] = (r.log_likelihood, r.log_marginals, r.trans_counts, r.log_loo, ta, tb)
         # 4. whole fits: GMM alone and GMM + Markov model, outputs under tmp/2p_*
+        _, y = _gmm_data()
         for with_mm in (False, True):
             g = _run_gmm_fit(x if not with_mm else _chain_data()[0], _gmm_data()[1] if not with_mm else
                              _chain_data()[1], os.path.join(tmp, f"2p_{with_mm}"), True, with_mm)
             out[f"fit_{with_mm}"] = (g.means_.clone(), g.weights_.clone(), g.metrics_.get("accuracy"))
+        # 5. checkpoints: 3 iterations at once == 2 iterations, then resumed to 3
+        for name, n_iter, resume in (("whole", 3, False), ("part", 2, False), ("part", 3, True)):
+            srk.reset_module_counter()
+            srk.set_output_root(os.path.join(tmp, f"ck_out_{name}"))
+            g = srk.GMM(3, itr=5, n_init=1, category=y)
+            g.connect(srk.Observation(x))
+            srk.fit(g, n_iter=n_iter, seed=4, progress=False, distributed=True,
+                    checkpoint_dir=os.path.join(tmp, f"ck_{name}"), resume=resume)
+            out[f"ckpt_{name}"] = g.means_.clone()
+        # 6. a VAE under a GMM: averaged gradients keep the networks identical on every rank
+        srk.reset_module_counter()
+        srk.set_output_root(os.path.join(tmp, "vae_out"))
+        rng = np.random.default_rng(2)
+        imgs = (rng.random((90, 16)) < np.repeat(rng.random((2, 16)), 45, axis=0)).astype(np.float64)
+        v = srk.VAE(2, itr=3, batch_size=20)
+        gv = srk.GMM(2, itr=5, n_init=1)
+        v.connect(srk.Observation(imgs))
+        gv.connect(v)
+        srk.fit(v, gv, n_iter=2, seed=1, progress=False, distributed=True)
+        out["vae_params"] = [p.detach().clone() for p in v.encoder_.parameters()]
     finally:
         torch.save(out, os.path.join(tmp, f"rank{rank}.pt"))
         torch.distributed.destroy_process_group()
@@ -235,3 +256,20 @@ def test_two_process_fit_matches_one_process(two_process_results, tmp_path, with
     order = torch.argsort(g1.means_[:, 0] * 10 + g1.means_[:, 1])
     order2 = torch.argsort(means[0][:, 0] * 10 + means[0][:, 1])
     torch.testing.assert_close(means[0][order2], g1.means_[order], atol=0.15, rtol=0)
+
+
+def test_two_process_checkpoint_resume_continues_exactly(two_process_results):
+    tmp, res = two_process_results
+    for r in res:
+        assert torch.equal(r["ckpt_whole"], r["ckpt_part"])
+    assert os.path.isdir(os.path.join(tmp, "ck_part", "rank001", "iter_002"))
+    assert os.path.isfile(os.path.join(tmp, "ck_part", "metrics.jsonl"))
+
+
+def test_two_process_vae_networks_stay_identical(two_process_results):
+    tmp, res = two_process_results
+    a, b = res[0]["vae_params"], res[1]["vae_params"]
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    vdir = [n for n in os.listdir(os.path.join(tmp, "vae_out")) if n.endswith("_vae")][0]
+    z = np.loadtxt(os.path.join(tmp, "vae_out", vdir, "z_learn.txt"))
+    assert z.shape == (90, 2)

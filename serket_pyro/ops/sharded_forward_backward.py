@@ -63,7 +63,6 @@ def shard_forward_backward(log_init, log_trans, log_obs, summaries, r: int) -> F
     transitions and the one entering it); their sum over the shards is the chain's.
     """
     log_init, log_trans, log_obs = _np64(log_init), _np64(log_trans), _np64(log_obs)
-    R = len(summaries)
     K = log_trans.shape[0]
     A = np.exp(log_trans)
     # the whole chain's likelihood and the boundary messages, from the summaries alone
