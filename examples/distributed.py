@@ -2,7 +2,7 @@
 
 Launch on one machine with 2 processes (``gloo`` on CPU, ``nccl`` on GPUs)::
 
-    torchrun --nproc_per_node 2 examples/distributed.py --n 3000 --epochs 20 --iterations 3
+    torchrun --nproc_per_node 2 examples/distributed.py --n-points 3000 --epochs 20 --iterations 3
 
 or on several machines (the same command on each, ``--node_rank`` 0..nnodes-1, rank 0's address)::
 
