@@ -137,6 +137,15 @@ def _worker(rank, world, port, tmp):
             zp = _topics(mod.doc[mod.part_entry] + da, mod.word[mod.part_entry], K).unsqueeze(0)
             _, nkw = mlda_mod._count_topics(zw, zp, mod, K)
             out["mlda_nkw"] = sd.all_reduce_tensors([nkw])[0]
+            # ... and inside a Gibbs sweep (the hook the sampler uses): its counts are those of
+            # the topics every rank drew, (word, topic, weight) triplets returned here
+            theta = torch.full((1, db - da, K), 1.0 / K, dtype=torch.float64)
+            phi = torch.full((1, K, c.shape[1]), 1.0 / c.shape[1], dtype=torch.float64)
+            _, _, _, nkws, topics = mlda_mod._gibbs_sweep(theta, [phi], [mod], None, 0.5, 0.5, return_topics=True)
+            (tw, tp), = topics
+            out["mlda_sweep"] = (nkws[0][0].clone(), torch.cat([mod.tok_word, mod.word[mod.part_entry]]),
+                                 torch.cat([tw[0], tp[0]]),
+                                 torch.cat([torch.ones(tw.shape[1], dtype=torch.float64), mod.part_weight]))
             # 3. the sharded forward-backward over the process group
             from serket_pyro.ops.sharded_forward_backward import sharded_forward_backward
 
@@ -153,16 +162,18 @@ def _worker(rank, world, port, tmp):
         for with_mm in (False, True):
             g = _run_gmm_fit(x if not with_mm else _chain_data()[0], _gmm_data()[1] if not with_mm else
                              _chain_data()[1], os.path.join(tmp, f"2p_{with_mm}"), True, with_mm)
-            out[f"fit_{with_mm}"] = (g.means_.clone(), g.weights_.clone(), g.metrics_.get("accuracy"))
+            out[f"fit_{with_mm}"] = (g.means_.clone(), g.weights_.clone(), g.metrics_.get("accuracy"),
+                                     g.last_sample_["means"].clone())
         # 5. checkpoints: 3 iterations at once == 2 iterations, then resumed to 3
         for name, n_iter, resume in (("whole", 3, False), ("part", 2, False), ("part", 3, True)):
             srk.reset_module_counter()
             srk.set_output_root(os.path.join(tmp, f"ck_out_{name}"))
-            g = srk.GMM(3, itr=5, n_init=1, category=y)
-            g.connect(srk.Observation(x))
+            xc, yc = _chain_data()  # overlapping classes: the points' draws matter
+            g = srk.GMM(3, itr=5, n_init=1, category=yc[:-1])
+            g.connect(srk.Observation(xc[:-1]))
             srk.fit(g, n_iter=n_iter, seed=4, progress=False, distributed=True,
                     checkpoint_dir=os.path.join(tmp, f"ck_{name}"), resume=resume)
-            out[f"ckpt_{name}"] = g.means_.clone()
+            out[f"ckpt_{name}"] = torch.cat([g.means_, g.last_sample_["means"]])
         # 6. a VAE under a GMM: averaged gradients keep the networks identical on every rank
         srk.reset_module_counter()
         srk.set_output_root(os.path.join(tmp, "vae_out"))
@@ -212,6 +223,14 @@ def test_all_reduced_mlda_counts_equal_one_process(two_process_results):
     _, ref = mlda_mod._count_topics(zw, zp, mod, K)
     for r in res:
         assert torch.equal(r["mlda_nkw"], ref)
+    # the sweep's all-reduced counts are those of both ranks' drawn topics, on both ranks
+    V = c.shape[1]
+    want = torch.zeros(K * V, dtype=torch.float64)
+    for r in res:
+        _, word, topic, weight = r["mlda_sweep"]
+        want.index_put_((topic * V + word,), weight, accumulate=True)
+    for r in res:
+        assert torch.equal(r["mlda_sweep"][0], want.view(K, V))
 
 
 def test_sharded_forward_backward_over_gloo_equals_unsharded(two_process_results):
@@ -237,6 +256,8 @@ def test_two_process_fit_matches_one_process(two_process_results, tmp_path, with
     acc1 = g1.metrics_["accuracy"]
     means = [r[f"fit_{with_mm}"][0] for r in res]
     assert torch.equal(means[0], means[1])  # global parameters identical on every rank
+    # ... also the chain's last draw: every rank draws the global parameters from the same stream
+    assert torch.equal(res[0][f"fit_{with_mm}"][3], res[1][f"fit_{with_mm}"][3])
     out2 = os.path.join(tmp, f"2p_{with_mm}")
     # rank 0 wrote the same files as one process, per-point files for every point
     names1 = sorted(os.path.relpath(os.path.join(d, f), str(tmp_path / "1p"))
@@ -253,6 +274,7 @@ def test_two_process_fit_matches_one_process(two_process_results, tmp_path, with
     if with_mm:
         mdir = [n for n in os.listdir(out2) if n.endswith("_mm")][0]
         assert np.loadtxt(os.path.join(out2, mdir, "msg_learn.txt")).shape == (x.shape[0], 3)
+    assert np.loadtxt(os.path.join(out2, gdir, "mu_learn.txt")).shape == x.shape
     order = torch.argsort(g1.means_[:, 0] * 10 + g1.means_[:, 1])
     order2 = torch.argsort(means[0][:, 0] * 10 + means[0][:, 1])
     torch.testing.assert_close(means[0][order2], g1.means_[order], atol=0.15, rtol=0)
@@ -273,3 +295,13 @@ def test_two_process_vae_networks_stay_identical(two_process_results):
     vdir = [n for n in os.listdir(os.path.join(tmp, "vae_out")) if n.endswith("_vae")][0]
     z = np.loadtxt(os.path.join(tmp, "vae_out", vdir, "z_learn.txt"))
     assert z.shape == (90, 2)
+
+
+def test_cli_distributed_refuses_save_before_any_work(tmp_path, capsys):
+    from serket_pyro import cli
+
+    rc = cli.main(["run", "vae_gmm", "--n", "50", "--distributed", "--save", str(tmp_path / "g"),
+                   "--output", str(tmp_path / "out")])
+    assert rc != 0
+    assert "--save is not available with --distributed" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
