@@ -230,7 +230,7 @@ def falling_objectives(history: list[dict], names, rel_tol: float = 0.05) -> lis
 
 def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bool = True,
         checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 0.05,
-        settings: dict | None = None, distributed: bool = False) -> list[dict]:
+        settings: dict | None = None, distributed: bool | str = False) -> list[dict]:
     """Update every learnable module of the graph connected to ``modules``, bottom-up, ``n_iter`` times.
 
     Args:
@@ -250,7 +250,10 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
             checkpoint; resuming from a checkpoint recorded with other settings, or with other
             module configs, raises ``ValueError`` naming each difference.
         distributed: data-parallel over the processes ``torchrun`` started (see
-            :mod:`serket_pyro.distributed` and :func:`fit_sharded`); in one process an ordinary fit.
+            :mod:`serket_pyro.distributed` and :func:`fit_sharded`): ``True``, every process built
+            the graph on the whole data and keeps its block; ``"shards"``, every observation
+            already holds only this process's block (rows ``shard_bounds(N, world, rank)``).  In
+            one process an ordinary fit.
 
     Returns:
         history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``
@@ -261,7 +264,8 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
         raise ValueError("fit() needs at least one module of the graph")
     if distributed and not _dist.is_sharded() and _dist.init_process_group()[1] > 1:
         return fit_sharded(*modules, n_iter=n_iter, seed=seed, progress=progress, checkpoint_dir=checkpoint_dir,
-                           resume=resume, callback=callback, guard_tol=guard_tol, settings=settings)
+                           resume=resume, callback=callback, guard_tol=guard_tol, settings=settings,
+                           data_sharded=distributed == "shards")
     order = update_order(*modules)
     if not order:
         raise ValueError("the graph has no learnable module to update")
@@ -316,7 +320,7 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
 
 
 def fit_sharded(*modules: Module, seed: int | None = None, progress: bool = True, checkpoint_dir=None,
-                settings: dict | None = None, **kwargs) -> list[dict]:
+                settings: dict | None = None, data_sharded: bool = False, **kwargs) -> list[dict]:
     """:func:`fit` data-parallel over the processes of the current process group (``torchrun``).
 
     Every rank builds the same graph on the whole data; each keeps only its contiguous block of
@@ -326,8 +330,10 @@ def fit_sharded(*modules: Module, seed: int | None = None, progress: bool = True
     ``<checkpoint_dir>/rank<r>/`` (each rank's shard state and random streams) and the run's
     settings record the number of processes, so a resumed run needs the same number.
 
-    ``seed``: the same on every rank (``None``: rank 0 draws one and sends it to the others).
-    Other arguments: as :func:`fit`.
+    ``data_sharded``: the observations already hold only this rank's block (each process loaded
+    rows :func:`~serket_pyro.distributed.shard_bounds` of ``N``, and ``category`` likewise): nothing
+    is cut.  ``seed``: the same on every rank (``None``: rank 0 draws one and sends it to the
+    others).  Other arguments: as :func:`fit`.
     """
     rank, world = _dist.init_process_group()
     allm = connected_modules(*modules)
@@ -336,6 +342,17 @@ def fit_sharded(*modules: Module, seed: int | None = None, progress: bool = True
     if len(sizes) != 1:
         raise ValueError(f"fit(distributed=True): the observations have different numbers of data points {sorted(sizes)}")
     N = sizes.pop()
+    if data_sharded:
+        import torch
+
+        local = torch.tensor([N], dtype=torch.int64)
+        got = [torch.zeros_like(local) for _ in range(world)]
+        torch.distributed.all_gather(got, local)
+        got = tuple(int(v) for v in got)
+        N = sum(got)
+        if got != _dist.shard_sizes(N, world):
+            raise ValueError(f"fit(distributed='shards'): the processes hold {got} data points; the blocks of "
+                             f"N={N} must be {_dist.shard_sizes(N, world)} (rows shard_bounds(N, world, rank))")
     if seed is None:
         import torch
 
@@ -343,14 +360,14 @@ def fit_sharded(*modules: Module, seed: int | None = None, progress: bool = True
         torch.distributed.broadcast(t, 0)
         seed = int(t[0])
     start, stop = _dist.shard_bounds(N, world, rank)
-    for m in obs:
+    for m in [] if data_sharded else obs:
         msg = m.forward_msg
         if not hasattr(msg, "value"):
             raise ValueError(f"fit(distributed=True): {m.name} holds a {type(msg).__name__}; only point data are sharded")
         m.set_forward_msg(msg.value[start:stop])
     for m in allm:
         cat = getattr(m, "category", None)
-        if cat is not None and len(cat) == N:
+        if cat is not None and len(cat) == N and not data_sharded:
             m.category = cat[start:stop]
     settings = {**(settings or {}), "processes": world}
     ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"rank{rank:03d}")

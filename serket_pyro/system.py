@@ -45,7 +45,7 @@ class System:
 
     def fit(self, n_iter: int = 5, seed: int | None = None, progress: bool = True, checkpoint_dir=None,
             resume: bool = False, callback=None, settings: dict | None = None,
-            distributed: bool = False) -> list[dict]:
+            distributed: bool | str = False) -> list[dict]:
         """Run ``n_iter`` outer iterations bottom-up (see :func:`serket_pyro.fit`)."""
         self.history = fit(*self.modules.values(), n_iter=n_iter, seed=seed, progress=progress,
                            checkpoint_dir=checkpoint_dir, resume=resume, callback=callback, settings=settings,

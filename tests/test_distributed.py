@@ -174,6 +174,15 @@ def _worker(rank, world, port, tmp):
             srk.fit(g, n_iter=n_iter, seed=4, progress=False, distributed=True,
                     checkpoint_dir=os.path.join(tmp, f"ck_{name}"), resume=resume)
             out[f"ckpt_{name}"] = torch.cat([g.means_, g.last_sample_["means"]])
+        # 5b. each process loads only its block (distributed="shards"): the same run
+        a, b = sd.shard_bounds(N, world, rank)
+        for name, data, cat, mode in (("cut", x, y, True), ("given", x[a:b], y[a:b], "shards")):
+            srk.reset_module_counter()
+            srk.set_output_root(os.path.join(tmp, f"sh_{name}"))
+            g = srk.GMM(3, itr=5, n_init=1, category=cat)
+            g.connect(srk.Observation(data))
+            srk.fit(g, n_iter=2, seed=4, progress=False, distributed=mode)
+            out[f"sh_{name}"] = g.last_sample_["means"].clone()
         # 6. a VAE under a GMM: averaged gradients keep the networks identical on every rank
         srk.reset_module_counter()
         srk.set_output_root(os.path.join(tmp, "vae_out"))
@@ -305,3 +314,9 @@ def test_cli_distributed_refuses_save_before_any_work(tmp_path, capsys):
     assert rc != 0
     assert "--save is not available with --distributed" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_two_process_fit_of_shards_loaded_by_each_process(two_process_results):
+    _, res = two_process_results
+    for r in res:
+        assert torch.equal(r["sh_cut"], r["sh_given"])
