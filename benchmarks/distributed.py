@@ -37,7 +37,7 @@ def run_torchrun(procs, args, tmp):
            "--iterations", str(args.iterations), "--seed", str(args.seed), "--output", os.path.join(tmp, f"out{procs}"),
            "--json", out, "--no-progress"]
     if args.n:
-        cmd += ["--n", str(args.n)]
+        cmd += ["--n-points", str(args.n)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env)
