@@ -44,7 +44,9 @@ class _Shard:
     world: int
     sizes: tuple  # rows per rank of the current observations (contiguous blocks, rank order)
     local_state: torch.Tensor  # the rank-specific torch generator state
+    seed: int = 0
     bytes: int = 0  # bytes this rank has put into all-reduces/gathers (communication volume)
+    local_cuda_state: torch.Tensor | None = None  # the rank-specific stream of the current CUDA device
 
 
 _ACTIVE: _Shard | None = None
@@ -129,7 +131,7 @@ def sharded(n: int, seed: int | None = None, local_state: torch.Tensor | None = 
         g = torch.Generator()
         g.manual_seed((0 if seed is None else int(seed)) * _STREAM_STRIDE + r + 1)
         local_state = g.get_state()
-    prev, _ACTIVE = _ACTIVE, _Shard(r, w, shard_sizes(n, w), local_state)
+    prev, _ACTIVE = _ACTIVE, _Shard(r, w, shard_sizes(n, w), local_state, 0 if seed is None else int(seed))
     try:
         yield _ACTIVE
     finally:
@@ -180,13 +182,23 @@ def local_rng():
     if _ACTIVE is None:
         yield
         return
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     glob = torch.get_rng_state()
     torch.set_rng_state(_ACTIVE.local_state)
+    if cuda:  # draws on the GPU: its generator gets a rank-specific stream too
+        glob_cuda = torch.cuda.get_rng_state()
+        if _ACTIVE.local_cuda_state is None:
+            torch.cuda.manual_seed(_ACTIVE.seed * _STREAM_STRIDE + _ACTIVE.rank + 1)
+        else:
+            torch.cuda.set_rng_state(_ACTIVE.local_cuda_state)
     try:
         yield
     finally:
         _ACTIVE.local_state = torch.get_rng_state()
         torch.set_rng_state(glob)
+        if cuda:
+            _ACTIVE.local_cuda_state = torch.cuda.get_rng_state()
+            torch.cuda.set_rng_state(glob_cuda)
 
 
 # -------------------------------------------------------------------- collectives
