@@ -95,6 +95,33 @@ def model(costs_small, costs_big, n_small, n_big, N, W, epochs, bandwidth, laten
             "vae_s": at("vae", shard), "gmm_s": at("gmm", shard), "mm_s": at("mm", N)}
 
 
+def sharded_fb_timing(T=200_000, K=10, workers=(8, 64), seed=0):
+    """Seconds of the unsharded forward-backward against one shard's work in the sharded one
+    (transfer summary + local pass; the shards run in parallel), simulated in one process."""
+    from serket_pyro.ops.forward_backward import forward_backward
+    from serket_pyro.ops.sharded_forward_backward import shard_forward_backward, transfer_summary
+
+    rng = np.random.default_rng(seed)
+    A = np.log(rng.dirichlet(np.ones(K), size=K))
+    li, lo = np.full(K, -np.log(K)), rng.normal(size=(T, K))
+    t0 = time.perf_counter()
+    ref = forward_backward(li, A, lo)
+    full = time.perf_counter() - t0
+    print(f"\nforward-backward, T = {T:,} steps, K = {K}: unsharded {full:.2f} s")
+    for W in workers:
+        b = np.linspace(0, T, W + 1).astype(int)
+        shards = [lo[x:y] for x, y in zip(b[:-1], b[1:])]
+        t0 = time.perf_counter()
+        summ = [transfer_summary(li, A, s, first=i == 0) for i, s in enumerate(shards)]
+        t1 = time.perf_counter()
+        res = [shard_forward_backward(li, A, s, summ, i) for i, s in enumerate(shards)]
+        t2 = time.perf_counter()
+        per = (t2 - t0) / W
+        err = max(abs(r.log_likelihood - ref.log_likelihood) for r in res)
+        print(f"  {W} shards: per shard {per:.3f} s (summary {(t1 - t0) / W:.3f} + local pass {(t2 - t1) / W:.3f}), "
+              f"{full / per:.1f}x faster; |log-likelihood difference| {err:.1e}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="mnist", choices=["tutorial", "mnist"])
@@ -104,12 +131,16 @@ def main(argv=None):
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-only", action="store_true")
+    p.add_argument("--fb-only", action="store_true", help="only the sharded forward-backward timing")
     p.add_argument("--model-n", type=int, nargs=2, default=[3000, 6000], help="two sizes for the per-point costs")
     p.add_argument("--model-epochs", type=int, default=5)
     p.add_argument("--bandwidth", type=float, default=1.25e9, help="bytes/s per worker link (10 Gbit/s)")
     p.add_argument("--latency", type=float, default=50e-6, help="seconds per message hop")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    sharded_fb_timing()
+    if args.fb_only:
+        return
     if not args.model_only:
         with tempfile.TemporaryDirectory() as tmp:
             rows = [run_torchrun(procs, args, tmp) for procs in (1, 2)]
