@@ -16,14 +16,15 @@ import warnings
 
 from tqdm.auto import tqdm
 
-from .module import Module, connected_modules, update_order
+from . import distributed as _dist
+from .module import Module, Observation, connected_modules, update_order
 from .output import atomic_save_json, atomic_write_bytes, get_run_id, set_run_id
 from .rng_state import get_rng_state, set_rng_state
 from .safe_files import read_json, read_tensor_file, resolve_inside, safe_name, tensor_file_bytes
 from .seed import set_seed
 from .validation import check_positive_int
 
-__all__ = ["falling_objectives", "fit", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
+__all__ = ["falling_objectives", "fit", "fit_sharded", "save_checkpoint", "load_checkpoint", "latest_checkpoint"]
 
 _log = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def falling_objectives(history: list[dict], names, rel_tol: float = 0.05) -> lis
 
 def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bool = True,
         checkpoint_dir=None, resume: bool = False, callback=None, guard_tol: float = 0.05,
-        settings: dict | None = None) -> list[dict]:
+        settings: dict | None = None, distributed: bool | str = False) -> list[dict]:
     """Update every learnable module of the graph connected to ``modules``, bottom-up, ``n_iter`` times.
 
     Args:
@@ -248,6 +249,11 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
         settings: the run's settings (JSON values, e.g. ``{"--epochs": 200}``), recorded in every
             checkpoint; resuming from a checkpoint recorded with other settings, or with other
             module configs, raises ``ValueError`` naming each difference.
+        distributed: data-parallel over the processes ``torchrun`` started (see
+            :mod:`serket_pyro.distributed` and :func:`fit_sharded`): ``True``, every process built
+            the graph on the whole data and keeps its block; ``"shards"``, every observation
+            already holds only this process's block (rows ``shard_bounds(N, world, rank)``).  In
+            one process an ordinary fit.
 
     Returns:
         history: one record per outer iteration: ``{"iteration", "seconds", "<module name>": metrics}``
@@ -256,6 +262,10 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
     n_iter = check_positive_int(n_iter, "n_iter", "fit")
     if not modules:
         raise ValueError("fit() needs at least one module of the graph")
+    if distributed and not _dist.is_sharded() and _dist.init_process_group()[1] > 1:
+        return fit_sharded(*modules, n_iter=n_iter, seed=seed, progress=progress, checkpoint_dir=checkpoint_dir,
+                           resume=resume, callback=callback, guard_tol=guard_tol, settings=settings,
+                           data_sharded=distributed == "shards")
     order = update_order(*modules)
     if not order:
         raise ValueError("the graph has no learnable module to update")
@@ -306,4 +316,65 @@ def fit(*modules: Module, n_iter: int = 5, seed: int | None = None, progress: bo
                 callback(it, record)
     finally:
         bar.close()
+    return history
+
+
+def fit_sharded(*modules: Module, seed: int | None = None, progress: bool = True, checkpoint_dir=None,
+                settings: dict | None = None, data_sharded: bool = False, **kwargs) -> list[dict]:
+    """:func:`fit` data-parallel over the processes of the current process group (``torchrun``).
+
+    Every rank builds the same graph on the whole data; each keeps only its contiguous block of
+    rows of every observation (and of every module's ``category``) and runs the ordinary fit
+    inside :func:`serket_pyro.distributed.sharded`: the modules all-reduce their statistics, rank
+    0 alone writes the output files (the same files as one process writes).  Checkpoints go to
+    ``<checkpoint_dir>/rank<r>/`` (each rank's shard state and random streams) and the run's
+    settings record the number of processes, so a resumed run needs the same number.
+
+    ``data_sharded``: the observations already hold only this rank's block (each process loaded
+    rows :func:`~serket_pyro.distributed.shard_bounds` of ``N``, and ``category`` likewise): nothing
+    is cut.  ``seed``: the same on every rank (``None``: rank 0 draws one and sends it to the
+    others).  Other arguments: as :func:`fit`.
+    """
+    rank, world = _dist.init_process_group()
+    allm = connected_modules(*modules)
+    obs = [m for m in allm if isinstance(m, Observation) and not m.missing]
+    sizes = {m.n_points for m in obs}
+    if len(sizes) != 1:
+        raise ValueError(f"fit(distributed=True): the observations have different numbers of data points {sorted(sizes)}")
+    N = sizes.pop()
+    if data_sharded:
+        import torch
+
+        local = torch.tensor([N], dtype=torch.int64)
+        got = [torch.zeros_like(local) for _ in range(world)]
+        torch.distributed.all_gather(got, local)
+        got = tuple(int(v) for v in got)
+        N = sum(got)
+        if got != _dist.shard_sizes(N, world):
+            raise ValueError(f"fit(distributed='shards'): the processes hold {got} data points; the blocks of "
+                             f"N={N} must be {_dist.shard_sizes(N, world)} (rows shard_bounds(N, world, rank))")
+    if seed is None:
+        import torch
+
+        t = torch.randint(2 ** 31 - 1, (1,)) if rank == 0 else torch.zeros(1, dtype=torch.int64)
+        torch.distributed.broadcast(t, 0)
+        seed = int(t[0])
+    start, stop = _dist.shard_bounds(N, world, rank)
+    for m in [] if data_sharded else obs:
+        msg = m.forward_msg
+        if not hasattr(msg, "value"):
+            raise ValueError(f"fit(distributed=True): {m.name} holds a {type(msg).__name__}; only point data are sharded")
+        m.set_forward_msg(msg.value[start:stop])
+    for m in allm:
+        cat = getattr(m, "category", None)
+        if cat is not None and len(cat) == N and not data_sharded:
+            m.category = cat[start:stop]
+    settings = {**(settings or {}), "processes": world}
+    ckpt = None if checkpoint_dir is None else os.path.join(os.fspath(checkpoint_dir), f"rank{rank:03d}")
+    with _dist.sharded(N, seed):
+        history = fit(*modules, seed=seed, progress=progress and rank == 0, checkpoint_dir=ckpt,
+                      settings=settings, **kwargs)
+        if checkpoint_dir is not None and rank == 0:  # the run's metrics at the top, as one process writes
+            atomic_write_bytes(os.path.join(os.fspath(checkpoint_dir), "metrics.jsonl"),
+                               "".join(json.dumps(r) + "\n" for r in history).encode())
     return history

@@ -26,6 +26,7 @@ import os
 import numpy as np
 import torch
 
+from . import distributed as _dist
 from .messages import ClassProbs, Message, PointMessage, as_tensor, combine, message_from_tensors, message_to_tensors
 from .classification import write_classification
 from .output import OutputWriter, get_output_root, get_run_id, remove_stale_iterations
@@ -430,10 +431,13 @@ class Module:
             self._recognise(inputs, backward)
         self.set_forward_msg(self._forward_message(inputs, backward))
         self.send_backward_msgs(self._backward_messages(inputs, backward))
-        if self.mode == "learn" and self.n_updates_ == 0:  # a new run: no iteration of an earlier one stays
+        if self.mode == "learn" and self.n_updates_ == 0 and _dist.is_writer():  # a new run: no stale iteration
             remove_stale_iterations(self.output_dir)
         w = self.writer()
         probs = self._class_probs(inputs, backward)
+        if probs is not None and _dist.is_sharded():  # a sharded fit scores every rank's points
+            probs = _dist.gather_rows(torch.as_tensor(probs))
+            category = _dist.gather_rows(category)
         metrics = {}
         if probs is not None:
             metrics = {k: float(v) for k, v in write_classification(w, probs, category, self.mode,

@@ -30,6 +30,8 @@ import time
 import numpy as np
 import torch
 
+from . import distributed as _dist
+
 __all__ = ["atomic_write_bytes", "atomic_savetxt", "atomic_save_json", "atomic_torch_save",
            "atomic_savez", "OutputWriter", "get_output_root", "set_output_root", "get_run_id",
            "set_run_id", "new_run_id", "remove_stale_iterations", "get_text_limit", "set_text_limit",
@@ -222,7 +224,9 @@ class OutputWriter:
         return paths
 
     def write_bytes(self, filename, data: bytes) -> None:
-        """Write already formatted content."""
+        """Write already formatted content (in a sharded fit: rank 0 only)."""
+        if not _dist.is_writer():
+            return
         for p in self._paths(filename):
             atomic_write_bytes(p, data)
 
@@ -231,8 +235,11 @@ class OutputWriter:
         ``np.save`` to ``<stem>.npy`` at the top of the module's folder only (the latest update's;
         a derived array such as the MLDA's predictions, 58 MB, is not kept per iteration).  A
         ``.txt`` of the same name is then removed, and the other way round, so a folder never
-        holds both."""
-        a = _to_numpy(array)
+        holds both.  In a sharded fit (:mod:`serket_pyro.distributed`) every rank calls it and rank 0
+        writes the whole array: the blocks of a per-point array in rank order."""
+        a = _dist.gather_output(_to_numpy(array))
+        if a is None:  # not rank 0
+            return
         stem, ext = os.path.splitext(filename)
         big = _TEXT_LIMIT is not None and ext == ".txt" and a.size > _TEXT_LIMIT
         buf = io.BytesIO()
@@ -248,13 +255,19 @@ class OutputWriter:
                     os.unlink(p)
 
     def save_json(self, filename, obj) -> None:
+        if not _dist.is_writer():
+            return
         for p in self._paths(filename):
             atomic_save_json(p, obj)
 
     def savez(self, filename, **arrays) -> None:
+        if not _dist.is_writer():
+            return
         for p in self._paths(filename):
             atomic_savez(p, **arrays)
 
     def torch_save(self, filename, state: dict) -> None:
+        if not _dist.is_writer():
+            return
         for p in self._paths(filename):
             atomic_torch_save(p, state)

@@ -26,7 +26,16 @@ def get_rng_state() -> dict[str, torch.Tensor]:
         "python_version": torch.tensor([version], dtype=torch.int64),
         "python_gauss": torch.tensor([float("nan") if gauss is None else gauss], dtype=torch.float64),
         **_cuda_state(),
+        **_local_state(),
     }
+
+
+def _local_state() -> dict[str, torch.Tensor]:
+    """``{"torch_local": ...}``: a sharded fit's rank-specific stream (:mod:`serket_pyro.distributed`)."""
+    from . import distributed
+
+    st = distributed.local_state()
+    return {} if st is None else {"torch_local": st}
 
 
 def _cuda_state() -> dict[str, torch.Tensor]:
@@ -45,6 +54,10 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     g = float(state["python_gauss"][0])
     random.setstate((int(state["python_version"][0]), tuple(int(v) for v in state["python"]),
                      None if np.isnan(g) else g))
+    if state.get("torch_local") is not None:
+        from . import distributed
+
+        distributed.set_local_state(state["torch_local"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
         n = torch.cuda.device_count()

@@ -44,10 +44,12 @@ class System:
         return self.modules[self.result]
 
     def fit(self, n_iter: int = 5, seed: int | None = None, progress: bool = True, checkpoint_dir=None,
-            resume: bool = False, callback=None, settings: dict | None = None) -> list[dict]:
+            resume: bool = False, callback=None, settings: dict | None = None,
+            distributed: bool | str = False) -> list[dict]:
         """Run ``n_iter`` outer iterations bottom-up (see :func:`serket_pyro.fit`)."""
         self.history = fit(*self.modules.values(), n_iter=n_iter, seed=seed, progress=progress,
-                           checkpoint_dir=checkpoint_dir, resume=resume, callback=callback, settings=settings)
+                           checkpoint_dir=checkpoint_dir, resume=resume, callback=callback, settings=settings,
+                           distributed=distributed)
         return self.history
 
     def predict_proba(self, observations, *, category=None, exclude=(), n_iter: int = 1, seed: int | None = 0,

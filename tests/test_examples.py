@@ -335,6 +335,41 @@ def test_original_hmm_example_runs(tmp_path, data_dir, capsys):
     assert (tmp_path / "seed0" / "module002_gmm" / "acc_learn.txt").exists()
 
 
+def test_distributed_example_runs_in_one_process(tmp_path, data_dir, capsys):
+    example = load_example("distributed")
+    defaults = example.parser().parse_args([])
+    assert (defaults.epochs, defaults.iterations, defaults.system) == (200, 5, "vae_gmm_mm")
+    args = example.parser().parse_args(TINY + ["--data-dir", data_dir, "--output", str(tmp_path / "out"),
+                                               "--checkpoint-dir", str(tmp_path / "ck")])
+    res = example.main(args)
+    assert res["processes"] == 1 and res["n"] == 300 and res["accuracy"] >= 0.3
+    assert "1 process(es)" in capsys.readouterr().out
+    assert (tmp_path / "out" / "module002_gmm" / "acc_learn.txt").exists()
+    assert (tmp_path / "ck" / "iter_001" / "checkpoint.json").exists()
+
+
+@pytest.mark.slow
+def test_distributed_example_under_torchrun_two_processes(tmp_path, data_dir):
+    """2 processes (gloo) write the same files as 1 process (the fast 2-process checks are in
+    tests/test_distributed.py)."""
+    pytest.importorskip("torch.distributed.run")
+    tiny = ["--n-points", "300", "--epochs", "2", "--iterations", "2", "--no-progress", "--data-dir", data_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, os.path.join(EXAMPLES, "distributed.py"), *tiny, "--output",
+                    str(tmp_path / "one")], check=True, env=env, capture_output=True)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29517", os.path.join(EXAMPLES, "distributed.py"), *tiny, "--output", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "2 process(es)" in run.stdout
+
+    def files(d):
+        return sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs)
+
+    assert files(tmp_path / "one") == files(tmp_path / "two")
+    assert np.loadtxt(tmp_path / "two" / "module002_gmm" / "class_learn.txt").shape == (300,)
+
+
 #: every example script -> the tests above that run it with tiny arguments
 EXAMPLE_TESTS = {
     "vae_gmm.py": ["test_example_runs_with_tiny_arguments", "test_example_deskew_flag_reaches_the_vae"],
@@ -346,6 +381,8 @@ EXAMPLE_TESTS = {
     "recognition.py": ["test_recognition_example_runs"],
     "speech_pairs.py": ["test_speech_pairs_example_runs"],
     "custom_module.py": ["test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises"],
+    "distributed.py": ["test_distributed_example_runs_in_one_process",
+                       "test_distributed_example_under_torchrun_two_processes"],
     os.path.join("original", "hac_lda.py"): ["test_original_hac_lda_example_runs"],
     os.path.join("original", "number_recog.py"): ["test_original_number_recog_example_runs"],
     **{os.path.join("original", f"{name}.py"): ["test_original_vae_example_runs"] for name, *_ in ORIGINAL_CASES},

@@ -50,8 +50,9 @@ def add_tutorial_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--data-dir", default=None,
                         help="folder holding serket_tutorial.npz (default: $SERKET_PYRO_DATA, then the user cache; "
                              "without either, the embedded MNIST subset)")
-    parser.add_argument("--n", type=positive_int, default=None,
-                        help="use only the first N data points (default: all 3000)")
+    parser.add_argument("--n", "--n-points", type=positive_int, default=None,
+                        help="use only the first N data points (default: all 3000); --n-points under torchrun, "
+                             "which takes --n for its own --nnodes")
     parser.add_argument("--iterations", type=positive_int, default=5, help="outer iterations (tutorial: 5)")
     parser.add_argument("--epochs", type=positive_int, default=200, help="VAE epochs per update (tutorial: 200)")
     parser.add_argument("--batch-size", type=positive_int, default=500, help="VAE minibatch size (tutorial: 500)")

@@ -41,8 +41,15 @@ class _Parser(argparse.ArgumentParser):
 def _cmd_run(args) -> int:
     from .runner import format_summary, run_system
 
-    system, seconds, source = run_system(args.model, args)
-    print(format_summary(system, seconds, source))
+    from .. import distributed
+
+    try:
+        system, seconds, source = run_system(args.model, args)
+        if distributed.rank() == 0:
+            print(format_summary(system, seconds, source))
+    finally:
+        if getattr(args, "distributed", False):
+            distributed.destroy_process_group()
     return 0
 
 
@@ -155,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(N x V); with --no-deskew unless the points are square images")
     run.add_argument("--category", default=None, metavar="PATH",
                      help="true labels (N integers) of --data, to score the classes")
+    run.add_argument("--distributed", action="store_true",
+                     help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node N -m "
+                          "serket_pyro run ... --distributed): each process keeps its block of the data, rank 0 "
+                          "writes the files; in one process an ordinary run")
     run.set_defaults(func=_cmd_run)
     rec = sub.add_parser("recog", help="recognise new data with a saved graph (learned parameters frozen)")
     rec.add_argument("folder", help="a saved graph (run --save FOLDER, or srk save_graph)")

@@ -245,6 +245,10 @@ def run_system(name: str, args) -> tuple:
     file is written.
     """
     resume = bool(getattr(args, "resume", False))
+    distributed = bool(getattr(args, "distributed", False))
+    if distributed and getattr(args, "save", None):
+        raise ValueError("--save is not available with --distributed (each process holds only its block of the "
+                         "documents' state); run recognition from the model files in the output folder instead")
     if resume and args.checkpoint_dir is None:
         raise ValueError("--resume needs --checkpoint-dir (the folder of the interrupted run's checkpoints)")
     check_torch_device(args.device)
@@ -275,7 +279,7 @@ def run_system(name: str, args) -> tuple:
     settings = run_settings(name, args, (images, counts, category))
     if speech_kind == "ours":
         settings["--speech"] = "ours"
-    if resume:
+    if resume and not distributed:  # (a distributed run checks each process's checkpoint in fit)
         from ..driver import latest_checkpoint, load_checkpoint
         from ..module import connected_modules
 
@@ -284,14 +288,20 @@ def run_system(name: str, args) -> tuple:
             # fit() restores the same checkpoint again below
             load_checkpoint(ckpt, [m for m in connected_modules(*system.modules.values()) if m.learnable], settings)
     t0 = time.perf_counter()
-    write_run_info(args.output, {"command": "run", "model": name, "mode": "learn", "result": system.result_module.name,
-                                 "checkpoint_dir": None if args.checkpoint_dir is None
-                                 else os.path.abspath(args.checkpoint_dir),
-                                 "data_dir": args.data_dir, "n": args.n, "seed": args.seed, "source": source,
-                                 "deskew": bool(getattr(args, "deskew", True))},
-                   category, images)
+    from .. import distributed as _dist
+
+    if distributed:
+        _dist.init_process_group()
+    if _dist.rank() == 0:
+        write_run_info(args.output, {"command": "run", "model": name, "mode": "learn",
+                                     "result": system.result_module.name,
+                                     "checkpoint_dir": None if args.checkpoint_dir is None
+                                     else os.path.abspath(args.checkpoint_dir),
+                                     "data_dir": args.data_dir, "n": args.n, "seed": args.seed, "source": source,
+                                     "deskew": bool(getattr(args, "deskew", True))},
+                       category, images)
     system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress,
-               checkpoint_dir=args.checkpoint_dir, resume=resume, settings=settings)
+               checkpoint_dir=args.checkpoint_dir, resume=resume, settings=settings, distributed=distributed)
     seconds = time.perf_counter() - t0
     if getattr(args, "save", None):
         from ..persistence import save_graph

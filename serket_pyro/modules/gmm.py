@@ -42,6 +42,7 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
+from .. import distributed as _dist
 from ..messages import ClassProbs, GaussianMessage, PointMessage
 from ..module import Module
 from ..original_api import GMM_API
@@ -151,6 +152,8 @@ def _suff_stats(x: torch.Tensor, xx: torch.Tensor, z: torch.Tensor, K: int) -> _
         oh_t = onehot.transpose(-1, -2)
         sums = torch.matmul(oh_t, x)
         outer = torch.matmul(oh_t, xx).view(*z.shape[:-1], K, D, D)
+    if _dist.is_sharded():  # data-parallel: the statistics of every rank's shard, summed
+        counts, sums, outer = _dist.all_reduce_tensors([counts, sums, outer])
     return _Stats(counts, sums, outer)
 
 
@@ -212,7 +215,7 @@ def _log_collapsed_joint(prior: NIWPrior, alpha: float, stats: _Stats, z: torch.
            + (torch.lgamma(n + alpha) - math.lgamma(alpha)).sum())
     total = lml.sum() + ldm
     if bias_log_probs is not None:
-        total = total + bias_log_probs.gather(-1, z.unsqueeze(-1)).sum()
+        total = total + _dist.all_reduce_scalar(float(bias_log_probs.gather(-1, z.unsqueeze(-1)).sum()))
     return float(total)
 
 
@@ -228,7 +231,8 @@ def _sample_assignments(x, weights, means, scale_tril, bias_log_probs=None) -> t
     # inverse-CDF sampling (3x faster than Categorical(...).sample() here): z = #{k: F_k < u} with
     # u ~ U(0, 1]; a class of probability 0 can never be drawn.
     cdf = torch.softmax(logits, -1).cumsum(-1)
-    u = (1.0 - torch.rand(logits.shape[:-1], dtype=logits.dtype, device=logits.device)) * cdf[..., -1]
+    with _dist.local_rng():  # the shard's own stream (a sharded fit)
+        u = (1.0 - torch.rand(logits.shape[:-1], dtype=logits.dtype, device=logits.device)) * cdf[..., -1]
     return (cdf < u.unsqueeze(-1)).sum(-1).clamp_max(logits.shape[-1] - 1)
 
 
@@ -253,7 +257,27 @@ def _kmeanspp(x: torch.Tensor, K: int, n_init: int = 10, n_lloyd: int = 20) -> t
     fixes the result.  Scale-free: the points are rescaled by a power of two first."""
     from ..ops.kmeans import kmeans
 
+    if _dist.is_sharded():
+        return _kmeanspp_sharded(x, K, n_init, n_lloyd)
     return kmeans(x, K, n_init=n_init, max_iter=n_lloyd).labels
+
+
+#: points per rank that a sharded fit's k-means start is computed on
+_SHARDED_KMEANS_POINTS = 2000
+
+
+def _kmeanspp_sharded(x: torch.Tensor, K: int, n_init: int, n_lloyd: int) -> torch.Tensor:
+    """The k-means start of a sharded fit: k-means on an evenly spaced sample of every rank's
+    shard (gathered, so identical on every rank, with the global stream), then each local point
+    assigned to its nearest centre."""
+    from ..ops.kmeans import kmeans
+
+    step = max(1, x.shape[0] // _SHARDED_KMEANS_POINTS)
+    sample = _dist.gather_rows(x[::step].contiguous())
+    labels = kmeans(sample, K, n_init=n_init, max_iter=n_lloyd).labels
+    centres = x.new_zeros(K, x.shape[1]).index_add_(0, labels, sample)
+    centres /= torch.bincount(labels, minlength=K).clamp_min(1).unsqueeze(1).to(x.dtype)
+    return torch.cdist(x, centres).argmin(1)
 
 
 # ------------------------------------------------------------------------------------ module
@@ -398,7 +422,8 @@ class GMM(Module):
         for child, msg in zip(self.children, self.get_observations()):
             if isinstance(msg, GaussianMessage):
                 loc, scale = self._tensor(msg.loc), self._tensor(msg.scale)
-                v = loc if self.input == "mean" else loc + scale * torch.randn_like(loc)
+                with _dist.local_rng():
+                    v = loc if self.input == "mean" else loc + scale * torch.randn_like(loc)
             else:  # a point message (input_kinds)
                 v = self._tensor(msg.value)
             if v.dim() != 2:
@@ -437,7 +462,7 @@ class GMM(Module):
         """
         N, D = x.shape
         if self.mean_prior is None:
-            loc = x.mean(0)
+            loc = _dist.global_mean(x)
         else:
             if self.mean_prior.shape != (D,):
                 raise ValueError(f"{self.name}: mean_prior has shape {self.mean_prior.shape}, the data have D={D}")
@@ -465,7 +490,10 @@ class GMM(Module):
                 psi = p
         if self.prior_scale == "data":
             if N > 1:
-                var = x.var(0, unbiased=False)
+                if _dist.is_sharded():  # every rank's points
+                    var = _dist.global_mean((x - _dist.global_mean(x)).square())
+                else:
+                    var = x.var(0, unbiased=False)
                 top = float(var.max())
                 s = var.clamp_min(top * _VAR_FLOOR).sqrt() if top > 0 else torch.full_like(var, 1e-6)  # constant
             else:
@@ -532,7 +560,11 @@ class GMM(Module):
     def _cold_state(self, xc, xx, prior):
         """Start of a cold chain: k-means++ (or random) assignments and one parameter draw."""
         N = xc.shape[0]
-        z = _kmeanspp(xc, self.K) if self.init == "kmeans++" else torch.randint(self.K, (N,), device=self.device)
+        if self.init == "kmeans++":
+            z = _kmeanspp(xc, self.K)
+        else:
+            with _dist.local_rng():
+                z = torch.randint(self.K, (N,), device=self.device)
         weights, means, _, tril = _sample_params(prior, self.alpha, _suff_stats(xc, xx, z, self.K))
         return weights, means, tril
 

@@ -46,6 +46,7 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
+from .. import distributed as _dist
 from ..messages import ClassProbs, Message, PointMessage
 from ..module import Module
 from ..original_api import MLDA_API
@@ -284,13 +285,16 @@ def _gibbs_sweep(theta, phis, mods: Sequence[_Modality], bias, alpha: float, bet
     nkws, topics = [], []
     for phi, mod in zip(phis, mods):
         ph = (phi / phi.amax(-2, keepdim=True)).transpose(-1, -2).contiguous()  # (C, V, K)
-        zw, zp = _draw_topics(tb, ph, mod)
+        with _dist.local_rng():  # the shard's own stream (a sharded fit)
+            zw, zp = _draw_topics(tb, ph, mod)
         n_dk, n_kw = _count_topics(zw, zp, mod, K)
         ndk += n_dk
         nkws.append(n_kw)
         topics.append((zw, zp))
-    theta = _dirichlet(alpha + ndk)
+    with _dist.local_rng():  # documents are the shard's own
+        theta = _dirichlet(alpha + ndk)
     if not fixed_phi:
+        nkws = _dist.all_reduce_tensors(nkws)  # topic-word counts of every rank's documents
         phis = [_dirichlet(beta + n_kw) for n_kw in nkws]
     out = (theta, phis, ndk, nkws)
     return out + (topics,) if return_topics else out
@@ -669,7 +673,8 @@ class MLDA(Module):
     def token_weights(self, values, is_class) -> list:
         """Tokens per document for each child (``None``: raw counts), after the defaults."""
         given = self.weights if self.weights is not None else [None] * len(values)
-        counts_scale = [float(v.sum(1).mean()) if w is None else w
+        counts_scale = [(float(_dist.global_mean(v.sum(1, keepdim=True))[0]) if _dist.is_sharded()
+                         else float(v.sum(1).mean())) if w is None else w
                         for v, w, c in zip(values, given, is_class) if not c]
         default = max(1, round(sum(counts_scale))) if counts_scale else DEFAULT_CLASS_TOKENS
         return [w if w is not None else (float(default) if c else None) for w, c in zip(given, is_class)]
@@ -828,7 +833,8 @@ class MLDA(Module):
         sweeps = max(self.itr // 5, min(self.n_average, self.itr))
         # a parent's class message (e.g. a Markov chain's) already moves whole topics, and the
         # moves would double the Markov-model tutorial's time for the same result
-        for _ in range(0 if fixed or bias is not None else self.split_merge):
+        # (not in a sharded fit: the proposals need every document's counts)
+        for _ in range(0 if fixed or bias is not None or _dist.is_sharded() else self.split_merge):
             props = _split_merge_proposals(theta[0], [p[0] for p in phis], counts, self.alpha, self.beta)
             if not props:
                 break

@@ -43,6 +43,7 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
+from .. import distributed as _dist
 from ..ops.forward_backward import forward_backward
 from ..messages import ClassProbs
 from ..module import Module
@@ -459,6 +460,8 @@ class MarkovModel(Module):
         """Validated children's log-probabilities, a list of ``(N, K)`` numpy float64."""
         # class probabilities (input_kinds)
         logs = [msg.log_probs.detach().cpu().to(torch.float64).numpy() for msg in self.get_observations()]
+        # a sharded fit: the chain runs on every rank's steps (N x K, small), the same on every rank
+        logs = [_dist.gather_rows(lp) for lp in logs]
         N, K = logs[0].shape
         for child, lp in zip(self.children, logs):
             if lp.shape != (N, K):
@@ -476,6 +479,8 @@ class MarkovModel(Module):
         N, K = logs[0].shape
         bias = self.get_backward_msg()
         log_bias = None
+        if isinstance(bias, ClassProbs) and _dist.is_sharded():
+            bias = ClassProbs(_dist.gather_rows(bias.log_probs))
         if bias is not None:
             if not isinstance(bias, ClassProbs) or tuple(bias.log_probs.shape) != (N, K):
                 raise ValueError(f"{self.name}: the parent's message must be class probabilities of shape "
@@ -662,6 +667,9 @@ class MarkovModel(Module):
             log_lik = res.log_likelihood
             post = msg.numpy()
             self.n_em_iter_ = 0
+        if _dist.is_sharded():  # this rank's steps of the messages
+            rows = _dist.local_rows()
+            up, down, post = ClassProbs(up.log_probs[rows]), [ClassProbs(d.log_probs[rows]) for d in down], post[rows]
         self._up, self._down, self._post = up, down, post
         self.trans_prob_ = torch.from_numpy(np.ascontiguousarray(A))
         if self.init_prob_ is None:

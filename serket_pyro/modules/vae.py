@@ -47,6 +47,7 @@ import pyro.distributions as dist
 from pyro import poutine
 from pyro.nn import PyroModule
 
+from .. import distributed as _dist
 from ..features.deskew import deskew as deskew_images
 from ..messages import GaussianMessage, PointMessage
 from ..module import Module
@@ -788,6 +789,18 @@ class VAE(Module):
         """Minibatch size for ``N`` points (``batch_size=None``: one batch of all, the original's default)."""
         return max(1, N if self.batch_size is None else self.batch_size)
 
+    def _minibatches(self, N: int, device):
+        """Shuffled minibatch indices of one epoch.  In a sharded fit every rank takes the same
+        number of minibatches (that of the largest shard; its own shard split evenly), from its own
+        stream, so that the gradient all-reduces pair up."""
+        if not _dist.is_sharded():
+            return torch.randperm(N, device=device).split(self._batch(N))
+        # as many minibatches as the largest shard has, but never an empty one
+        n_batches = min(math.ceil(_dist.all_reduce_max(N) / self._batch(N)), int(-_dist.all_reduce_max(-N)))
+        with _dist.local_rng():
+            perm = torch.randperm(N, device=device)
+        return perm.tensor_split(n_batches)
+
     def _trainable(self):
         return [p for _, p in self._named_parameters() if p.requires_grad]
 
@@ -808,13 +821,15 @@ class VAE(Module):
         losses = []
         for _ in bar:
             total = x.new_zeros(())
-            for idx in torch.randperm(N, device=x.device).split(self._batch(N)):
+            for idx in self._minibatches(N, x.device):
                 pl = ps = None
                 if prior_loc is not None:
                     pl, ps = prior_loc.index_select(0, idx), prior_scale.index_select(0, idx)
-                loss = self.analytic_loss(x.index_select(0, idx), pl, ps)
+                with _dist.local_rng():  # the shard's own noise (a sharded fit)
+                    loss = self.analytic_loss(x.index_select(0, idx), pl, ps)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                _dist.average_gradients(self._trainable())  # data-parallel: every rank's minibatch
                 opt.step()
                 total += loss.detach() * idx.shape[0]
             losses.append(float(total) / N)
@@ -960,6 +975,9 @@ class VAE(Module):
         self.data_scale_ = data_scale
         bar = trange(self.itr, disable=not self.progress, desc=self.name, unit="epoch")
         try:
+            if _dist.is_sharded() and self.elbo != "analytic":
+                raise ValueError(f"{self.name}: a sharded (distributed) fit needs elbo='analytic' "
+                                 "(its gradients are averaged over the processes), got elbo='pyro'")
             train = self._train_analytic if self.elbo == "analytic" else self._train_pyro
             self._losses = train(x, *prior, bar)
         finally:
@@ -983,7 +1001,8 @@ class VAE(Module):
         self._loc, self._scale, self._x_hat = loc64, scale64, x_hat.cpu().double()
         if self.forward == "mean":
             return GaussianMessage(loc64, scale64)
-        return PointMessage(loc64 + scale64 * torch.randn_like(loc64))
+        with _dist.local_rng():  # the shard's own stream (a sharded fit)
+            return PointMessage(loc64 + scale64 * torch.randn_like(loc64))
 
     def _backward_messages(self, inputs, prior) -> list:
         """The reconstruction at the posterior mean, ``(N, D)``."""
@@ -994,7 +1013,8 @@ class VAE(Module):
         w.savetxt(f"z_{m}.txt", self._loc)
         w.savetxt(f"z_scale_{m}.txt", self._scale)
         if self.likelihood == "bernoulli":
-            w.write_bytes(f"x_hat_{m}.txt", _format_unit_interval(self._x_hat.numpy()))
+            # (a sharded fit: every rank's rows, written by rank 0)
+            w.write_bytes(f"x_hat_{m}.txt", _format_unit_interval(_dist.gather_rows(self._x_hat.numpy())))
         else:
             w.savetxt(f"x_hat_{m}.txt", self._x_hat, fmt="%.4g")
         if m == "learn":

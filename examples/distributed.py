@@ -1,0 +1,124 @@
+"""The VAE+GMM+MM tutorial system data-parallel over several processes (torch.distributed).
+
+Launch on one machine with 2 processes (``gloo`` on CPU, ``nccl`` on GPUs)::
+
+    torchrun --nproc_per_node 2 examples/distributed.py --n-points 3000 --epochs 20 --iterations 3
+
+or on several machines (the same command on each, ``--node_rank`` 0..nnodes-1, rank 0's address)::
+
+    torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 --master_addr HOST0 --master_port 29500 \\
+        examples/distributed.py --data mnist --order cyclic
+
+``python examples/distributed.py ...`` (no torchrun) is the same run in one process.  Every process
+loads the data and keeps its contiguous block (:func:`serket_pyro.fit` with ``distributed=True``);
+rank 0 writes the same files as one process.  With ``--checkpoint-dir`` each process checkpoints
+its shard after every outer iteration and ``--resume`` continues (with as many processes).
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+import serket_pyro as srk
+from serket_pyro import distributed, gmm, mm, vae
+from serket_pyro.app.runner import add_tutorial_arguments, cyclic_order, load_inputs
+
+
+def load_data(args):
+    """``(images, labels, source)``: the tutorial's 3000 points, or MNIST's 70,000 (``--data mnist``),
+    first ``--n``, in their order or in cyclic digit order 0, 1, ..., 9, 0, ... (``--order cyclic``)."""
+    if args.data == "mnist":
+        from serket_pyro.datasets import load_mnist
+
+        tr, te = load_mnist("train", root=args.data_dir), load_mnist("test", root=args.data_dir)
+        images, labels = np.concatenate([tr.images, te.images]), np.concatenate([tr.labels, te.labels])
+        source = "MNIST train + test"
+    else:
+        images, _, labels, source = load_inputs(args.data_dir, None)
+        images, labels = np.asarray(images), np.asarray(labels)
+    if args.order == "cyclic":
+        idx = cyclic_order(labels)
+        images, labels = images[idx], labels[idx]
+    if args.n is not None:
+        images, labels = images[: args.n], labels[: args.n]
+    return images, labels, source
+
+
+def main(args):
+    torch.set_num_threads(args.threads)
+    rank, world = distributed.init_process_group()  # (0, 1) without torchrun
+    srk.set_output_root(args.output)
+    images, labels, source = load_data(args)
+    if rank == 0:
+        print(f"data: {len(images)} points from {source} ({args.order} order), {world} process(es)")
+
+    srk.reset_module_counter()
+    obs = srk.Observation(images)
+    vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, deskew=args.deskew,
+                   device=args.device, progress=False)
+    gmm1 = gmm.GMM(args.classes, category=labels, device=args.device)
+    vae1.connect(obs)
+    gmm1.connect(vae1)
+    modules = [vae1, gmm1]
+    if args.system == "vae_gmm_mm":
+        mm1 = mm.MarkovModel(device=args.device)
+        mm1.connect(gmm1)
+        modules.append(mm1)
+
+    per_iter = []
+    clock = [time.perf_counter(), time.process_time()]
+
+    def record(it, rec):  # wall and CPU seconds, bytes this rank sent into all-reduces and gathers
+        now = [time.perf_counter(), time.process_time()]
+        per_iter.append({"wall_s": now[0] - clock[0], "cpu_s": now[1] - clock[1],
+                         "bytes_reduced": distributed.bytes_reduced()})
+        distributed.reset_bytes_reduced()
+        clock[:] = [time.perf_counter(), time.process_time()]
+
+    t0 = time.perf_counter()
+    srk.fit(*modules, n_iter=args.iterations, seed=args.seed, progress=not args.no_progress and rank == 0,
+            checkpoint_dir=args.checkpoint_dir, resume=args.resume, callback=record,
+            settings={"--n": args.n, "--epochs": args.epochs, "--data": args.data, "--order": args.order},
+            distributed=True)
+    seconds = time.perf_counter() - t0
+    every = [per_iter]
+    if world > 1:
+        every = [None] * world
+        torch.distributed.all_gather_object(every, per_iter)
+    scores = dict(gmm1.metrics_)
+    result = {"processes": world, "n": len(images), "seconds": seconds, "accuracy": scores.get("accuracy"),
+              "per_rank": every}
+    if rank == 0:
+        print(f"{args.system}: {args.iterations} outer iterations in {seconds:.1f} s on {world} process(es)")
+        if "accuracy" in scores:
+            print(f"accuracy {scores['accuracy']:.3f} (Hungarian), ARI {scores['ari']:.3f}, NMI {scores['nmi']:.3f}")
+        for r, its in enumerate(every):
+            if its:
+                print(f"rank {r}: per outer iteration wall {np.mean([i['wall_s'] for i in its]):.2f} s, CPU "
+                      f"{np.mean([i['cpu_s'] for i in its]):.2f} s, all-reduced "
+                      f"{np.mean([i['bytes_reduced'] for i in its]) / 1e6:.3f} MB")
+        print(f"files: {gmm1.output_dir} (class_learn.txt, acc_learn.txt, Pdz_learn.txt)")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f)
+    distributed.destroy_process_group()
+    return result
+
+
+def parser():
+    p = add_tutorial_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    p.add_argument("--system", default="vae_gmm_mm", choices=["vae_gmm", "vae_gmm_mm"])
+    p.add_argument("--data", default="tutorial", choices=["tutorial", "mnist"],
+                   help="the tutorial's 3000 MNIST digits (default) or MNIST's 70,000")
+    p.add_argument("--order", default="data", choices=["data", "cyclic"],
+                   help="the data's order (the tutorial's is already cyclic) or cyclic digit order 0..9, 0..9, ...")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    p.add_argument("--json", default=None, help="write the numbers there (rank 0)")
+    return p
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())

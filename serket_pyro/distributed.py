@@ -1,0 +1,329 @@
+"""Data-parallel runs on ``torch.distributed``: one process per worker, launched by ``torchrun``.
+
+Each rank holds a contiguous block of every observation (a Markov chain's shard is a stretch of
+the chain).  The samplers are data-parallel by design: given the global parameters, a GMM's or
+MLDA's blocked Gibbs step draws every point's or token's class independently, so each rank draws
+its shard's classes and only the sufficient statistics (class counts, sums, scatter matrices;
+topic-word counts) are summed over the ranks (``all_reduce``) before the global parameters are
+drawn.  The VAE averages its gradients over the ranks at every minibatch.
+
+Random streams: the global generator (python, numpy, torch, Pyro) is seeded alike on every rank
+and draws only what every rank draws alike (parameters from all-reduced statistics, network
+initialisation), so the ranks hold the same parameters bit for bit; every draw whose shape
+depends on the shard (classes of the shard's points, minibatch order, reparameterisation noise)
+is taken inside :func:`local_rng`, from a rank-specific torch stream.  A run is reproducible for
+a given seed and number of processes.
+
+Outside a sharded fit (:func:`sharded` not active) every helper here is a no-op, so the modules
+run exactly as in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["torchrun_env", "init_process_group", "destroy_process_group", "shard_bounds", "shard_sizes",
+           "sharded", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
+           "all_reduce_tensors", "all_reduce_scalar", "all_reduce_max", "gather_rows", "global_mean",
+           "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows"]
+
+#: rank-specific streams are seeded by ``seed * _STREAM_STRIDE + rank + 1`` (never the global seed)
+_STREAM_STRIDE = 1_000_003
+
+
+@dataclass
+class _Shard:
+    rank: int
+    world: int
+    sizes: tuple  # rows per rank of the current observations (contiguous blocks, rank order)
+    local_state: torch.Tensor  # the rank-specific torch generator state
+    seed: int = 0
+    bytes: int = 0  # bytes this rank has put into all-reduces/gathers (communication volume)
+    local_cuda_state: torch.Tensor | None = None  # the rank-specific stream of the current CUDA device
+
+
+_ACTIVE: _Shard | None = None
+_OWN_GROUP = False
+
+
+# ------------------------------------------------------------------- process group
+def torchrun_env() -> dict | None:
+    """``{"rank", "world_size", "local_rank"}`` from the variables ``torchrun`` sets (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``), or ``None`` outside ``torchrun``."""
+    try:
+        env = {"rank": int(os.environ["RANK"]), "world_size": int(os.environ["WORLD_SIZE"]),
+               "local_rank": int(os.environ.get("LOCAL_RANK", "0"))}
+    except (KeyError, ValueError):
+        return None
+    if not (0 <= env["rank"] < env["world_size"]):
+        raise ValueError(f"torchrun environment: RANK={env['rank']} outside 0..WORLD_SIZE-1={env['world_size'] - 1}")
+    return env
+
+
+def init_process_group(backend: str | None = None) -> tuple[int, int]:
+    """Join the process group ``torchrun`` set up (``gloo`` on CPU, ``nccl`` when CUDA is
+    available, unless ``backend`` says otherwise); ``(rank, world_size)``.
+
+    Outside ``torchrun`` and without an initialised group this is a single process:
+    ``(0, 1)``, nothing is initialised.  A group initialised by the caller is used as it is.
+    """
+    global _OWN_GROUP
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    env = torchrun_env()
+    if env is None or env["world_size"] == 1:
+        return 0, 1
+    if not dist.is_available():
+        raise RuntimeError("torch.distributed is not available in this torch build")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(env["local_rank"])
+    dist.init_process_group(backend)
+    _OWN_GROUP = True
+    return dist.get_rank(), dist.get_world_size()
+
+
+def destroy_process_group() -> None:
+    """Leave the process group if :func:`init_process_group` created it (else nothing)."""
+    global _OWN_GROUP
+    if _OWN_GROUP and dist.is_initialized():
+        dist.destroy_process_group()
+    _OWN_GROUP = False
+
+
+# ------------------------------------------------------------------------ sharding
+def shard_bounds(n: int, world: int, r: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of rank ``r`` out of ``world`` for ``n`` rows: contiguous blocks in rank
+    order, the first ``n % world`` ranks one row longer."""
+    if world < 1 or not 0 <= r < world:
+        raise ValueError(f"rank {r} outside 0..{world - 1}")
+    if n < world:
+        raise ValueError(f"{n} data points cannot be split over {world} processes (at least one each)")
+    q, m = divmod(n, world)
+    start = r * q + min(r, m)
+    return start, start + q + (r < m)
+
+
+def shard_sizes(n: int, world: int) -> tuple[int, ...]:
+    """Rows per rank (:func:`shard_bounds`)."""
+    return tuple(b - a for a, b in (shard_bounds(n, world, r) for r in range(world)))
+
+
+@contextlib.contextmanager
+def sharded(n: int, seed: int | None = None, local_state: torch.Tensor | None = None):
+    """Within: this process holds rank ``rank()``'s block of ``n`` rows and every helper of this
+    module communicates over the process group.  ``local_state`` (a checkpoint's) or ``seed``
+    starts the rank-specific stream.  With one process (no group) nothing changes."""
+    global _ACTIVE
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        yield None
+        return
+    r, w = dist.get_rank(), dist.get_world_size()
+    if local_state is None:
+        g = torch.Generator()
+        g.manual_seed((0 if seed is None else int(seed)) * _STREAM_STRIDE + r + 1)
+        local_state = g.get_state()
+    prev, _ACTIVE = _ACTIVE, _Shard(r, w, shard_sizes(n, w), local_state, 0 if seed is None else int(seed))
+    try:
+        yield _ACTIVE
+    finally:
+        _ACTIVE = prev
+
+
+def is_sharded() -> bool:
+    """Whether a sharded fit is running (the helpers then communicate)."""
+    return _ACTIVE is not None
+
+
+def rank() -> int:
+    """This process's rank (0 outside a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 outside a process group)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: rank 0, or any process outside a sharded fit."""
+    return _ACTIVE is None or _ACTIVE.rank == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def local_state() -> torch.Tensor | None:
+    """The rank-specific generator state (for checkpoints), ``None`` outside a sharded fit."""
+    return None if _ACTIVE is None else _ACTIVE.local_state.clone()
+
+
+def set_local_state(state: torch.Tensor) -> None:
+    """Restore the rank-specific generator state (a checkpoint's)."""
+    if _ACTIVE is not None:
+        _ACTIVE.local_state = state.clone()
+
+
+@contextlib.contextmanager
+def local_rng():
+    """Within: torch's CPU generator is this rank's own stream (draws whose shape depends on the
+    shard); the global stream, identical on every rank, is untouched.  No-op in one process."""
+    if _ACTIVE is None:
+        yield
+        return
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    glob = torch.get_rng_state()
+    torch.set_rng_state(_ACTIVE.local_state)
+    if cuda:  # draws on the GPU: its generator gets a rank-specific stream too
+        glob_cuda = torch.cuda.get_rng_state()
+        if _ACTIVE.local_cuda_state is None:
+            torch.cuda.manual_seed(_ACTIVE.seed * _STREAM_STRIDE + _ACTIVE.rank + 1)
+        else:
+            torch.cuda.set_rng_state(_ACTIVE.local_cuda_state)
+    try:
+        yield
+    finally:
+        _ACTIVE.local_state = torch.get_rng_state()
+        torch.set_rng_state(glob)
+        if cuda:
+            _ACTIVE.local_cuda_state = torch.cuda.get_rng_state()
+            torch.cuda.set_rng_state(glob_cuda)
+
+
+# -------------------------------------------------------------------- collectives
+def _count(t: torch.Tensor) -> None:
+    if _ACTIVE is not None:
+        _ACTIVE.bytes += t.numel() * t.element_size()
+
+
+def bytes_reduced() -> int:
+    """Bytes this rank has sent into all-reduces and gathers since :func:`reset_bytes_reduced`."""
+    return 0 if _ACTIVE is None else _ACTIVE.bytes
+
+
+def reset_bytes_reduced() -> None:
+    if _ACTIVE is not None:
+        _ACTIVE.bytes = 0
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum of ``t`` over the ranks (a new tensor; ``t`` itself in one process)."""
+    if _ACTIVE is None:
+        return t
+    out = t.detach().clone().contiguous()
+    _count(out)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_reduce_tensors(tensors) -> list[torch.Tensor]:
+    """Sums over the ranks of several tensors of one dtype in one all-reduce (one message: the
+    latency is paid once per sweep, not once per statistic).  In one process: the tensors."""
+    tensors = list(tensors)
+    if _ACTIVE is None:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    flat = all_reduce_sum(flat)
+    out, i = [], 0
+    for t in tensors:
+        out.append(flat[i:i + t.numel()].view(t.shape))
+        i += t.numel()
+    return out
+
+
+def all_reduce_scalar(v: float) -> float:
+    """Sum of a float over the ranks (float64)."""
+    if _ACTIVE is None:
+        return v
+    return float(all_reduce_sum(torch.tensor([float(v)], dtype=torch.float64))[0])
+
+
+def all_reduce_max(v: float) -> float:
+    """Largest value of a float over the ranks."""
+    if _ACTIVE is None:
+        return v
+    t = torch.tensor([float(v)], dtype=torch.float64)
+    _count(t)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t[0])
+
+
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """Column means of the rows of every rank, ``(D,)`` (``x.mean(0)`` in one process)."""
+    if _ACTIVE is None:
+        return x.mean(0)
+    s, n = all_reduce_tensors([x.sum(0), torch.tensor([float(x.shape[0])], dtype=x.dtype, device=x.device)])
+    return s / n
+
+
+def gather_rows(t):
+    """The rows of every rank concatenated in rank order (all ranks get the whole; ``t`` itself in
+    one process).  Takes a tensor or a numpy array and returns the same kind; ``None`` stays."""
+    if _ACTIVE is None or t is None:
+        return t
+    as_np = isinstance(t, np.ndarray)
+    x = torch.from_numpy(np.ascontiguousarray(t)) if as_np else t.detach()
+    n = torch.tensor([x.shape[0]], dtype=torch.int64)
+    ns = [torch.zeros_like(n) for _ in range(_ACTIVE.world)]
+    dist.all_gather(ns, n)
+    ns = [int(v) for v in ns]
+    pad = x.new_zeros((max(ns),) + tuple(x.shape[1:]))
+    pad[: x.shape[0]] = x
+    parts = [torch.empty_like(pad) for _ in range(_ACTIVE.world)]
+    _count(pad)
+    dist.all_gather(parts, pad.contiguous())
+    out = torch.cat([p[:k] for p, k in zip(parts, ns)])
+    return out.numpy() if as_np else out
+
+
+def average_gradients(params) -> None:
+    """Replace every parameter's gradient by its mean over the ranks, in one all-reduce (what
+    ``DistributedDataParallel`` does, without wrapping the networks).  No-op in one process."""
+    if _ACTIVE is None:
+        return
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return
+    summed = all_reduce_tensors([p.grad for p in params])
+    for p, g in zip(params, summed):
+        p.grad.copy_(g / _ACTIVE.world)
+
+
+def gather_output(array: np.ndarray) -> np.ndarray | None:
+    """An output array as one process would write it, for rank 0 (``None`` on the others).
+
+    Collective: every rank calls it with its array.  An array whose first axis is the shard's
+    rows on every rank (and that differs between the ranks) is a per-point output: the blocks are
+    concatenated in rank order.  Any other array (a parameter, identical on every rank) is
+    rank 0's.  In one process: ``array``."""
+    if _ACTIVE is None:
+        return array
+    a = np.asarray(array)
+    digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    info = [None] * _ACTIVE.world
+    dist.all_gather_object(info, (a.shape, str(a.dtype), digest))
+    per_point = (a.ndim >= 1 and all(len(s) >= 1 and s[0] == n for (s, _, _), n in zip(info, _ACTIVE.sizes))
+                 and len({d for _, _, d in info}) > 1 and len({(s[1:], t) for s, t, _ in info}) == 1)
+    if not per_point:
+        return a if _ACTIVE.rank == 0 else None
+    whole = gather_rows(a)
+    return whole if _ACTIVE.rank == 0 else None
+
+
+def local_rows() -> slice:
+    """This rank's rows of the whole data (``slice(None)`` outside a sharded fit)."""
+    if _ACTIVE is None:
+        return slice(None)
+    start = sum(_ACTIVE.sizes[: _ACTIVE.rank])
+    return slice(start, start + _ACTIVE.sizes[_ACTIVE.rank])
