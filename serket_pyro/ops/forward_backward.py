@@ -24,6 +24,7 @@ with hmmlearn's compiled scaling recursion.
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -95,7 +96,18 @@ def _check_obs(log_init, log_trans, log_obs):
     return T, K, m
 
 
-_LO, _HI = 1e-100, 1e100          # row masses kept inside this range between renormalisations
+_LO, _HI = 1e-100, 1e100
+_buffers = threading.local()
+
+
+def _band_buffers(K: int, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two ``(2K, L K)`` Fortran-order arrays, kept per thread between calls: a fresh allocation
+    of this size costs more than a short chain's whole recursion (page faults)."""
+    key = (K, L)
+    if getattr(_buffers, "key", None) != key:
+        _buffers.key = key
+        _buffers.arrays = tuple(np.empty((L * K, 2 * K)).T for _ in range(2))
+    return _buffers.arrays          # row masses kept inside this range between renormalisations
 
 
 def forward_backward(log_init, log_trans, log_obs, *, rescale_every: int = 256) -> ForwardBackwardResult:
@@ -154,8 +166,9 @@ def forward_backward(log_init, log_trans, log_obs, *, rescale_every: int = 256) 
         i = np.arange(max(0, -d), min(K, K - d))
         band[K + d, i] = -A[i, i + d]
         band_t[K - 1 - d, i + d] = -A[i, i + d]
-    ab = np.tile(band.T, (Lc, 1)).T                          # (2K, Lc K), Fortran order
-    ab_t = np.tile(band_t.T, (Lc, 1)).T
+    ab, ab_t = _band_buffers(K, Lc)                          # (2K, Lc K), Fortran order
+    ab.T.reshape(Lc, K, 2 * K)[:] = band.T
+    ab_t.T.reshape(Lc, K, 2 * K)[:] = band_t.T
     with np.errstate(divide="ignore"):
         inv = np.divide(1.0, obs, out=np.empty((T, K)))      # (T, K) diagonals 1 / e_t
 
