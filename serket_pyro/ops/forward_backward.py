@@ -8,9 +8,9 @@ recognition", Proc. IEEE 77 (1989), section III (the scaled recursions used here
 The chain has ``K`` states; ``z_0 ~ init``, ``z_t | z_{t-1} ~ trans[z_{t-1}]`` and step ``t`` carries
 evidence ``e_t(k) = p(y_t | z_t = k)`` (any non-negative likelihood, e.g. the class probabilities a
 child module sends up).  Everything enters and leaves in log space; inside, the recursions run on
-probabilities rescaled to sum to one at every step (Rabiner's scaling), which is exact, cannot
-underflow over the length of the chain, and is several times faster than a ``logsumexp`` at every
-step.  Per-step evidence is shifted by its row maximum before exponentiation, so evidence with a
+probabilities renormalised between chunks of steps and kept inside ``[1e-100, 1e100]`` within them
+(Rabiner's scaling, by chunks), which is exact, cannot underflow over the length of the chain, and
+is several times faster than a ``logsumexp`` at every step.  Per-step evidence is shifted by its row maximum before exponentiation, so evidence with a
 dynamic range up to ~700 nats per step is handled exactly.
 
 Backend: numpy float64 and LAPACK.  The per-step work is a ``(K,) @ (K, K)`` product, far too small
