@@ -5,6 +5,7 @@ Run (``pip install -e '.[bench]'`` for the peer)::
 
     python benchmarks/gmm_peers.py                         # N = 3k, 10k, 30k, 70k
     python benchmarks/gmm_peers.py --n 3000 10000 --repeats 1
+    python benchmarks/gmm_peers.py --kmeans-restarts 1 --screen-sweeps 40   # the fast setting
 
 The tutorial VAE (18 latents, batch 500, ``--epochs`` 200, deskewed images as the tutorial systems' default) is trained once on the 3,000 tutorial
 images and applied to the 70,000 MNIST images (train then test); the first N of those latents
@@ -89,6 +90,8 @@ def main(args=None):
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--screen-sweeps", type=int, default=None, help="GMM(screen_sweeps=...); default the module's")
+    p.add_argument("--kmeans-restarts", type=int, default=None, help="GMM(kmeans_restarts=...); default the module's")
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "serket_pyro_mnist_latents.npz"))
     a = p.parse_args(args)
     torch.set_num_threads(1)
@@ -107,7 +110,9 @@ def main(args=None):
         def ours():
             srk.reset_module_counter()
             srk.set_seed(a.seed)
-            g = GMM(10, category=y, output_root=root)
+            kw = {k: v for k, v in (("screen_sweeps", a.screen_sweeps), ("kmeans_restarts", a.kmeans_restarts))
+                  if v is not None}
+            g = GMM(10, category=y, output_root=root, **kw)
             g.connect(srk.Observation(z))
             g.update()
             out["ours"] = accuracy(y, g.assignments_.cpu().numpy())

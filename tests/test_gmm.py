@@ -654,7 +654,7 @@ def test_kmeanspp_start_is_ops_kmeans_and_recovers_blobs():
 
 def test_cold_chains_are_screened_and_the_best_runs_on(monkeypatch):
     """screen_sweeps: every cold chain runs S sweeps, only the most probable runs on to itr (the
-    same Markov chain as itr sweeps in one go); each chain starts from its own k-means++ run."""
+    same Markov chain as itr sweeps in one go); kmeans_restarts reaches each chain's k-means++."""
     rng = np.random.default_rng(1)
     centres = np.array([[0, 0], [6, 0], [0, 6], [6, 6]])
     x = np.concatenate([c + rng.standard_normal((40, 2)) for c in centres])
@@ -672,17 +672,17 @@ def test_cold_chains_are_screened_and_the_best_runs_on(monkeypatch):
     monkeypatch.setattr(G, "_gibbs_sweep", counted)
     monkeypatch.setattr(G, "_kmeanspp", recorded)
     pyro.set_rng_seed(0)
-    g = GMM(4, itr=30, n_init=3, screen_sweeps=12, n_average=5)
+    g = GMM(4, itr=30, n_init=3, screen_sweeps=12, n_average=5, kmeans_restarts=1)
     g.connect(srk.Observation(x))
     g.update()
     assert sweeps[0] == 3 * 12 + (30 - 12)                  # not 3 * 30
-    assert restarts == [1, 1, 1]                             # kmeans_restarts=1 for each chain
+    assert restarts == [1, 1, 1]                             # kmeans_restarts for each chain
     assert len(g.chain_log_joint_) == 3
-    sweeps[0] = 0
-    g2 = GMM(4, itr=30, n_init=3, screen_sweeps=0, n_average=5)   # 0: no screening
+    sweeps[0], restarts[:] = 0, []
+    g2 = GMM(4, itr=30, n_init=3, n_average=5)              # defaults: no screening, 10 restarts
     g2.connect(srk.Observation(x))
     g2.update()
-    assert sweeps[0] == 3 * 30
+    assert sweeps[0] == 3 * 30 and restarts == [10, 10, 10]
     # too few sweeps left after the screen to average n_average: no screening either
     sweeps[0] = 0
     g3 = GMM(4, itr=30, n_init=3, screen_sweeps=28, n_average=5)

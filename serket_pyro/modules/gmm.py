@@ -310,17 +310,19 @@ class GMM(Module):
         keep the chain whose last assignment has the higher collapsed posterior density
         (:func:`_log_collapsed_joint`); lets a confident parent (a Markov chain locked onto the data's
         order) move whole classes, which single-point Gibbs moves cannot.
-    screen_sweeps : int, default 40
+    screen_sweeps : int, default 0
         At a cold start with ``n_init > 1``, every chain runs this many sweeps and only the one of
         highest collapsed log joint runs on to ``itr`` (the others keep their score at this sweep in
         ``chain_log_joint_``; the kept chain is still the one of highest score).  Why: chains that
         start in different basins stay apart by far more than a chain moves later, and a few sweeps
-        show it (README, "Speed against the peers").  0 (or ``itr - screen_sweeps`` below
-        ``n_average``): every chain runs ``itr`` sweeps.
-    kmeans_restarts : int, default 1
-        k-means++ restarts (best inertia) behind each cold chain's start.  Why one: the best of
-        several restarts gives every chain the same k-means partition, hence the same basin, and the
-        ``n_init`` chains then search no more than one.
+        usually show it; 40 with ``kmeans_restarts=1`` is the fast setting of the README section
+        "Speed against the peers".  0 (the default, or ``itr - screen_sweeps`` below ``n_average``):
+        every chain runs ``itr`` sweeps.
+    kmeans_restarts : int, default 10
+        k-means++ restarts (best inertia) behind each cold chain's start.  The best of several
+        restarts tends to give every chain the same k-means partition, hence the same basin; 1 gives
+        the ``n_init`` chains different starts (a wider search, which is not always a more accurate
+        one: see the README).
     device : str or torch.device, optional
         Torch device (default CPU).  Computation is in float64.
     output_root : str or os.PathLike, optional
@@ -355,8 +357,8 @@ class GMM(Module):
                  mean_prior=None, kappa0: float = 1.0, nu0: float | None = None, psi0=None,
                  prior_scale: str = "data", backward: str = "soft", init: str = "kmeans++",
                  n_average: int = 10, n_init: int = 4, message_init: bool = True, device=None,
-                 output_root=None, mode: str = "learn", name: str = "gmm", screen_sweeps: int = 40,
-                 kmeans_restarts: int = 1):
+                 output_root=None, mode: str = "learn", name: str = "gmm", screen_sweeps: int = 0,
+                 kmeans_restarts: int = 10):
         super().__init__(name, output_root=output_root)
         self.K = check_positive_int(K, "K (number of classes)", self.name)
         self.itr = check_positive_int(itr, "itr", self.name)
