@@ -70,7 +70,7 @@ def main(args=None):
         rows.append((what, n_, sec, note))
 
     # forward-backward alone
-    row("forward_backward numpy (rescale every 16)", n, timeit(lambda: forward_backward(li, lt, lp), a.repeats))
+    row("forward_backward numpy+LAPACK (chunks of 256)", n, timeit(lambda: forward_backward(li, lt, lp), a.repeats))
     row("forward_backward numpy (rescale every step)", n,
         timeit(lambda: forward_backward(li, lt, lp, rescale_every=1), a.repeats))
     tli, tlt, tlp = (torch.from_numpy(x) for x in (li, lt, lp))

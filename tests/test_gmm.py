@@ -650,3 +650,57 @@ def test_kmeanspp_start_is_ops_kmeans_and_recovers_blobs():
     torch.manual_seed(7)
     seed = int(torch.randint(2**62, (), dtype=torch.int64))
     assert torch.equal(z, kmeans(x, 4, n_init=10, max_iter=20, seed=seed).labels)
+
+
+def test_cold_chains_are_screened_and_the_best_runs_on(monkeypatch):
+    """screen_sweeps: every cold chain runs S sweeps, only the most probable runs on to itr (the
+    same Markov chain as itr sweeps in one go); kmeans_restarts reaches each chain's k-means++."""
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0], [6, 0], [0, 6], [6, 6]])
+    x = np.concatenate([c + rng.standard_normal((40, 2)) for c in centres])
+    sweeps, restarts = [0], []
+    sweep, kpp = G._gibbs_sweep, G._kmeanspp
+
+    def counted(*a, **k):
+        sweeps[0] += 1
+        return sweep(*a, **k)
+
+    def recorded(x_, K, n_init=10, n_lloyd=20):
+        restarts.append(n_init)
+        return kpp(x_, K, n_init=n_init, n_lloyd=n_lloyd)
+
+    monkeypatch.setattr(G, "_gibbs_sweep", counted)
+    monkeypatch.setattr(G, "_kmeanspp", recorded)
+    pyro.set_rng_seed(0)
+    g = GMM(4, itr=30, n_init=3, screen_sweeps=12, n_average=5, kmeans_restarts=1)
+    g.connect(srk.Observation(x))
+    g.update()
+    assert sweeps[0] == 3 * 12 + (30 - 12)                  # not 3 * 30
+    assert restarts == [1, 1, 1]                             # kmeans_restarts for each chain
+    assert len(g.chain_log_joint_) == 3
+    sweeps[0], restarts[:] = 0, []
+    g2 = GMM(4, itr=30, n_init=3, n_average=5)              # defaults: no screening, 10 restarts
+    g2.connect(srk.Observation(x))
+    g2.update()
+    assert sweeps[0] == 3 * 30 and restarts == [10, 10, 10]
+    # too few sweeps left after the screen to average n_average: no screening either
+    sweeps[0] = 0
+    g3 = GMM(4, itr=30, n_init=3, screen_sweeps=28, n_average=5)
+    g3.connect(srk.Observation(x))
+    g3.update()
+    assert sweeps[0] == 3 * 30
+
+    # a chain continued from its last state is the chain run in one go
+    monkeypatch.setattr(G, "_gibbs_sweep", sweep)
+    prior = g._prior(torch.as_tensor(x, dtype=torch.float64))
+    xc = torch.as_tensor(x, dtype=torch.float64) - prior.loc
+    xx = (xc.unsqueeze(-1) * xc.unsqueeze(-2)).reshape(len(x), -1)
+    pyro.set_rng_seed(5)
+    start = g._cold_state(xc, xx, prior)
+    pyro.set_rng_seed(6)
+    one = g._run_chain(xc, xx, start, prior, None, sweeps=20)
+    pyro.set_rng_seed(6)
+    a = g._run_chain(xc, xx, start, prior, None, sweeps=8)
+    b = g._run_chain(xc, xx, (a["last"]["weights"], a["last"]["means"], a["last_tril"]), prior, None, sweeps=12)
+    assert torch.equal(one["z"], b["z"]) and torch.equal(one["last"]["means"], b["last"]["means"])
+    assert torch.equal(one["weights"], b["weights"]) and one["log_joint"] == b["log_joint"]

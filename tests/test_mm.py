@@ -168,6 +168,65 @@ def test_forward_backward_extreme_evidence_and_zeros():
     np.testing.assert_allclose(np.exp(r.log_marginals), marg, atol=1e-9)
 
 
+def _logspace_counts(log_init, log_trans, log_obs):
+    """Expected transition counts from a plain log-space forward-backward (independent reference)."""
+    T, K = log_obs.shape
+    la = np.empty((T, K))
+    la[0] = log_init + log_obs[0]
+    for t in range(1, T):
+        la[t] = logsumexp(la[t - 1][:, None] + log_trans, axis=0) + log_obs[t]
+    lb = np.zeros((T, K))
+    for t in range(T - 1, 0, -1):
+        lb[t - 1] = logsumexp(log_trans + log_obs[t] + lb[t], axis=1)
+    lxi = la[:-1, :, None] + log_trans + (log_obs[1:] + lb[1:])[:, None, :]
+    lxi -= logsumexp(lxi, axis=(1, 2), keepdims=True)
+    return np.exp(logsumexp(lxi, axis=0))
+
+
+@pytest.mark.parametrize("rescale_every", [7, 256])
+def test_forward_backward_long_chain_in_chunks(rescale_every):
+    # 1500 steps: many chunks (the banded solves), evidence spanning 60 nats per step so that chunks
+    # are cut where the row mass leaves its range, and a state the evidence never allows
+    rng = np.random.default_rng(11)
+    K, T = 5, 1500
+    li = np.log(rng.dirichlet(np.ones(K)))
+    lt = np.log(rng.dirichlet(np.ones(K) * 0.5, size=K))
+    lo = rng.uniform(-60, 0, size=(T, K))
+    lo[:, 4] = -np.inf
+    ll, marg = logspace_reference(li, lt, lo)
+    r = forward_backward(li, lt, lo, rescale_every=rescale_every)
+    assert r.log_likelihood == pytest.approx(ll, rel=1e-12)
+    np.testing.assert_allclose(np.exp(r.log_marginals), marg, atol=1e-10)
+    with np.errstate(divide="ignore"):
+        counts = _logspace_counts(li, lt, lo)
+    np.testing.assert_allclose(r.trans_counts, counts, atol=1e-8)
+    assert r.trans_counts.sum() == pytest.approx(T - 1)
+    rf = forward_backward(li, lt, np.asfortranarray(lo), rescale_every=rescale_every)   # any layout
+    np.testing.assert_array_equal(rf.log_marginals, r.log_marginals)
+    post = r.log_loo + lo
+    with np.errstate(invalid="ignore"):
+        post = np.exp(post - logsumexp(post, 1, keepdims=True))
+    np.testing.assert_allclose(post, marg, atol=1e-10)
+
+
+def test_forward_backward_memory_is_order_t_k():
+    # no T x K x K products: the peak of Python-level allocations stays within a dozen (T, K)
+    # float64 arrays (the inputs, outputs and a few buffers); keeping A * e_t for every step
+    # (T K^2 numbers, 40 times more here) exceeds it
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    K, T = 40, 10000
+    li, lt = np.full(K, -np.log(K)), np.log(rng.dirichlet(np.ones(K), size=K))
+    lo = 3.0 * rng.normal(size=(T, K))
+    tracemalloc.start()
+    try:
+        forward_backward(li, lt, lo)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 12 * T * K * 8, f"peak {peak / 1e6:.1f} MB"
+
+
 def test_forward_backward_errors():
     li, lt, lo = random_chain(3, 4, 0)
     with pytest.raises(ValueError, match="shape"):

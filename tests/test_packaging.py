@@ -57,6 +57,21 @@ def test_help_and_version_import_no_heavy_module(argv):
     assert r.stdout.strip().splitlines()[-1] == "HEAVY []"
 
 
+PEERS = ("sklearn", "hmmlearn", "tomotopy")   # the benchmarks' peers: the `bench` extra only
+
+
+def test_package_never_imports_the_benchmark_peers():
+    """Every module of the package imports without scikit-learn, hmmlearn or tomotopy (they are
+    benchmark-only dependencies, ``pip install serket-pyro[bench]``)."""
+    code = ("import importlib, pkgutil, sys, serket_pyro\n"
+            "for m in pkgutil.walk_packages(serket_pyro.__path__, 'serket_pyro.'):\n"
+            "    importlib.import_module(m.name)\n"
+            f"print('PEERS', sorted(m for m in sys.modules if m.split('.')[0] in {PEERS!r}))")
+    r = _python("-c", code)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "PEERS []"
+
+
 def test_package_logger_has_a_null_handler():
     log = logging.getLogger("serket_pyro")
     assert any(isinstance(h, logging.NullHandler) for h in log.handlers)

@@ -567,3 +567,42 @@ def test_mlp_networks_shapes_and_use_in_the_vae(images, tmp_path):
         vae.mlp_networks(784, 3, widths=(16, 0))
     with pytest.raises(ValueError, match="at least one hidden layer"):
         vae.mlp_networks(784, 3, widths=())
+
+
+def test_training_does_not_sync_the_host_per_minibatch(monkeypatch):
+    """GPU readiness: the default training loop keeps the loss on the device and reads it once
+    per epoch; a per-minibatch ``.item()`` / ``float()`` / ``.cpu()`` would stall a GPU at every
+    step.  Counted on CPU by wrapping the tensor methods that copy to the host, for calls made by
+    the package's own code (torch's Adam reads its step counter, a CPU tensor also on a GPU)."""
+    import sys
+    pkg = os.path.dirname(srk.__file__)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 12)).astype(np.float32)
+    m = srk.VAE(3, itr=3, batch_size=16, output_root=None)       # 4 minibatches per epoch
+    m.connect(srk.Observation(x))
+    calls = {"n": 0}
+    inside = {"on": False}
+
+    def counted(name):
+        orig = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, **k):
+            if inside["on"] and sys._getframe(1).f_code.co_filename.startswith(pkg):
+                calls["n"] += 1
+            return orig(self, *a, **k)
+        return wrapper
+
+    for name in ("item", "__float__", "__int__", "__bool__", "cpu", "numpy", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    train = m._train_analytic
+
+    def watched(*a, **k):
+        inside["on"] = True
+        try:
+            return train(*a, **k)
+        finally:
+            inside["on"] = False
+    monkeypatch.setattr(m, "_train_analytic", watched)
+    m.update()
+    assert m.elbo == "analytic"
+    assert 0 < calls["n"] <= 3, f"{calls['n']} host reads in 3 epochs of 4 minibatches"

@@ -334,6 +334,19 @@ class GMM(Module):
         keep the chain whose last assignment has the higher collapsed posterior density
         (:func:`_log_collapsed_joint`); lets a confident parent (a Markov chain locked onto the data's
         order) move whole classes, which single-point Gibbs moves cannot.
+    screen_sweeps : int, default 0
+        At a cold start with ``n_init > 1``, every chain runs this many sweeps and only the one of
+        highest collapsed log joint runs on to ``itr`` (the others keep their score at this sweep in
+        ``chain_log_joint_``; the kept chain is still the one of highest score).  Why: chains that
+        start in different basins stay apart by far more than a chain moves later, and a few sweeps
+        usually show it; 40 with ``kmeans_restarts=1`` is the fast setting of the README section
+        "Speed against the peers".  0 (the default, or ``itr - screen_sweeps`` below ``n_average``):
+        every chain runs ``itr`` sweeps.
+    kmeans_restarts : int, default 10
+        k-means++ restarts (best inertia) behind each cold chain's start.  The best of several
+        restarts tends to give every chain the same k-means partition, hence the same basin; 1 gives
+        the ``n_init`` chains different starts (a wider search, which is not always a more accurate
+        one: see the README).
     device : str or torch.device, optional
         Torch device (default CPU).  Computation is in float64.
     output_root : str or os.PathLike, optional
@@ -368,7 +381,8 @@ class GMM(Module):
                  mean_prior=None, kappa0: float = 1.0, nu0: float | None = None, psi0=None,
                  prior_scale: str = "data", backward: str = "soft", init: str = "kmeans++",
                  n_average: int = 10, n_init: int = 4, message_init: bool = True, device=None,
-                 output_root=None, mode: str = "learn", name: str = "gmm"):
+                 output_root=None, mode: str = "learn", name: str = "gmm", screen_sweeps: int = 0,
+                 kmeans_restarts: int = 10):
         super().__init__(name, output_root=output_root)
         self.K = check_positive_int(K, "K (number of classes)", self.name)
         self.itr = check_positive_int(itr, "itr", self.name)
@@ -390,6 +404,8 @@ class GMM(Module):
         self.n_average = check_positive_int(n_average, "n_average", self.name)
         self.n_init = check_positive_int(n_init, "n_init", self.name)
         self.message_init = bool(message_init)
+        self.screen_sweeps = check_positive_int(screen_sweeps, "screen_sweeps", self.name, minimum=0)
+        self.kmeans_restarts = check_positive_int(kmeans_restarts, "kmeans_restarts", self.name)
         self.device = check_device(device)
         self.mode = mode
         self.dtype = torch.float64
@@ -561,29 +577,31 @@ class GMM(Module):
         """Start of a cold chain: k-means++ (or random) assignments and one parameter draw."""
         N = xc.shape[0]
         if self.init == "kmeans++":
-            z = _kmeanspp(xc, self.K)
+            z = _kmeanspp(xc, self.K, n_init=self.kmeans_restarts)
         else:
             with _dist.local_rng():
                 z = torch.randint(self.K, (N,), device=self.device)
         weights, means, _, tril = _sample_params(prior, self.alpha, _suff_stats(xc, xx, z, self.K))
         return weights, means, tril
 
-    def _run_chain(self, xc, xx, state, prior, bias) -> dict:
-        """``itr`` Gibbs sweeps from ``state = (weights, means, scale_tril)``.  Returns averaged
-        estimates, the last sample and the collapsed log joint of the last assignment."""
+    def _run_chain(self, xc, xx, state, prior, bias, sweeps=None) -> dict:
+        """``sweeps`` (default ``itr``) Gibbs sweeps from ``state = (weights, means, scale_tril)``.
+        Returns averaged estimates, the last sample and the collapsed log joint of the last
+        assignment."""
         weights, means, tril = state
         D = xc.shape[1]
-        n_avg = min(self.n_average, self.itr)
+        sweeps = self.itr if sweeps is None else sweeps
+        n_avg = min(self.n_average, sweeps)
         acc = [torch.zeros_like(weights), torch.zeros_like(means),
                torch.zeros(self.K, D, D, dtype=xc.dtype, device=xc.device)]
-        for s in range(self.itr):
+        for s in range(sweeps):
             z, stats, weights, means, sigma, tril = _gibbs_sweep(xc, xx, weights, means, tril, prior,
                                                                  self.alpha, bias)
-            if s >= self.itr - n_avg:
+            if s >= sweeps - n_avg:
                 for a, v in zip(acc, _posterior_means(prior, self.alpha, stats)):
                     a.add_(v)
         return {"weights": acc[0] / n_avg, "means": acc[1] / n_avg, "covariances": acc[2] / n_avg, "z": z,
-                "last": {"weights": weights, "means": means, "covariances": sigma},
+                "last": {"weights": weights, "means": means, "covariances": sigma}, "last_tril": tril,
                 "log_joint": _log_collapsed_joint(prior, self.alpha, stats, z, bias),
                 "own_log_joint": _log_collapsed_joint(prior, self.alpha, stats, z)}
 
@@ -599,8 +617,16 @@ class GMM(Module):
         if warm is not None:
             chains = [self._run_chain(xc, xx, warm, prior, bias)]
         else:  # each chain draws its start just before it runs (the RNG order of the benchmarks)
-            chains = [self._run_chain(xc, xx, self._cold_state(xc, xx, prior), prior, bias)
+            S, n_avg = self.screen_sweeps, min(self.n_average, self.itr)
+            screen = self.n_init > 1 and 0 < S and self.itr - S >= n_avg
+            chains = [self._run_chain(xc, xx, self._cold_state(xc, xx, prior), prior, bias,
+                                      sweeps=S if screen else None)
                       for _ in range(self.n_init)]
+            if screen:  # the most probable screened chain runs on to itr sweeps
+                i = max(range(self.n_init), key=lambda c: chains[c]["log_joint"])
+                last = chains[i]
+                chains[i] = self._run_chain(xc, xx, (last["last"]["weights"], last["last"]["means"],
+                                                     last["last_tril"]), prior, bias, sweeps=self.itr - S)
         if bias is not None and self.message_init:
             # a second chain started from the parent's message: Gibbs moves single points, so
             # it cannot move a whole class that the parent assigns elsewhere (e.g. a chain that

@@ -518,9 +518,15 @@ class MarkovModel(Module):
 
         # the children's noise: a float eps (robust likelihood) or a list of (K, K) confusion
         # matrices, one per child (evidence_model="confusion", learned in stage 2)
+        robust = {}                        # eps -> robust evidence: stage 1 holds eps fixed
+
         def e_step(A, noise):
             if isinstance(noise, float):
-                ev = [self._robust(lp, noise) for lp in logs]
+                if noise not in robust:
+                    if len(robust) > 4:
+                        robust.clear()
+                    robust[noise] = [self._robust(lp, noise) for lp in logs]
+                ev = robust[noise]
             else:
                 ev = [confusion_evidence(lp, B) for lp, B in zip(logs, noise)]
             return ev, forward_backward(log_init, np.log(A), sum(ev) + extra)
