@@ -219,6 +219,23 @@ class JointProgram(nn.Module):
             return self._constrained(self._params, module.name)
         return {m.name: self._constrained(self._params, m.name) for m in self.modules_}
 
+    @torch.no_grad()
+    def set_param(self, module, name: str, value) -> None:
+        """Set a global parameter of ``module`` (constrained value), e.g. to start from known
+        values or to evaluate the program at fixed parameters."""
+        if module.name not in self._params or name not in self._params[module.name]:
+            raise ValueError(f"joint_program: {module.name} has no joint parameter {name!r}")
+        u = transform_to(self._constraints[module.name][name]).inv(torch.as_tensor(value, dtype=torch.float64))
+        self._params[module.name][name].copy_(u.to(self.dtype))
+
+    @torch.no_grad()
+    def set_local(self, module, name: str, value) -> None:
+        """Set a local (per data point) guide parameter of ``module``, ``(N, ...)``."""
+        if module.name not in self._locals or name not in self._locals[module.name]:
+            raise ValueError(f"joint_program: {module.name} has no local parameter {name!r}")
+        u = transform_to(self._constraints[module.name][name]).inv(torch.as_tensor(value, dtype=torch.float64))
+        self._locals[module.name][name].copy_(u.to(self.dtype))
+
     def _chunk_starts(self) -> torch.Tensor:
         T = min(self.chunk_len, self.N)
         starts = torch.arange(0, self.N - T + 1, T)
