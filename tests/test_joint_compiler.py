@@ -376,3 +376,31 @@ def test_tutorial_systems_compile_and_fit(system, tmp_path):
         mod.update()
     assert s["vae"].forward_msg.loc.shape == (n, 3)
     assert g.metrics_["accuracy"] >= 0
+
+
+def test_to_modules_then_save_load_recognises_as_the_program(tmp_path):
+    from serket_pyro.datasets import load_hmm_toy
+
+    d = load_hmm_toy()
+    srk.set_seed(0)
+    obs = srk.Observation(d.data)
+    g = GMM(4, output_root=str(tmp_path / "out"))
+    g.connect(obs)
+    m = MarkovModel(output_root=str(tmp_path / "out"))
+    m.connect(g)
+    p = joint_program(m, chunk_len=50)
+    p.fit(40, lr=0.05)
+    pred = p.predict(g)
+    p.to_modules()
+    assert np.array_equal(g.assignments_.cpu().numpy(), pred)
+    A = p.params(m)["trans_prob"].double()
+    assert torch.allclose(m.trans_prob_, A / A.sum(-1, keepdim=True))
+    srk.save_graph(tmp_path / "saved", m)
+    s2 = srk.load_graph(tmp_path / "saved", [d.data], mode="recog", output_root=str(tmp_path / "recog"))
+    g2 = next(x for x in s2.modules.values() if isinstance(x, GMM))
+    assert torch.allclose(g2.means_, g.means_) and torch.allclose(g2.covariances_, g.covariances_)
+    # the GMM's recognition with the saved parameters: its own classes equal the program's
+    # mixture posterior (no chain) up to a relabelling-free comparison
+    g2.update()
+    own = g.class_log_posterior(torch.as_tensor(d.data)).argmax(-1).numpy()
+    assert np.array_equal(np.loadtxt(tmp_path / "recog" / g2.name / "class_recog.txt").astype(int), own)
