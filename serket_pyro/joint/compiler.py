@@ -26,6 +26,7 @@ per data point.  :meth:`JointProgram.to_modules` writes the parameters back into
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -188,13 +189,9 @@ class JointProgram(nn.Module):
 
     # ------------------------------------------------------------------ plumbing
     def _initial_latent(self, m):
-        """Initial values of a module's site for its parent's initialisation (VAE: encoder means of
-        a trained VAE), or None."""
-        if getattr(m, "encoder_", None) is not None and m.children and isinstance(m.children[0], Observation):
-            with torch.no_grad():
-                x = self._obs[(m.name, 0)]
-                return torch.cat([m.encoder_(x[i].float())[0] for i in torch.arange(self.N).split(2000)]).double()
-        return None
+        """Initial values of a child's site for its parent's initialisation: the guide's means of
+        a ``"latent"`` child (a trained VAE's encoder means, an MLDA's fitted ``theta_``), else None."""
+        return self._latent_mean(m).double() if m.joint_role == "latent" else None
 
     def _register(self, m, spec: dict, where: nn.ModuleDict) -> None:
         pd = nn.ParameterDict()
@@ -337,7 +334,7 @@ class JointProgram(nn.Module):
         outer, inner = self._plates(idx, batch_size)
         with outer as ind, poutine.scale(scale=1.0 / self.N):
             rows = self._rows(ind)
-            with (inner if inner is not None else _null()):
+            with (inner if inner is not None else contextlib.nullcontext()):
                 for m in self.modules_:
                     if m.joint_role != "latent":
                         continue
@@ -417,19 +414,19 @@ class JointProgram(nn.Module):
 
     # ------------------------------------------------------------------ posteriors
     @torch.no_grad()
+    def _latent_mean(self, m) -> torch.Tensor:
+        """Guide mean of a ``"latent"`` module's site, ``(N, size)``."""
+        P = self._constrained(self._params, m.name)
+        parts = []
+        for rows in torch.arange(self.N).split(2000):
+            local = self._constrained(self._locals, m.name, rows)
+            parts.append(m.joint_guide(P, local, self._observed(m, rows)).mean)
+        return torch.cat(parts)
+
+    @torch.no_grad()
     def latent_means(self) -> dict[str, torch.Tensor]:
         """Guide means of every ``"latent"`` site, ``{module name: (N, size)}``."""
-        P = self.params()
-        out = {}
-        for m in self.modules_:
-            if m.joint_role != "latent":
-                continue
-            parts = []
-            for rows in torch.arange(self.N).split(2000):
-                local = self._constrained(self._locals, m.name, rows)
-                parts.append(m.joint_guide(P[m.name], local, self._observed(m, rows)).mean)
-            out[m.name] = torch.cat(parts)
-        return out
+        return {m.name: self._latent_mean(m) for m in self.modules_ if m.joint_role == "latent"}
 
     def _site_value(self, m, i, means):
         c = m.children[i]
@@ -503,14 +500,6 @@ class _Placeholder(dist.ImproperUniform):
     def log_prob(self, value):
         shape = value.shape[:value.dim() - len(self.event_shape)]
         return value.new_zeros(shape)
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def joint_program(graph, **kwargs) -> JointProgram:
