@@ -333,6 +333,21 @@ def test_module_without_hooks_is_named():
         p.fit(1)
 
 
+def test_graphs_the_compiler_does_not_take_are_named():
+    lower = MLDA(2)
+    lower.connect(srk.Observation(torch.ones(4, 3)))
+    upper = MLDA(2)
+    upper.connect(lower)
+    with pytest.raises(ValueError, match=f"{upper.name}: in the joint program an MLDA's children"):
+        joint_program(upper)
+    g1 = GMM(2)
+    g1.connect(srk.Observation(torch.rand(4, 2)))
+    g2 = GMM(2)
+    g2.connect(g1)
+    with pytest.raises(ValueError, match=f"{g2.name}: in the joint program a GMM's child"):
+        joint_program(g2)
+
+
 def test_joint_model_routes_other_graphs_to_the_compiler():
     g = GMM(2)
     g.connect(srk.Observation(torch.rand(6, 2)))

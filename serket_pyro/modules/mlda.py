@@ -795,6 +795,11 @@ class MLDA(Module):
         from torch.distributions import constraints
 
         out = {}
+        for c in self.children:
+            if getattr(c, "joint_role", None) not in (None, "class"):
+                raise ValueError(f"{self.name}: in the joint program an MLDA's children must be observations "
+                                 f"(counts) or class modules (a GMM), got {c.name} (an MLDA under an MLDA is "
+                                 "not compiled yet)")
         for i, V in enumerate(child_sizes):
             if self.phi_ is not None and i < len(self.phi_) and tuple(self.phi_[i].shape) == (self.K, V):
                 phi = self.phi_[i].double().cpu().clamp_min(1e-8)
