@@ -54,15 +54,21 @@ def run(system, seed, data, args):
     t0 = time.time()
     p = srk.joint_program(s, chunk_len=args.chunk_len)
     start_acc = float(accuracy(data.category[:n], p.predict(result)))
-    losses = p.fit(args.epochs, batch_size=args.batch_size, lr=args.lr, lr_networks=args.lr_networks)
-    joint_acc = float(accuracy(data.category[:n], p.predict(result)))
+    losses, curve, done = [], {}, 0
+    for upto in sorted(set(args.eval_epochs + [args.epochs])):  # accuracy after these epoch counts
+        if upto > args.epochs:
+            break
+        losses += p.fit(upto - done, batch_size=args.batch_size, lr=args.lr, lr_networks=args.lr_networks)
+        done = upto
+        curve[upto] = float(accuracy(data.category[:n], p.predict(result)))
+    joint_acc = curve[args.epochs]
     p.to_modules()
     t_joint = time.time() - t0
     rec = {"system": system, "seed": seed, "n": n, "message_passing_accuracy": mp_acc,
-           "joint_start_accuracy": start_acc, "joint_accuracy": joint_acc, "loss_first": losses[0] if losses else None,
+           "joint_start_accuracy": start_acc, "joint_accuracy": joint_acc, "accuracy_by_epoch": curve, "loss_first": losses[0] if losses else None,
            "loss_last": losses[-1] if losses else None, "seconds_message_passing": t_mp, "seconds_joint": t_joint}
     print(f"{system} seed {seed}: {args.start} {mp_acc:.3f} ({t_mp:.0f} s); joint start {start_acc:.3f}, "
-          f"after {args.epochs} epochs {joint_acc:.3f} ({t_joint:.0f} s)", flush=True)
+          f"after {args.epochs} epochs {joint_acc:.3f} ({t_joint:.0f} s); by epoch {curve}", flush=True)
     return rec
 
 
@@ -93,6 +99,7 @@ def parser():
                         "examples/joint_vae_gmm.py")
     p.add_argument("--pretrain-epochs", type=int, default=150, help="--start vade: pretraining epochs")
     p.add_argument("--epochs", type=int, default=20, help="joint epochs")
+    p.add_argument("--eval-epochs", type=int, nargs="*", default=[], help="also report the accuracy after these epochs")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--chunk-len", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of the global parameters")
