@@ -83,6 +83,9 @@ _EXPORTS = {
     "NN": "modules.neural",
     "TorchNN": "modules.neural",
     "TorchVAE": "modules.torch_vae",
+    "joint_model": "joint",
+    "joint_program": "joint",
+    "JointProgram": "joint",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -115,6 +115,39 @@ class Module:
     :meth:`state_dict` / :meth:`load_state_dict` only for state
     that is not plain arrays (the VAE's networks) and :meth:`update` not at all.
 
+    **Joint hooks** (optional: only for :func:`serket_pyro.joint.joint_program`, which compiles a
+    connected graph into ONE Pyro model and guide).  Each module owns one latent site per data
+    point, named :meth:`joint_site` (``"<module name>.z"``); a parent's distribution is placed on
+    its child's site, so e.g. the GMM's component IS the prior of the VAE's ``z`` and the GMM's
+    class IS a token of an MLDA.  A module declares ``joint_role``: ``"class"`` (a discrete latent
+    with :meth:`joint_size` values, enumerated in parallel), ``"latent"`` (a continuous latent
+    with a guide: :meth:`joint_guide`) or ``"chain"`` (no site of its own: a Markov chain over its
+    one child's site, summed by the forward algorithm); ``None`` (default): no joint hooks, and
+    the compiler refuses the module naming it.  The hooks return distributions (as
+    ``pyro.contrib.cevae``), written once and used by the module's own ``model()`` and by the
+    joint program:
+
+    * ``joint_size()``: values of a class, dimension of a latent (``K``, ``latent_dim``);
+    * ``joint_params(child_sizes, child_values, parent_states)``: the global parameters as
+      ``{name: (initial tensor, constraint)}`` (point estimates); ``child_values`` are data or
+      initial latents of the children (``None`` when unknown), ``parent_states`` the number of
+      classes of a class or chain parent (``None`` without one);
+    * ``joint_networks(child_sizes)``: networks trained with the program (default none);
+    * ``joint_local_params(N)``: per-data-point guide parameters ``{name: ((N, ...) init,
+      constraint)}`` (default none);
+    * ``joint_prior(params)``: the distribution of the own site without a parent;
+    * ``joint_child_dist(params, value, i)``: the distribution placed on child ``i``'s site (or
+      data) given the own site's ``value`` (a class may be a tensor of classes: Vindex);
+    * ``joint_state_dist(params, s)``: the own site's distribution given a chain/class parent's
+      state ``s`` (a ``"latent"`` module under a Markov chain);
+    * ``joint_guide(params, local, observed)``: ``q`` of the own site (``"latent"`` modules), from
+      the local parameters at the minibatch rows and the observed children's rows;
+    * ``joint_observed(i, data)``: child ``i``'s data as this module's site reads them (scaled
+      pixels, token counts; default float tensor);
+    * ``joint_to_module(params, posterior)``: write the fitted parameters back into the
+      ``_fitted`` attributes (``posterior``: ``(N, K)`` class log-probabilities or ``(N, L)``
+      latent means), so outputs, recognition and save/load work as after message passing.
+
     Parameters
     ----------
     name : str, default "module"
@@ -166,6 +199,58 @@ class Module:
     _model_params: tuple = ()
     #: the original's name of the ``class_<mode>.txt`` file, written as a copy (MLDA: ``categories``)
     _original_class_file: str | None = None
+
+    #: joint role: ``"class"``, ``"latent"``, ``"chain"`` or ``None`` (no joint hooks)
+    joint_role: str | None = None
+
+    # ------------------------------------------------------------------ joint hooks (defaults)
+    def _missing_joint_hook(self, hook: str, why: str = ""):
+        raise ValueError(f"{self.name}: {type(self).__name__} does not implement the joint hook {hook}()"
+                         f"{' (' + why + ')' if why else ''}; see 'Joint hooks' in the Module docstring")
+
+    def joint_site(self) -> str:
+        """Name of this module's latent site in the joint program: ``"<name>.z"``."""
+        return f"{self.name}.z"
+
+    def joint_size(self) -> int:
+        """Classes (``"class"``) or dimension (``"latent"``) of the own site."""
+        self._missing_joint_hook("joint_size")
+
+    def joint_params(self, child_sizes, child_values, parent_states) -> dict:
+        """Global parameters ``{name: (initial tensor, constraint)}`` (default none)."""
+        return {}
+
+    def joint_networks(self, child_sizes) -> list:
+        """``torch.nn.Module`` s trained with the joint program (VAE: encoder, decoder; default none)."""
+        return []
+
+    def joint_local_params(self, N: int) -> dict:
+        """Per-data-point guide parameters ``{name: ((N, ...) initial tensor, constraint)}``."""
+        return {}
+
+    def joint_prior(self, params):
+        """Distribution of the own site without a parent."""
+        self._missing_joint_hook("joint_prior", "needed at the top of a graph")
+
+    def joint_child_dist(self, params, value, i: int):
+        """Distribution placed on child ``i``'s site given the own site's ``value``."""
+        self._missing_joint_hook("joint_child_dist", "needed for a module with children")
+
+    def joint_state_dist(self, params, s):
+        """Distribution of the own site given a chain/class parent's state ``s``."""
+        self._missing_joint_hook("joint_state_dist", "needed under a Markov chain")
+
+    def joint_guide(self, params, local, observed):
+        """Guide ``q`` of the own site (``"latent"`` modules)."""
+        self._missing_joint_hook("joint_guide", "needed for a continuous latent")
+
+    def joint_observed(self, i: int, data: torch.Tensor) -> torch.Tensor:
+        """Child ``i``'s data as this module's site reads them (default: unchanged)."""
+        return data
+
+    def joint_to_module(self, params, posterior) -> None:
+        """Write the jointly fitted parameters into the ``_fitted`` attributes."""
+        self._missing_joint_hook("joint_to_module")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -655,14 +655,32 @@ class JointModel(PyroModule):
             mm.log_likelihood_ = float("nan")
 
 
-def joint_model(graph, x=None, **kwargs) -> JointModel:
-    """Compose a VAE -> GMM (-> MarkovModel) graph into one :class:`JointModel`.
+def joint_model(graph, x=None, *, compiled: bool | None = None, **kwargs):
+    """One Pyro program from a connected graph of modules.
+
+    The graphs VAE -> GMM and VAE -> GMM -> MarkovModel give the VaDE recipe
+    :class:`JointModel` (pretraining, cluster initialisation); every other graph, or
+    ``compiled=True``, the compiled :class:`~serket_pyro.joint.compiler.JointProgram`.
 
     Args:
         graph: a :class:`~serket_pyro.system.System` (e.g. ``models.vae_gmm.build(...)``), any
             module of the connected graph, or a list of its modules.
-        x: data (default: the VAE's observation).
-        **kwargs: :class:`JointModel` options (``chunk_len``, ``covariance``, ``device``).
+        x: data (default: the VAE's observation; :class:`JointModel` only).
+        compiled: ``True`` always compiles, ``False`` always builds a :class:`JointModel`,
+            ``None`` (default) compiles the graphs a :class:`JointModel` does not take.
+        **kwargs: :class:`JointModel` options (``chunk_len``, ``covariance``, ``device``) or
+            :class:`~serket_pyro.joint.compiler.JointProgram` options (``chunk_len``, ``dtype``).
     """
-    vae, gmm, mm = _find_modules(graph)
+    from .compiler import JointProgram
+
+    if compiled:
+        if x is not None:
+            raise ValueError("joint_model: compiled=True reads the data from the graph's observations; drop x")
+        return JointProgram(graph, **kwargs)
+    try:
+        vae, gmm, mm = _find_modules(graph)
+    except ValueError:
+        if compiled is False or x is not None:
+            raise
+        return JointProgram(graph, **kwargs)
     return JointModel(vae, gmm, mm, x, **kwargs)

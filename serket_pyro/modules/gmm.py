@@ -541,12 +541,82 @@ class GMM(Module):
             precisions = pyro.sample("precisions", dist.Wishart(prior.df, precision_matrix=prior.scale))
             means = pyro.sample("means", dist.MultivariateNormal(prior.loc, precision_matrix=prior.kappa * precisions))
         with pyro.plate("data", N):
-            z = pyro.sample("z", dist.Categorical(weights))
+            z = pyro.sample("z", self.joint_prior({"weights": weights}))
             if bias_log_probs is not None:
                 pyro.factor("bias", Vindex(bias_log_probs)[torch.arange(N, device=x.device), z])
             pyro.sample("x", dist.MultivariateNormal(Vindex(means)[..., z, :],
                                                      precision_matrix=Vindex(precisions)[..., z, :, :]), obs=x)
         return z
+
+    # ------------------------------------------------------------ joint hooks
+    joint_role = "class"
+
+    def joint_size(self) -> int:
+        """``K`` classes."""
+        return self.K
+
+    def joint_params(self, child_sizes, child_values, parent_states) -> dict:
+        """``weights (K,)`` (without a parent), ``means (K, D)``, ``scale_tril (K, D, D)``: the
+        fitted estimates when there are (message passing as pretraining), else from k-means++ on
+        the child's initial values, else random means and unit covariances."""
+        from torch.distributions import constraints
+
+        if len(child_sizes) != 1:
+            raise ValueError(f"{self.name}: the joint program needs exactly one child of a GMM, "
+                             f"got {len(child_sizes)}")
+        if getattr(self.children[0], "joint_role", None) not in (None, "latent"):
+            raise ValueError(f"{self.name}: in the joint program a GMM's child must be an observation or a "
+                             f"module with a continuous site, got {self.children[0].name}")
+        K, D = self.K, int(child_sizes[0])
+        x = child_values[0]
+        if self.means_ is not None and tuple(self.means_.shape) == (K, D):
+            w, means, cov = self.weights_.double().cpu(), self.means_.double().cpu(), self.covariances_.double().cpu()
+        elif x is not None and x.shape[0] >= K:
+            x = torch.as_tensor(x, dtype=torch.float64).cpu()
+            lab = _kmeanspp(x, K)
+            counts = torch.bincount(lab, minlength=K).double()
+            means = torch.stack([x[lab == k].mean(0) if counts[k] > 0 else x.mean(0) for k in range(K)])
+            dev = x - means[lab]
+            scatter = torch.zeros(K, D, D, dtype=torch.float64).index_add_(0, lab, dev.unsqueeze(-1) * dev.unsqueeze(-2))
+            total = torch.cov(x.T).reshape(D, D) if x.shape[0] > 1 else torch.eye(D, dtype=torch.float64)
+            cov = torch.where(counts[:, None, None] > D, scatter / counts.clamp_min(1)[:, None, None], total)
+            cov = cov + 1e-4 * float(total.diagonal().mean().clamp_min(1e-12)) * torch.eye(D, dtype=torch.float64)
+            w = (counts + 1) / (counts.sum() + K)
+        else:
+            means = torch.randn(K, D, dtype=torch.float64)
+            cov = torch.eye(D, dtype=torch.float64).expand(K, D, D)
+            w = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        out = {"means": (means, constraints.real),
+               "scale_tril": (torch.linalg.cholesky(cov), constraints.lower_cholesky)}
+        if parent_states is None:
+            out["weights"] = (w / w.sum(), constraints.simplex)
+        return out
+
+    def joint_prior(self, params):
+        """``Categorical(weights)``: the class without a parent (the site ``z`` of :meth:`model`)."""
+        return dist.Categorical(params["weights"])
+
+    def joint_child_dist(self, params, value, i: int):
+        """``MultivariateNormal(means[c], scale_tril[c])`` on the child's site given classes ``c``."""
+        return dist.MultivariateNormal(Vindex(params["means"])[..., value, :],
+                                       scale_tril=Vindex(params["scale_tril"])[..., value, :, :])
+
+    def joint_observed(self, i: int, data: torch.Tensor) -> torch.Tensor:
+        return data.to(torch.float64)
+
+    def joint_to_module(self, params, posterior) -> None:
+        """``weights_`` (the parameter, or the classes' posterior frequencies under a parent),
+        ``means_``, ``covariances_``, ``assignments_`` (most probable classes)."""
+        f = dict(device=self.device, dtype=self.dtype)
+        tril = params["scale_tril"].detach().to(**f)
+        self.means_ = params["means"].detach().to(**f).clone()
+        self.covariances_ = tril @ tril.transpose(-1, -2)
+        if "weights" in params:
+            self.weights_ = params["weights"].detach().to(**f).clone()
+        else:
+            self.weights_ = posterior.exp().mean(0).to(**f)
+        self.assignments_ = posterior.argmax(-1).to(self.device)
+        self.last_sample_ = None
 
     # -------------------------------------------------------------- inference
     def class_log_posterior(self, x, bias_log_probs=None) -> torch.Tensor:

@@ -765,8 +765,8 @@ class MLDA(Module):
             log_b = (bias.log_probs if isinstance(bias, Message) else torch.as_tensor(bias)).to(
                 dtype=torch.float64, device=self.device)
         with pyro.plate("documents", N):
-            theta = pyro.sample("theta", dist.Dirichlet(torch.full((K,), self.alpha, dtype=torch.float64,
-                                                                   device=self.device)))
+            theta = pyro.sample("theta", self.joint_prior({"_": torch.zeros((), dtype=torch.float64,
+                                                                             device=self.device)}))
         zs = []
         for m, c in enumerate(counts):
             V = c.shape[1]
@@ -784,6 +784,94 @@ class MLDA(Module):
                 pyro.sample(f"w_{m}", dist.Categorical(Vindex(phi)[z]), obs=word)
             zs.append(z)
         return zs
+
+    # ------------------------------------------------------------ joint hooks
+    #: the joint site is the documents' topic proportions ``theta`` (per-token topics summed out)
+    joint_role = "latent"
+
+    def joint_size(self) -> int:
+        """``K`` topics (the site is ``theta``, ``(K,)`` on the simplex)."""
+        return self.K
+
+    def joint_params(self, child_sizes, child_values, parent_states) -> dict:
+        """``phi_<i> (K, V_i)`` per child (the fitted ``phi_`` when it fits, else random
+        Dirichlet(1) rows); ``state_concentration (S, K)`` under a chain/class parent with ``S``
+        states (``theta | s ~ Dirichlet(state_concentration[s])``)."""
+        from torch.distributions import constraints
+
+        out = {}
+        for c in self.children:
+            if getattr(c, "joint_role", None) not in (None, "class"):
+                raise ValueError(f"{self.name}: in the joint program an MLDA's children must be observations "
+                                 f"(counts) or class modules (a GMM), got {c.name} (an MLDA under an MLDA is "
+                                 "not compiled yet)")
+        for i, V in enumerate(child_sizes):
+            if self.phi_ is not None and i < len(self.phi_) and tuple(self.phi_[i].shape) == (self.K, V):
+                phi = self.phi_[i].double().cpu().clamp_min(1e-8)
+            else:
+                phi = torch.distributions.Dirichlet(torch.ones(V, dtype=torch.float64)).sample((self.K,)) + 1e-3
+            out[f"phi_{i}"] = (phi / phi.sum(-1, keepdim=True), constraints.simplex)
+        if parent_states:
+            c = torch.full((int(parent_states), self.K), float(self.alpha), dtype=torch.float64)
+            if int(parent_states) == self.K:
+                c = c + 4.0 * torch.eye(self.K, dtype=torch.float64)
+            out["state_concentration"] = (c, constraints.positive)
+        return out
+
+    def joint_local_params(self, N: int) -> dict:
+        """``q_concentration (N, K)``: the documents' Dirichlet guide (``theta_`` when fitted)."""
+        from torch.distributions import constraints
+
+        if self.theta_ is not None and tuple(self.theta_.shape) == (N, self.K):
+            c = 1.0 + 10.0 * self.K * self.theta_.double().cpu()
+        else:
+            c = 1.0 + torch.rand(N, self.K, dtype=torch.float64)
+        return {"q_concentration": (c, constraints.positive)}
+
+    def joint_prior(self, params):
+        """``Dirichlet(alpha)``, the ``theta`` of :meth:`model`."""
+        ref = next(iter(params.values())) if params else torch.zeros((), dtype=torch.float64)
+        return dist.Dirichlet(torch.full((self.K,), float(self.alpha), dtype=ref.dtype, device=ref.device))
+
+    def joint_state_dist(self, params, s):
+        """``Dirichlet(state_concentration[s])``: the topic proportions given a parent's state."""
+        return dist.Dirichlet(Vindex(params["state_concentration"])[..., s, :])
+
+    def joint_child_dist(self, params, value, i: int):
+        """Child ``i``'s tokens given ``theta``: ``p(w) = sum_k theta_k phi_kw`` (topics summed
+        out); counts (an observation) as :class:`~serket_pyro.ops.token_counts.TokenCounts`, a
+        class child's class as one ``Categorical`` token."""
+        from ..ops.token_counts import TokenCategorical, TokenCounts
+
+        probs = value @ params[f"phi_{i}"]
+        if getattr(self.children[i], "joint_role", None) == "class":
+            return TokenCategorical(probs, self._joint_class_tokens(i))
+        return TokenCounts(probs)
+
+    def joint_observed(self, i: int, data: torch.Tensor) -> torch.Tensor:
+        """The counts of child ``i`` as token counts (``weights[i]`` tokens per document,
+        ``token_rule``), as :meth:`update` reads them."""
+        v = torch.as_tensor(data, dtype=torch.float64)
+        w = None if self.weights is None else self.weights[i]
+        return v if w is None else to_token_counts(v, w, self.token_rule)
+
+    def _joint_class_tokens(self, i: int) -> float:
+        """A class child's class counts as ``weights[i]`` tokens (default
+        :data:`DEFAULT_CLASS_TOKENS`), as its class message does in :meth:`update`."""
+        w = None if self.weights is None else self.weights[i]
+        return float(DEFAULT_CLASS_TOKENS if w is None else w)
+
+    def joint_guide(self, params, local, observed):
+        """``q(theta_d) = Dirichlet(q_concentration[d])`` (a local guide per document)."""
+        return dist.Dirichlet(local["q_concentration"])
+
+    def joint_to_module(self, params, posterior) -> None:
+        """``theta_`` (the guide's means), ``phi_``; the chain's state is the same point."""
+        theta = posterior.detach().to(dtype=torch.float64, device=self.device)
+        phis = [params[f"phi_{i}"].detach().to(dtype=torch.float64, device=self.device).clone()
+                for i in range(len(self.children))]
+        self.theta_, self.phi_ = theta, phis
+        self._theta_draw, self._phi_draw = theta.clone(), [p.clone() for p in phis]
 
     # -------------------------------------------------------------- inference
     def _initial_state(self, N, vocab):

@@ -725,6 +725,42 @@ class MarkovModel(Module):
         fn(log_evidence, self.alpha, None, float(eps or 0.0),
            None if bias is None else bias.log_probs, self.emission_)
 
+    # ------------------------------------------------------------ joint hooks
+    joint_role = "chain"
+
+    def joint_params(self, child_sizes, child_values, parent_states) -> dict:
+        """``trans_prob (K, K)`` (rows = from): the fitted matrix when there is one of the right
+        size, else near-uniform rows broken by a little noise (a uniform matrix is a saddle)."""
+        from torch.distributions import constraints
+
+        if len(child_sizes) != 1:
+            raise ValueError(f"{self.name}: the joint program needs exactly one child of a Markov model, "
+                             f"got {len(child_sizes)}")
+        K = int(child_sizes[0])
+        if self.trans_prob_ is not None and tuple(self.trans_prob_.shape) == (K, K):
+            A = self.trans_prob_.double().cpu().clamp_min(1e-6)
+        else:
+            A = 1.0 + 0.1 * torch.rand(K, K, dtype=torch.float64)
+        return {"trans_prob": (A / A.sum(-1, keepdim=True), constraints.simplex)}
+
+    def joint_init_log_prob(self, params) -> torch.Tensor:
+        """``log p(z_0)``: uniform, as ``init_prob_`` (see the class notes)."""
+        K = params["trans_prob"].shape[-1]
+        A = params["trans_prob"]
+        return torch.full((K,), -math.log(K), dtype=A.dtype, device=A.device)
+
+    def joint_to_module(self, params, posterior) -> None:
+        """``trans_prob_``, uniform ``init_prob_``, ``evidence_noise_`` 0 (the joint chain reads
+        its child exactly), ``n_states_``."""
+        A = params["trans_prob"].detach().cpu().double()
+        self.trans_prob_ = A / A.sum(-1, keepdim=True)
+        K = A.shape[0]
+        self.init_prob_ = torch.full((K,), 1.0 / K, dtype=torch.float64)
+        self.evidence_noise_ = 0.0 if self.evidence_noise == "learn" else float(self.evidence_noise)
+        self.n_states_ = K
+        self.emission_ = None
+        self.log_likelihood_ = float("nan")
+
     # --------------------------------------------------------------- state I/O
     def _check_state(self, values: dict) -> dict:
         """Square ``trans_prob`` (required; rows on the simplex: ``_state_rules``), ``init_prob``

@@ -495,7 +495,7 @@ class VAE(Module):
             loc, scale = self._prior(x, prior_loc, prior_scale, ind)
             with poutine.scale(scale=self.kl_weight):
                 z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-            pyro.sample("x", self._likelihood_dist(self.decoder_(z)), obs=x[ind])
+            pyro.sample("x", self.joint_child_dist({}, z, 0), obs=x[ind])
 
     def guide(self, x: torch.Tensor, prior_loc: torch.Tensor | None = None,
               prior_scale: torch.Tensor | None = None, idx: torch.Tensor | None = None) -> None:
@@ -507,6 +507,58 @@ class VAE(Module):
             loc, scale = self.encoder_(x[ind])
             with poutine.scale(scale=self.kl_weight):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # ------------------------------------------------------------ joint hooks
+    joint_role = "latent"
+
+    def joint_size(self) -> int:
+        """``latent_dim``."""
+        return self.latent_dim
+
+    def joint_networks(self, child_sizes) -> list:
+        """The encoder and decoder, trained or not (built for ``D`` inputs if missing): the joint
+        program trains these very networks, so the VAE holds the result."""
+        if len(child_sizes) != 1:
+            raise ValueError(f"{self.name} takes exactly one child (an observation), got {len(child_sizes)}")
+        if self.encoder_ is None or self.input_dim_ != int(child_sizes[0]):
+            self._build(int(child_sizes[0]))
+        return [self.encoder_, self.decoder_]
+
+    def joint_prior(self, params):
+        """``Normal(0, I)`` on ``z`` without a parent."""
+        z = torch.zeros(self.latent_dim, dtype=torch.float64, device=self.device)
+        return dist.Normal(z, torch.ones_like(z)).to_event(1)
+
+    def joint_child_dist(self, params, value, i: int):
+        """``p(x | z)``: the decoder's likelihood (the site ``x`` of :meth:`model`); the networks
+        run in their own precision (float32)."""
+        out = self.decoder_(value.to(next(self.decoder_.parameters()).dtype))
+        out = tuple(torch.as_tensor(o).double() for o in out) if isinstance(out, tuple) else out.double()
+        return self._likelihood_dist(out)
+
+    def joint_guide(self, params, local, observed):
+        """``q(z | x) = Normal(encoder(x))`` (amortised, as :meth:`guide`), in float64 as the
+        joint program's other sites."""
+        loc, scale = self.encoder_(observed[0].to(next(self.encoder_.parameters()).dtype))
+        return dist.Normal(loc.double(), scale.double()).to_event(1)
+
+    def joint_observed(self, i: int, data: torch.Tensor) -> torch.Tensor:
+        """The data as :meth:`update` reads them: 8-bit pixels divided by 255, deskewed when
+        ``deskew=True``, float32 on the device."""
+        x = torch.as_tensor(data).detach().to(torch.float64)
+        scale = 1.0
+        if self.likelihood == "bernoulli" and float(x.max()) > 1.0:
+            if not (float(x.min()) >= 0 and float(x.max()) <= 255 and bool((x == x.round()).all())):
+                raise ValueError(f"{self.name}: likelihood='bernoulli' needs data in [0, 1] or 8-bit integers")
+            x, scale = x / 255.0, 1.0 / 255.0
+        if self.deskew:
+            x = torch.from_numpy(deskew_images(x.cpu(), self.image_shape))
+        self._joint_data_scale = scale
+        return x.to(device=self.device, dtype=torch.float32)
+
+    def joint_to_module(self, params, posterior) -> None:
+        """The networks are the VAE's own; sets ``data_scale_``."""
+        self.data_scale_ = getattr(self, "_joint_data_scale", 1.0)
 
     def _prior(self, x, prior_loc, prior_scale, ind):
         if prior_loc is None:

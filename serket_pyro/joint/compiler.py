@@ -1,0 +1,512 @@
+"""The joint compiler: any connected graph of modules with joint hooks as ONE Pyro program.
+
+:func:`joint_program` walks the graph from its top and composes the modules' own distributions
+(the joint hooks of :class:`~serket_pyro.module.Module`): each module's latent site is named by
+the module (``"<name>.z"``), and a parent's distribution is placed on its child's site.  So for
+``Observation -> VAE -> GMM``, the GMM's component ``N(mu_c, Sigma_c)`` is the prior of the VAE's
+``z``; for ``GMM -> MLDA`` the GMM's class is a token of the MLDA; for ``GMM -> MarkovModel`` the
+GMM's class is the chain's state.
+
+Inference is stochastic variational inference on the ELBO (:class:`pyro.infer.TraceEnum_ELBO`):
+
+* ``"class"`` sites (GMM) are enumerated in parallel (``infer={"enumerate": "parallel"}``);
+* a ``"chain"`` (Markov model) over a child is summed by the forward algorithm over contiguous
+  chunks of ``chunk_len`` rows (links between chunks dropped in training, as
+  :class:`~serket_pyro.joint.model.JointModel`); its child's site is then a placeholder with a
+  masked density, the chain's marginal enters as one factor per chunk;
+* ``"latent"`` sites have the module's guide (the VAE's encoder: amortised; the MLDA's topic
+  proportions: a local Dirichlet per document, the per-token topics summed out analytically);
+* global parameters are point estimates (tensors held by :class:`JointProgram`, constrained
+  with ``torch.distributions.transform_to``); minibatches subsample the data points (chunks
+  with a chain).
+
+The log densities are divided by the number of data points, so the loss is the negative ELBO
+per data point.  :meth:`JointProgram.to_modules` writes the parameters back into the modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from torch import nn
+from torch.distributions import transform_to
+
+from ..module import Module, Observation, connected_modules
+from ..ops.forward_backward import forward_backward
+from ..validation import check_positive_float, check_positive_int
+
+_log = logging.getLogger(__name__)
+
+__all__ = ["JointProgram", "joint_program"]
+
+_ROLES = ("class", "latent", "chain")
+
+
+def _modules_of(graph) -> list[Module]:
+    if hasattr(graph, "modules") and isinstance(getattr(graph, "modules"), dict):
+        return connected_modules(*graph.modules.values())
+    if isinstance(graph, Module):
+        return connected_modules(graph)
+    return connected_modules(*list(graph))
+
+
+def hmm_log_marginal(log_init: torch.Tensor, log_trans: torch.Tensor, log_emit: torch.Tensor) -> torch.Tensor:
+    """``log sum_s p(s_0) prod_t p(s_t | s_{t-1}) e_t(s_t)`` by the forward algorithm.
+
+    Args:
+        log_init: ``(K,)`` ``log p(s_0)``.
+        log_trans: ``(K, K)`` ``log p(s_t = j | s_{t-1} = i)``, rows = from.
+        log_emit: ``(..., T, K)`` log emission of every step and state.
+    Returns ``(...)``."""
+    alpha = log_init + log_emit[..., 0, :]
+    for t in range(1, log_emit.shape[-2]):
+        alpha = (alpha.unsqueeze(-1) + log_trans).logsumexp(-2) + log_emit[..., t, :]
+    return alpha.logsumexp(-1)
+
+
+class JointProgram(nn.Module):
+    """One Pyro model and guide compiled from a connected graph of modules (module docstring).
+
+    Args:
+        graph: a :class:`~serket_pyro.system.System`, a module of the graph, or its modules.
+        chunk_len: ``T``, rows per contiguous chunk of a Markov chain (default 100).
+        dtype: of the global parameters (default float64: an MLDA's class tokens, ``weights[i]``
+            times a log-probability, underflow the enumeration's sums in float32); networks keep
+            their own precision.
+
+    Attributes:
+        modules_: the graph's modules (top first); ``N``: data points.
+        loss_history_: mean negative ELBO per point of every epoch of :meth:`fit`.
+
+    The program's parameters are ``torch.nn.Parameter`` s in unconstrained space
+    (:meth:`params` gives the constrained values per module); the VAEs' networks are the VAEs'
+    own (``encoder_``, ``decoder_``).
+    """
+
+    def __init__(self, graph, *, chunk_len: int = 100, dtype=None):
+        super().__init__()
+        mods = _modules_of(graph)
+        for m in mods:
+            if isinstance(m, Observation):
+                continue
+            if getattr(m, "joint_role", None) not in _ROLES:
+                raise ValueError(f"{m.name}: {type(m).__name__} has no joint hooks (joint_role is "
+                                 f"{getattr(m, 'joint_role', None)!r}; set it to one of {_ROLES} and implement "
+                                 "the hooks named in 'Joint hooks' of the Module docstring), so joint_program "
+                                 "cannot compile it")
+        nodes = [m for m in mods if not isinstance(m, Observation)]
+        if not nodes:
+            raise ValueError("joint_program: the graph has no module above its observations")
+        for m in nodes:
+            parents = [p for p in m.parents if p in mods]
+            if len(parents) > 1:
+                raise ValueError(f"{m.name}: joint_program compiles trees; this module has "
+                                 f"{len(parents)} parents ({', '.join(p.name for p in parents)})")
+            if not m.children:
+                raise ValueError(f"{m.name}: no children: nothing to model")
+        chains = [m for m in nodes if m.joint_role == "chain"]
+        if len(chains) > 1:
+            raise ValueError(f"joint_program: at most one Markov chain, got {[m.name for m in chains]}")
+        for m in chains:
+            if m.parents:
+                raise ValueError(f"{m.name}: a Markov chain must be at the top of the graph")
+            if len(m.children) != 1 or isinstance(m.children[0], Observation):
+                raise ValueError(f"{m.name}: a Markov chain needs exactly one child module")
+            x = m.children[0]
+            if x.joint_role == "class":
+                bad = [c.name for c in x.children if getattr(c, "joint_role", None) == "class"]
+                if bad:
+                    raise ValueError(f"{x.name}: under the Markov chain {m.name} its children must be observations "
+                                     f"or continuous latents, got the class modules {bad}")
+        self.chain = chains[0] if chains else None
+        self.chunk_len = check_positive_int(chunk_len, "chunk_len", "joint_program")
+        roots = [m for m in nodes if not [p for p in m.parents if p in mods]]
+        if len(roots) != 1:
+            raise ValueError(f"joint_program: the graph must have one top module, got {[m.name for m in roots]}")
+        self.root = roots[0]
+        order, stack = [], [self.root]  # top-down
+        while stack:
+            m = stack.pop(0)
+            order.append(m)
+            stack.extend(c for c in m.children if not isinstance(c, Observation) and c not in order)
+        self.modules_ = order
+        self.dtype = torch.float64 if dtype is None else dtype
+        # ---- data: every observation as its parent reads it
+        self._obs: dict[tuple[str, int], torch.Tensor] = {}
+        sizes = set()
+        for m in order:
+            for i, c in enumerate(m.children):
+                if isinstance(c, Observation):
+                    if c.missing:
+                        raise ValueError(f"{m.name}: the observation {c.name} has no data")
+                    v = m.joint_observed(i, c.data)  # in the precision the module reads them
+                    self._obs[(m.name, i)] = v
+                    sizes.add(v.shape[0])
+        if len(sizes) != 1:
+            raise ValueError(f"joint_program: the observations have different numbers of data points {sorted(sizes)}")
+        self.N = sizes.pop()
+        if self.chain is not None and self.N < 2:
+            raise ValueError("joint_program: a Markov chain needs at least 2 data points")
+        # ---- parameters, children first (a class child's size is its K, a latent's its dimension)
+        self._params = nn.ModuleDict()
+        self._locals = nn.ModuleDict()
+        self._constraints: dict[str, dict] = {}
+        self._nets = nn.ModuleList()
+        for m in reversed(order):
+            csizes, cvalues = [], []
+            for i, c in enumerate(m.children):
+                if isinstance(c, Observation):
+                    v = self._obs[(m.name, i)]
+                    csizes.append(v.shape[1])
+                    cvalues.append(v)
+                else:
+                    csizes.append(c.joint_size())
+                    cvalues.append(self._initial_latent(c))
+            parent = next((p for p in m.parents if p in order), None)
+            # the number of states of a chain parent (whose state is this module's class, or
+            # conditions its latent), a class parent's classes, 0 under a latent parent (which
+            # places the distribution), None at the top (the module's own prior parameters)
+            if parent is None:
+                parent_states = None
+            elif parent.joint_role == "chain":
+                parent_states = m.joint_size()
+            elif parent.joint_role == "class":
+                parent_states = parent.joint_size()
+            else:
+                parent_states = 0
+            nets = m.joint_networks(csizes)
+            for net in nets:
+                self._nets.append(net)
+            self._register(m, m.joint_params(csizes, cvalues, parent_states), self._params)
+            self._register(m, m.joint_local_params(self.N), self._locals)
+        self.loss_history_: list[float] = []
+
+    # ------------------------------------------------------------------ plumbing
+    def _initial_latent(self, m):
+        """Initial values of a child's site for its parent's initialisation: the guide's means of
+        a ``"latent"`` child (a trained VAE's encoder means, an MLDA's fitted ``theta_``), else None."""
+        return self._latent_mean(m).double() if m.joint_role == "latent" else None
+
+    def _register(self, m, spec: dict, where: nn.ModuleDict) -> None:
+        pd = nn.ParameterDict()
+        cons = self._constraints.setdefault(m.name, {})
+        for k, (init, constraint) in spec.items():
+            init = torch.as_tensor(init, dtype=torch.float64)
+            u = transform_to(constraint).inv(init)
+            pd[k] = nn.Parameter(u.to(self.dtype).detach().clone())
+            cons[k] = constraint
+        where[m.name] = pd
+
+    def _constrained(self, where: nn.ModuleDict, name: str, rows=None) -> dict:
+        out = {}
+        for k, u in where[name].items():
+            v = transform_to(self._constraints[name][k])(u if rows is None else u[rows])
+            out[k] = v
+        return out
+
+    def params(self, module=None) -> dict:
+        """Constrained global parameters, ``{module name: {name: tensor}}`` (or one module's)."""
+        if module is not None:
+            return self._constrained(self._params, module.name)
+        return {m.name: self._constrained(self._params, m.name) for m in self.modules_}
+
+    @torch.no_grad()
+    def set_param(self, module, name: str, value) -> None:
+        """Set a global parameter of ``module`` (constrained value), e.g. to start from known
+        values or to evaluate the program at fixed parameters."""
+        if module.name not in self._params or name not in self._params[module.name]:
+            raise ValueError(f"joint_program: {module.name} has no joint parameter {name!r}")
+        u = transform_to(self._constraints[module.name][name]).inv(torch.as_tensor(value, dtype=torch.float64))
+        self._params[module.name][name].copy_(u.to(self.dtype))
+
+    @torch.no_grad()
+    def set_local(self, module, name: str, value) -> None:
+        """Set a local (per data point) guide parameter of ``module``, ``(N, ...)``."""
+        if module.name not in self._locals or name not in self._locals[module.name]:
+            raise ValueError(f"joint_program: {module.name} has no local parameter {name!r}")
+        u = transform_to(self._constraints[module.name][name]).inv(torch.as_tensor(value, dtype=torch.float64))
+        self._locals[module.name][name].copy_(u.to(self.dtype))
+
+    def _chunk_starts(self) -> torch.Tensor:
+        T = min(self.chunk_len, self.N)
+        starts = torch.arange(0, self.N - T + 1, T)
+        if int(starts[-1]) + T < self.N:
+            starts = torch.cat([starts, torch.tensor([self.N - T])])
+        return starts
+
+    @property
+    def max_plate_nesting(self) -> int:
+        return 2 if self.chain is not None else 1
+
+    def _plates(self, idx, batch_size):
+        """``(outer plate, inner plate or None, rows function)``."""
+        if self.chain is None:
+            return pyro.plate("data", self.N, subsample=idx, subsample_size=batch_size, dim=-1), None
+        starts = self._chunk_starts()
+        T = min(self.chunk_len, self.N)
+        return (pyro.plate("chunks", len(starts), subsample=idx, subsample_size=batch_size, dim=-2),
+                pyro.plate("time", T, dim=-1))
+
+    def _rows(self, ind):
+        if self.chain is None:
+            return ind
+        T = min(self.chunk_len, self.N)
+        return self._chunk_starts()[ind.cpu()].unsqueeze(-1) + torch.arange(T)
+
+    def _rows_of(self, m, i, rows):
+        """Rows of ``m``'s observed child ``i``, floats in the program's precision."""
+        v = self._obs[(m.name, i)]
+        v = v[rows.to(v.device)]
+        return v.to(self.dtype) if v.is_floating_point() else v
+
+    def _observed(self, m, rows):
+        return [None if not isinstance(c, Observation) else self._rows_of(m, i, rows)
+                for i, c in enumerate(m.children)]
+
+    # ------------------------------------------------------------------ Pyro program
+    def model(self, idx: torch.Tensor | None = None, batch_size: int | None = None):
+        """The joint generative model of the points ``idx`` (chunks with a Markov chain; all when
+        ``None``), log densities divided by ``N``.  Enumerate with
+        ``TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)``."""
+        P = self.params()
+        outer, inner = self._plates(idx, batch_size)
+        with outer as ind, poutine.scale(scale=1.0 / self.N):
+            rows = self._rows(ind)
+            if self.chain is None:
+                self._visit(self.root, P, rows, self.root.joint_prior(P[self.root.name]))
+                return
+            mm, x = self.chain, self.chain.children[0]
+            K = x.joint_size()
+            states = torch.arange(K)
+            with inner:
+                if x.joint_role == "class":  # the chain's state IS the class: its children's sites
+                    log_emit = 0.0
+                    for i, c in enumerate(x.children):
+                        d = x.joint_child_dist(P[x.name], states, i)
+                        if isinstance(c, Observation):
+                            v = self._rows_of(x, i, rows)
+                        else:
+                            v = pyro.sample(c.joint_site(), self._placeholder(c, P))
+                        log_emit = log_emit + d.log_prob(v.unsqueeze(-1 - len(d.event_shape)))
+                        if not isinstance(c, Observation):
+                            self._children(c, P, rows, v)
+                else:  # a continuous site: its distribution given each state
+                    v = pyro.sample(x.joint_site(), self._placeholder(x, P))
+                    d = x.joint_state_dist(P[x.name], states)
+                    log_emit = d.log_prob(v.unsqueeze(-1 - len(d.event_shape)))
+                    self._children(x, P, rows, v)
+            A = P[mm.name]["trans_prob"]
+            log_z = hmm_log_marginal(mm.joint_init_log_prob(P[mm.name]), A.log(), log_emit)
+            pyro.factor(f"{mm.name}.chain", log_z.unsqueeze(-1) if log_z.dim() else log_z)
+
+    def _placeholder(self, m, P):
+        """A site whose density the chain's factor carries (log density 0, on the support and
+        with the shape of the module's prior); its value comes from the guide."""
+        d = m.joint_prior(P[m.name] if P[m.name] else {"_": torch.zeros((), dtype=self.dtype)})
+        return _Placeholder(d.support, d.batch_shape, d.event_shape)
+
+    def _visit(self, m, P, rows, d):
+        site = m.joint_site()
+        if m.joint_role == "class":
+            v = pyro.sample(site, d, infer={"enumerate": "parallel"})
+        else:
+            v = pyro.sample(site, d)
+        self._children(m, P, rows, v)
+
+    def _children(self, m, P, rows, v):
+        for i, c in enumerate(m.children):
+            d = m.joint_child_dist(P[m.name], v, i)
+            if isinstance(c, Observation):
+                pyro.sample(f"{m.name}.obs{i}", d, obs=self._rows_of(m, i, rows))
+            else:
+                self._visit(c, P, rows, d)
+
+    def guide(self, idx: torch.Tensor | None = None, batch_size: int | None = None):
+        """Guides of the ``"latent"`` sites (the same arguments as :meth:`model`); class sites are
+        enumerated, chains summed."""
+        P = self.params()
+        outer, inner = self._plates(idx, batch_size)
+        with outer as ind, poutine.scale(scale=1.0 / self.N):
+            rows = self._rows(ind)
+            with (inner if inner is not None else contextlib.nullcontext()):
+                for m in self.modules_:
+                    if m.joint_role != "latent":
+                        continue
+                    local = self._constrained(self._locals, m.name, rows)
+                    pyro.sample(m.joint_site(), m.joint_guide(P[m.name], local, self._observed(m, rows)))
+
+    # ------------------------------------------------------------------ fitting
+    def has_enumerated_sites(self) -> bool:
+        """Whether the model has class sites to enumerate (a chain sums its child's class itself)."""
+        chain_child = self.chain.children[0] if self.chain is not None else None
+        return any(m.joint_role == "class" and m is not chain_child for m in self.modules_)
+
+    def loss_fn(self):
+        """:class:`~pyro.infer.TraceEnum_ELBO` (``Trace_ELBO`` when nothing is enumerated)."""
+        if self.has_enumerated_sites():
+            return pyro.infer.TraceEnum_ELBO(max_plate_nesting=self.max_plate_nesting)
+        return pyro.infer.Trace_ELBO(max_plate_nesting=self.max_plate_nesting)
+
+    def _claim_param_store(self) -> None:
+        """Pyro networks (``PyroModule``) register their parameters in Pyro's global store by name;
+        an entry left there by another module of the same name would shadow ours: remove it."""
+        store = pyro.get_param_store()
+        own = {id(p) for p in self._nets.parameters()}
+        if not own:
+            return
+        with torch.no_grad(), torch.random.fork_rng(), poutine.trace(param_only=True) as tr:
+            gt = poutine.trace(self.guide).get_trace(*self._first_batch())
+            poutine.replay(self.model, trace=gt)(*self._first_batch())
+        for name, site in tr.trace.nodes.items():
+            if id(site["value"].unconstrained()) not in own and name in store:
+                del store[name]
+
+    def _first_batch(self):
+        n = len(self._chunk_starts()) if self.chain is not None else self.N
+        return (torch.arange(min(2, n)), None)
+
+    def _batches(self, batch_size):
+        n = len(self._chunk_starts()) if self.chain is not None else self.N
+        per = batch_size if self.chain is None else max(1, batch_size // min(self.chunk_len, self.N))
+        return torch.randperm(n).split(per)
+
+    def fit(self, epochs: int = 100, *, batch_size: int | None = None, lr: float = 1e-2,
+            lr_networks: float = 1e-3, lr_local: float | None = None, progress: bool = False) -> list[float]:
+        """Maximise the ELBO with Adam for ``epochs`` passes over the data.
+
+        Args:
+            batch_size: points per minibatch (chunks of ``chunk_len`` rows with a chain; default all).
+            lr: learning rate of the global parameters; ``lr_networks`` of the networks;
+                ``lr_local`` of the local guide parameters (default ``10 * lr``).
+        Returns the epoch losses (mean negative ELBO per point)."""
+        epochs = check_positive_int(epochs, "epochs", "joint_program", minimum=0)
+        bs = check_positive_int(self.N if batch_size is None else batch_size, "batch_size", "joint_program")
+        lr = check_positive_float(lr, "lr", "joint_program")
+        lr_networks = check_positive_float(lr_networks, "lr_networks", "joint_program")
+        lr_local = check_positive_float(10 * lr if lr_local is None else lr_local, "lr_local", "joint_program")
+        self._claim_param_store()
+        groups = [{"params": list(self._params.parameters()), "lr": lr},
+                  {"params": list(self._locals.parameters()), "lr": lr_local},
+                  {"params": list(self._nets.parameters()), "lr": lr_networks}]
+        opt = torch.optim.Adam([g for g in groups if g["params"]])
+        elbo = self.loss_fn()
+        losses = []
+        for ep in range(epochs):
+            total = 0.0
+            batches = self._batches(bs)
+            for b in batches:
+                loss = elbo.differentiable_loss(self.model, self.guide, b, None)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(b)
+            n = sum(len(b) for b in batches)
+            losses.append(total / n)
+            _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1, losses[-1])
+        self.loss_history_.extend(losses)
+        return losses
+
+    # ------------------------------------------------------------------ posteriors
+    @torch.no_grad()
+    def _latent_mean(self, m) -> torch.Tensor:
+        """Guide mean of a ``"latent"`` module's site, ``(N, size)``."""
+        P = self._constrained(self._params, m.name)
+        parts = []
+        for rows in torch.arange(self.N).split(2000):
+            local = self._constrained(self._locals, m.name, rows)
+            parts.append(m.joint_guide(P, local, self._observed(m, rows)).mean)
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def latent_means(self) -> dict[str, torch.Tensor]:
+        """Guide means of every ``"latent"`` site, ``{module name: (N, size)}``."""
+        return {m.name: self._latent_mean(m) for m in self.modules_ if m.joint_role == "latent"}
+
+    def _site_value(self, m, i, means):
+        c = m.children[i]
+        return self._rows_of(m, i, torch.arange(self.N)) if isinstance(c, Observation) else means[c.name]
+
+    @torch.no_grad()
+    def class_log_posterior(self) -> dict[str, torch.Tensor]:
+        """``log p(class | data)`` ``(N, K)`` float64 of every ``"class"`` module and of the chain
+        (its states), with the continuous latents at their guide means; a chain by
+        forward-backward over the whole sequence."""
+        P = self.params()
+        means = self.latent_means()
+        out = {}
+        for m in self.modules_:
+            if m.joint_role == "chain":
+                continue
+            if m.joint_role != "class" and not (self.chain is not None and m is self.chain.children[0]):
+                continue
+            K = m.joint_size()
+            states = torch.arange(K)
+            if m.joint_role == "class":
+                lp = 0.0
+                for i, c in enumerate(m.children):
+                    d = m.joint_child_dist(P[m.name], states, i)
+                    v = self._site_value(m, i, means)
+                    lp = lp + d.log_prob(v.unsqueeze(-1 - len(d.event_shape)))
+            else:
+                d = m.joint_state_dist(P[m.name], states)
+                lp = d.log_prob(means[m.name].unsqueeze(-1 - len(d.event_shape)))
+            lp = lp.double()
+            parent = next((p for p in m.parents if p in self.modules_), None)
+            if parent is None:
+                lp = lp + m.joint_prior(P[m.name]).log_prob(states).double()
+            elif parent.joint_role == "chain":
+                A = P[parent.name]["trans_prob"].double()
+                res = forward_backward(parent.joint_init_log_prob(P[parent.name]).double().cpu(),
+                                       A.log().cpu(), lp.cpu())
+                lp = torch.from_numpy(res.log_marginals)
+                out[parent.name] = lp - lp.logsumexp(-1, keepdim=True)
+            else:
+                d = parent.joint_child_dist(P[parent.name], means[parent.name], list(parent.children).index(m))
+                lp = lp + d.log_prob(states.unsqueeze(-1)).T.double()
+            if m.joint_role == "class":
+                out[m.name] = lp - lp.logsumexp(-1, keepdim=True)
+        return out
+
+    @torch.no_grad()
+    def to_modules(self) -> None:
+        """Write the fitted parameters into the modules (``joint_to_module``): a GMM gets its
+        Gaussians and most probable classes, a Markov model its transitions, an MLDA ``theta_``
+        (the guide means) and ``phi_``; the VAE's networks are the ones trained."""
+        P = self.params()
+        post = self.class_log_posterior()
+        means = self.latent_means()
+        for m in self.modules_:
+            m.joint_to_module(P[m.name], post.get(m.name, means.get(m.name)))
+
+    @torch.no_grad()
+    def predict(self, module) -> np.ndarray:
+        """Most probable class of every data point for a ``"class"`` module, a chain or an MLDA
+        (its largest topic proportion), ``(N,)`` int."""
+        post = self.class_log_posterior()
+        if module.name in post:
+            return post[module.name].argmax(-1).cpu().numpy()
+        return self.latent_means()[module.name].argmax(-1).cpu().numpy()
+
+
+class _Placeholder(dist.ImproperUniform):
+    """:class:`~pyro.distributions.ImproperUniform` whose zero log density has the value's dtype."""
+
+    def log_prob(self, value):
+        shape = value.shape[:value.dim() - len(self.event_shape)]
+        return value.new_zeros(shape)
+
+
+def joint_program(graph, **kwargs) -> JointProgram:
+    """Compile any connected graph of modules with joint hooks into one :class:`JointProgram`.
+
+    Args:
+        graph: a :class:`~serket_pyro.system.System`, any module of the graph, or its modules.
+        **kwargs: :class:`JointProgram` options (``chunk_len``, ``dtype``).
+    """
+    return JointProgram(graph, **kwargs)
