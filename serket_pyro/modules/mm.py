@@ -261,25 +261,41 @@ def confusion_counts(log_p: np.ndarray, emission: np.ndarray, log_marginals: np.
     return emission * (r.T @ P)
 
 
-def evidence_model_penalty(K: int, n_children: int = 1) -> float:
+def evidence_model_penalty(confusion_counts_per_child, min_count: float = 1.0) -> float:
     """AIC penalty (nats) of the confusion model over the noise model: its extra free parameters,
-    ``n_children (K (K - 1) - 1)`` (a ``(K, K)`` stochastic matrix against one ``eps`` per child;
-    the transitions are common to both and cancel)."""
-    return float(n_children * (K * (K - 1) - 1))
+    counted as the confusions the data show.
+
+    A row of ``B`` has as many free parameters as it has off-diagonal entries in use; an entry
+    whose expected count (:func:`confusion_counts`) is below ``min_count`` was never observed and is
+    held at its prior (near 0), as a lasso's zero coefficients, whose number of nonzero
+    coefficients is its degrees of freedom (Zou, Hastie and Tibshirani 2007).  The noise model
+    has one ``eps`` per child; the transitions are common to both and cancel.
+
+    Args:
+        confusion_counts_per_child: one ``(K, K)`` array of expected counts per child.
+    Returns:
+        ``sum_c max(used_c - 1, 0)``.
+    """
+    total = 0.0
+    for C in confusion_counts_per_child:
+        C = np.asarray(C, dtype=np.float64)
+        off = ~np.eye(C.shape[0], dtype=bool)
+        total += max(float((C[off] >= min_count).sum()) - 1.0, 0.0)
+    return total
 
 
-def choose_evidence_model(log_lik_noise: float, log_lik_confusion: float, K: int, n_children: int = 1) -> str:
-    """``"confusion"`` if its log-likelihood beats the noise model's by more than its extra
-    parameters (:func:`evidence_model_penalty`), else ``"noise"`` (Akaike's criterion).
+def choose_evidence_model(log_lik_noise: float, log_lik_confusion: float, penalty: float) -> str:
+    """``"confusion"`` if its log-likelihood beats the noise model's by more than ``penalty``, its
+    extra parameters (:func:`evidence_model_penalty`), else ``"noise"`` (Akaike's criterion).
 
     AIC estimates the expected log-likelihood of new data, so the choice is the model expected
     to predict the child's next messages better: a child whose mistakes repeat (one digit read
-    as another) gains far more than the penalty from a confusion matrix, a calibrated child's
-    random mistakes gain about nothing and keep the single ``eps``.  (BIC's ``log T`` per
-    parameter would refuse a ``K = 10`` matrix that the data clearly support at a few thousand steps.)
+    as another) gains more than the few confusions it uses, a calibrated child's random mistakes
+    spread over every entry and gain about nothing.  (BIC's ``log T`` per parameter, or AIC
+    counting all ``K (K - 1)`` entries, refuse a sparse ``K = 10`` matrix that the data support.)
     """
     gain = float(log_lik_confusion) - float(log_lik_noise)
-    return "confusion" if gain > evidence_model_penalty(K, n_children) else "noise"
+    return "confusion" if gain > penalty else "noise"
 
 
 def noise_emission(eps: float, K: int) -> np.ndarray:
@@ -480,6 +496,7 @@ class MarkovModel(Module):
         self.n_states_: int | None = None
         self.n_em_iter_: int = 0
         self.evidence_gain_: float = float("nan")
+        self.evidence_penalty_: float = float("nan")
 
     # ------------------------------------------------------------------ inputs
     def _read_inputs(self):
@@ -640,7 +657,10 @@ class MarkovModel(Module):
             return noise
         # evidence_model="auto": the confusion matrix only if it pays for its parameters
         self.evidence_gain_ = confusion[3].log_likelihood - noise[3].log_likelihood
-        chosen = choose_evidence_model(noise[3].log_likelihood, confusion[3].log_likelihood, K, len(logs))
+        counts = [confusion_counts(lp, B, confusion[3].log_marginals, e)
+                  for lp, B, e in zip(logs, confusion[1], confusion[2])]
+        self.evidence_penalty_ = evidence_model_penalty(counts)
+        chosen = choose_evidence_model(noise[3].log_likelihood, confusion[3].log_likelihood, self.evidence_penalty_)
         return confusion if chosen == "confusion" else noise
 
     # ------------------------------------------------------------------ hooks
@@ -658,7 +678,7 @@ class MarkovModel(Module):
     def _fit(self, logs, log_bias) -> None:
         K = logs[0].shape[1]
         dev = self.device
-        self.evidence_gain_ = float("nan")
+        self.evidence_gain_ = self.evidence_penalty_ = float("nan")
         if self.method == "forward_backward":
             A, noise, ev, res, n_iter = self._fit_forward_backward(logs, log_bias, K)
             self.n_em_iter_ = n_iter
@@ -733,7 +753,8 @@ class MarkovModel(Module):
     def _metrics(self, logs, log_bias) -> dict:
         return {"log_likelihood": self.log_likelihood_, "objective": self.log_likelihood_,
                 "evidence_noise": self.evidence_noise_, "em_iterations": float(self.n_em_iter_),
-                "confusion_model": float(self.emission_ is not None), "evidence_gain": self.evidence_gain_}
+                "confusion_model": float(self.emission_ is not None), "evidence_gain": self.evidence_gain_,
+                "evidence_penalty": self.evidence_penalty_}
 
     # ------------------------------------------------------------- Pyro model
     def model(self, log_evidence=None, trans_prob=None) -> None:
