@@ -17,7 +17,8 @@ confidently wrong at some steps instead of explaining each mistake by a transiti
 Inference (``method="forward_backward"``) is exact forward-backward [2]_
 (:mod:`serket_pyro.ops.forward_backward`) inside EM for the transitions [3]_, in two stages: the
 structure, from several starts with split moves (SMEM [4]_) and ``eps`` fixed, then a refinement
-under the hierarchical prior of :func:`shrunk_transitions` with ``eps`` learned.  The message to
+under the hierarchical prior of :func:`shrunk_transitions` with ``eps`` learned, or a confusion
+matrix per child where it pays for its parameters (:func:`choose_evidence_model`).  The message to
 the child is the evidence of every other step, ``p(y_{-t} | z_t)``, which leaves out the child's
 own evidence and class prior; the message up is the smoothed marginal ``p(z_t | y)``.
 ``method="original"`` keeps the original's sampled-pairs rule (README, design notes).
