@@ -156,7 +156,7 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default=os.path.join("runs", "tutorials"))
     p.add_argument("--json", default=None, help="write per-run records here")
-    p.add_argument("--mm-evidence-model", choices=["noise", "confusion"], default=None,
+    p.add_argument("--mm-evidence-model", choices=["auto", "noise", "confusion"], default=None,
                    help="the Markov model's evidence_model (default: the module's)")
     p.add_argument("--mlda-split-merge", type=int, default=None,
                    help="MLDA split-merge moves per update (MLDA(split_merge=...); default: the module's, 3)")

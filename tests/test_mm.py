@@ -28,6 +28,7 @@ from serket_pyro.ops.forward_backward import forward_backward, forward_backward_
 from serket_pyro.messages import ClassProbs
 from serket_pyro.metrics import accuracy
 from serket_pyro.modules.mm import MarkovModel, markov_model, original_message, original_transitions
+from serket_pyro.modules.mm import choose_evidence_model, evidence_model_penalty
 
 
 # ---------------------------------------------------------------------------------------------
@@ -729,15 +730,18 @@ def test_prior_marginals_are_matrix_powers():
 # ---------------------------------------------------------------------------------------------
 # the confusion model: a child that confuses classes systematically
 # ---------------------------------------------------------------------------------------------
-def confused_chain(seed, T=3000, K=5, p_next=0.7, conf=0.99):
+def confused_chain(seed, T=3000, K=5, p_next=0.7, conf=0.99, noise=None):
     """A partly cyclic chain (successor with ``p_next``, else uniform) whose child reports state
     ``k`` as class ``C[k]`` (``C``: a fixed confusion matrix, 25 % of state 1 read as class 2 and
-    of state 3 as class 4), confidently (the reported class gets ``conf``)."""
+    of state 3 as class 4), confidently (the reported class gets ``conf``).  ``noise=eps``: the
+    noise model's ``C = (1 - eps) I + eps / K`` instead (mistakes at random, no structure)."""
     rng = np.random.default_rng(seed)
     A = p_next * np.roll(np.eye(K), 1, 1) + (1 - p_next) / K
     C = np.eye(K)
     C[1] = [0, 0.75, 0.25, 0, 0]
     C[3] = [0, 0, 0, 0.75, 0.25]
+    if noise is not None:
+        C = (1 - noise) * np.eye(K) + noise / K
     z = np.empty(T, dtype=int)
     z[0] = 0
     for t in range(1, T):
@@ -781,3 +785,41 @@ def test_confusion_state_round_trip_and_recognition():
     bad = dict(state, emission=state["emission"] * 2)
     with pytest.raises(ValueError, match=r"module\d+_mm.*emission"):
         mm_on(p, evidence_model="confusion", mode="recog")[1].load_state_dict(bad)
+
+
+def test_auto_evidence_model_chooses_confusion_for_systematic_confusions():
+    """Data with a structured confusion matrix: the confusion model pays for its two observed
+    confusions many times over, and the default (``"auto"``) keeps it."""
+    z, p, empirical, C = confused_chain(0, T=2000)
+    _obs, m = mm_on(p)                                               # default evidence_model="auto"
+    m.update()
+    assert m.evidence_model == "auto" and m.emission_ is not None
+    assert m.metrics_["confusion_model"] == 1.0 and m.evidence_gain_ > 5 * m.evidence_penalty_ > 0
+    assert np.abs(m.trans_prob_.numpy() - empirical).max() < 0.05
+    np.testing.assert_allclose(m.emission_[0].numpy(), C, atol=0.06)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_evidence_model_chooses_noise_for_random_mistakes(seed):
+    """Data from the noise model itself (15 % of the reports a uniformly random class): a
+    confusion matrix gains less than its parameters (nearly every one of the 20 confusions is observed),
+    and "auto" gives the noise model's fit."""
+    z, p, empirical, _C = confused_chain(seed, T=2000, noise=0.15)
+    _obs, m = mm_on(p)
+    m.update()
+    assert m.emission_ is None and m.metrics_["confusion_model"] == 0.0
+    assert m.evidence_penalty_ >= 15 and 0 <= m.evidence_gain_ < m.evidence_penalty_
+    _obs0, m0 = mm_on(p, evidence_model="noise")
+    m0.update()
+    np.testing.assert_array_equal(m.trans_prob_.numpy(), m0.trans_prob_.numpy())
+    assert m.evidence_noise_ == pytest.approx(0.15, abs=0.03)
+
+
+def test_choose_evidence_model_is_aic_over_the_observed_confusions():
+    C = np.diag([50.0, 40.0, 30.0])
+    C[0, 1], C[2, 0], C[1, 2] = 3.0, 0.99, 1.0                         # 2 confusions seen, 1 not
+    assert evidence_model_penalty([C]) == 1 and evidence_model_penalty([C, C]) == 2
+    assert evidence_model_penalty([np.diag([5.0, 5.0])]) == 0            # the noise model's eps is enough
+    assert evidence_model_penalty([np.full((4, 4), 2.0)]) == 11
+    assert choose_evidence_model(-1000.0, -1000.0 + 11.5, 11) == "confusion"
+    assert choose_evidence_model(-1000.0, -1000.0 + 10.5, 11) == "noise"

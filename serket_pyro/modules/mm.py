@@ -17,7 +17,8 @@ confidently wrong at some steps instead of explaining each mistake by a transiti
 Inference (``method="forward_backward"``) is exact forward-backward [2]_
 (:mod:`serket_pyro.ops.forward_backward`) inside EM for the transitions [3]_, in two stages: the
 structure, from several starts with split moves (SMEM [4]_) and ``eps`` fixed, then a refinement
-under the hierarchical prior of :func:`shrunk_transitions` with ``eps`` learned.  The message to
+under the hierarchical prior of :func:`shrunk_transitions` with ``eps`` learned, or a confusion
+matrix per child where it pays for its parameters (:func:`choose_evidence_model`).  The message to
 the child is the evidence of every other step, ``p(y_{-t} | z_t)``, which leaves out the child's
 own evidence and class prior; the message up is the smoothed marginal ``p(z_t | y)``.
 ``method="original"`` keeps the original's sampled-pairs rule (README, design notes).
@@ -245,18 +246,58 @@ def confusion_evidence(log_p: np.ndarray, emission: np.ndarray) -> np.ndarray:
         return np.log(np.exp(log_p - m) @ emission.T) + m
 
 
-def confusion_counts(log_p: np.ndarray, emission: np.ndarray, log_marginals: np.ndarray) -> np.ndarray:
+def confusion_counts(log_p: np.ndarray, emission: np.ndarray, log_marginals: np.ndarray,
+                     log_evidence: np.ndarray | None = None) -> np.ndarray:
     """Expected counts ``C[k, j] = sum_t p(z_t = k, child's class j | everything)`` (EM for ``B``).
 
     ``p(z_t = k, j | .) = gamma_t(k) B[k, j] P_t(j) / sum_j' B[k, j'] P_t(j')``; ``(K, J)``.
+    ``log_evidence``: :func:`confusion_evidence` of the same ``log_p`` and ``emission`` if the
+    caller has it (EM's E-step does), so that ``P B^T`` is computed once per iteration.
     """
     m = log_p.max(1, keepdims=True)
     P = np.exp(log_p - m)
-    e = P @ emission.T                                                   # (T, K)
+    e = P @ emission.T if log_evidence is None else np.exp(log_evidence - m)   # (T, K)
     gamma = np.exp(log_marginals)
     with np.errstate(divide="ignore", invalid="ignore"):
         r = np.where(e > 0, gamma / e, 0.0)
     return emission * (r.T @ P)
+
+
+def evidence_model_penalty(confusion_counts_per_child, min_count: float = 1.0) -> float:
+    """AIC penalty (nats) of the confusion model over the noise model: its extra free parameters,
+    counted as the confusions the data show.
+
+    A row of ``B`` has as many free parameters as it has off-diagonal entries in use; an entry
+    whose expected count (:func:`confusion_counts`) is below ``min_count`` was never observed and is
+    held at its prior (near 0), as a lasso's zero coefficients, whose number of nonzero
+    coefficients is its degrees of freedom (Zou, Hastie and Tibshirani 2007).  The noise model
+    has one ``eps`` per child; the transitions are common to both and cancel.
+
+    Args:
+        confusion_counts_per_child: one ``(K, K)`` array of expected counts per child.
+    Returns:
+        ``sum_c max(used_c - 1, 0)``.
+    """
+    total = 0.0
+    for C in confusion_counts_per_child:
+        C = np.asarray(C, dtype=np.float64)
+        off = ~np.eye(C.shape[0], dtype=bool)
+        total += max(float((C[off] >= min_count).sum()) - 1.0, 0.0)
+    return total
+
+
+def choose_evidence_model(log_lik_noise: float, log_lik_confusion: float, penalty: float) -> str:
+    """``"confusion"`` if its log-likelihood beats the noise model's by more than ``penalty``, its
+    extra parameters (:func:`evidence_model_penalty`), else ``"noise"`` (Akaike's criterion).
+
+    AIC estimates the expected log-likelihood of new data, so the choice is the model expected
+    to predict the child's next messages better: a child whose mistakes repeat (one digit read
+    as another) gains more than the few confusions it uses, a calibrated child's random mistakes
+    spread over every entry and gain about nothing.  (BIC's ``log T`` per parameter, or AIC
+    counting all ``K (K - 1)`` entries, refuse a sparse ``K = 10`` matrix that the data support.)
+    """
+    gain = float(log_lik_confusion) - float(log_lik_noise)
+    return "confusion" if gain > penalty else "noise"
 
 
 def noise_emission(eps: float, K: int) -> np.ndarray:
@@ -350,17 +391,19 @@ class MarkovModel(Module):
     transition_prior : {'shrink', 'flat'}, default 'shrink'
         ``"shrink"`` (default: the refinement uses the hierarchical prior of :func:`shrunk_transitions`)
         or ``"flat"`` (``Dirichlet(alpha)`` rows only).
-    evidence_model : {'noise', 'confusion'}, default 'noise'
+    evidence_model : {'auto', 'noise', 'confusion'}, default 'auto'
         With ``evidence_noise="learn"``, what stage 2 learns about each child: ``"noise"``, the single
         ``eps`` of the robust likelihood, or ``"confusion"``, a ``(K, K)`` matrix ``B[k, j]``, the
         probability that the child reports class ``j`` in state ``k`` (likelihood
         ``sum_j B[k, j] P_t(j)``; the noise model is ``B = (1 - eps) I + eps / K``).  A child that
         confuses or merges classes systematically is then read through its confusions, not as
         transitions; on a calibrated child some random jumps are read as confusions (the matrix
-        comes out too deterministic): see the README.
-    emission_prior : float, default 1.0
-        Pseudo-count added to every entry of ``B`` in its EM update (Laplace's rule: no confusion is
-        impossible).
+        comes out too deterministic).  ``"auto"`` (default) fits both and keeps the confusion
+        matrix only if its log-likelihood gain exceeds its extra parameters (Akaike's criterion,
+        :func:`choose_evidence_model`; metrics ``confusion_model``, ``evidence_gain``).
+    emission_prior : float, default 0.1
+        Pseudo-count added to every entry of ``B`` in its EM update (no confusion is impossible;
+        small, so that the prior's uniform mass does not read as noise).
     restart : bool, default True
         In every update after the first, run EM both from the previous matrix (warm start) and from the
         two fresh starts (uniform, moment), and keep the fit with the higher likelihood.  A warm start
@@ -406,7 +449,7 @@ class MarkovModel(Module):
                  tol: float = 1e-6, evidence_noise="learn", lock_noise: float = 0.9, restart: bool = True,
                  max_splits: int = 10,
                  method: str = "forward_backward", transition_prior: str = "shrink",
-                 evidence_model: str = "noise", emission_prior: float = 1.0,
+                 evidence_model: str = "auto", emission_prior: float = 0.1,
                  category=None, device=None, output_root=None, mode: str = "learn"):
         super().__init__(name, output_root=output_root)
         self.num_samp = check_positive_int(num_samp, "num_samp", self.name)
@@ -441,7 +484,7 @@ class MarkovModel(Module):
         if transition_prior not in ("shrink", "flat"):
             raise ValueError(f"{self.name}: transition_prior must be 'shrink' or 'flat', got {transition_prior!r}")
         self.transition_prior = transition_prior
-        self._check_choice(evidence_model, "evidence_model", ("noise", "confusion"))
+        self._check_choice(evidence_model, "evidence_model", ("auto", "noise", "confusion"))
         self.evidence_model = evidence_model
         self.emission_prior = check_positive_float(emission_prior, "emission_prior", self.name)
         self.mode = mode
@@ -454,6 +497,8 @@ class MarkovModel(Module):
         self.log_likelihood_: float | None = None
         self.n_states_: int | None = None
         self.n_em_iter_: int = 0
+        self.evidence_gain_: float = float("nan")
+        self.evidence_penalty_: float = float("nan")
 
     # ------------------------------------------------------------------ inputs
     def _read_inputs(self):
@@ -555,8 +600,8 @@ class MarkovModel(Module):
                 elif learn and not isinstance(noise, float):
                     a = self.emission_prior
                     noise_new = []
-                    for lp, B in zip(logs, noise):
-                        C = confusion_counts(lp, B, res.log_marginals)
+                    for lp, B, e in zip(logs, noise, ev):
+                        C = confusion_counts(lp, B, res.log_marginals, e)
                         noise_new.append((C + a) / (C.sum(1, keepdims=True) + C.shape[1] * a))
                     moved = max(float(np.abs(Bn - B).max()) for Bn, B in zip(noise_new, noise))
                 delta = max(float(np.abs(A_new - A).max()), moved)
@@ -603,7 +648,8 @@ class MarkovModel(Module):
         #    shrink to the marginal) and, with evidence_noise="learn", eps learned (a local optimum
         #    that keeps the structure and makes the transition estimates unbiased); the warm
         #    start's refined fit competes with it
-        if learn_eps and self.evidence_model == "confusion":
+        confusion = None
+        if learn_eps and self.evidence_model in ("confusion", "auto"):
             # stage 2 learns a confusion matrix per child instead of one eps: which class the
             # child reports in each state (merged or swapped classes included), started from
             # the stage-1 noise; the warm start continues the previous update's matrices
@@ -611,12 +657,23 @@ class MarkovModel(Module):
             if self.trans_prob_ is not None and self.emission_ is not None:
                 fits.insert(0, em(self._trans_np(), list(self.emission_.cpu().numpy().astype(np.float64)),
                                   shrink=shrink))
-            return max(fits, key=lambda f: f[3].log_likelihood)
+            confusion = max(fits, key=lambda f: f[3].log_likelihood)
+            if self.evidence_model == "confusion":
+                return confusion
         fits = [em(found[0], found[1], shrink=shrink)]
         if learn_eps and self.trans_prob_ is not None and self.evidence_noise_:
             fits.insert(0, em(self._trans_np(), self.evidence_noise_,
                               shrink=shrink))
-        return max(fits, key=lambda f: f[3].log_likelihood)
+        noise = max(fits, key=lambda f: f[3].log_likelihood)
+        if confusion is None:
+            return noise
+        # evidence_model="auto": the confusion matrix only if it pays for its parameters
+        self.evidence_gain_ = confusion[3].log_likelihood - noise[3].log_likelihood
+        counts = [confusion_counts(lp, B, confusion[3].log_marginals, e)
+                  for lp, B, e in zip(logs, confusion[1], confusion[2])]
+        self.evidence_penalty_ = evidence_model_penalty(counts)
+        chosen = choose_evidence_model(noise[3].log_likelihood, confusion[3].log_likelihood, self.evidence_penalty_)
+        return confusion if chosen == "confusion" else noise
 
     # ------------------------------------------------------------------ hooks
     def _infer(self, logs, log_bias) -> None:
@@ -633,6 +690,7 @@ class MarkovModel(Module):
     def _fit(self, logs, log_bias) -> None:
         K = logs[0].shape[1]
         dev = self.device
+        self.evidence_gain_ = self.evidence_penalty_ = float("nan")
         if self.method == "forward_backward":
             A, noise, ev, res, n_iter = self._fit_forward_backward(logs, log_bias, K)
             self.n_em_iter_ = n_iter
@@ -709,7 +767,9 @@ class MarkovModel(Module):
 
     def _metrics(self, logs, log_bias) -> dict:
         return {"log_likelihood": self.log_likelihood_, "objective": self.log_likelihood_,
-                "evidence_noise": self.evidence_noise_, "em_iterations": float(self.n_em_iter_)}
+                "evidence_noise": self.evidence_noise_, "em_iterations": float(self.n_em_iter_),
+                "confusion_model": float(self.emission_ is not None), "evidence_gain": self.evidence_gain_,
+                "evidence_penalty": self.evidence_penalty_}
 
     # ------------------------------------------------------------- Pyro model
     def model(self, log_evidence=None, trans_prob=None) -> None:
