@@ -88,6 +88,8 @@ def run_one(name, seed, args, images, speech, category, order="cyclic"):
     system = build_system(name, images, speech, category, args)
     if args.mlda_split_merge is not None and "mlda" in system.modules:
         system["mlda"].split_merge = args.mlda_split_merge
+    if args.mlda_parent_weight is not None and "mlda" in system.modules:
+        system["mlda"].parent_weight = args.mlda_parent_weight
     if args.mm_evidence_model is not None and "mm" in system.modules:
         system["mm"].evidence_model = args.mm_evidence_model
     t0 = time.perf_counter()
@@ -158,6 +160,9 @@ if __name__ == "__main__":
     p.add_argument("--json", default=None, help="write per-run records here")
     p.add_argument("--mm-evidence-model", choices=["auto", "noise", "confusion"], default=None,
                    help="the Markov model's evidence_model (default: the module's)")
+    p.add_argument("--mlda-parent-weight", choices=["auto", "document", "token"], default=None,
+                   help="how the MLDA applies its parents' class messages (MLDA(parent_weight=...); default: "
+                        "the module's, 'auto')")
     p.add_argument("--mlda-split-merge", type=int, default=None,
                    help="MLDA split-merge moves per update (MLDA(split_merge=...); default: the module's, 3)")
     p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
