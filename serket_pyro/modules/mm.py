@@ -436,7 +436,8 @@ class MarkovModel(Module):
     sequence says nothing about the initial distribution that is not already the child's own
     evidence at ``t = 0``, which the message to the child must exclude), ``evidence_noise_``,
     ``log_likelihood_`` (nats), ``n_states_``, ``emission_`` ``(children, K, K)`` (rows = state,
-    ``evidence_model="confusion"``; ``None`` otherwise; file ``emission_learn.txt``).
+    ``evidence_model="confusion"``; ``None`` otherwise; file ``emission_learn.txt``, which holds the noise model's
+    ``(1 - eps) I + eps / K`` when ``"auto"`` chose it).
     """
 
     input_kinds = (ClassProbs,)
@@ -764,6 +765,11 @@ class MarkovModel(Module):
         if self.emission_ is not None:
             for i, B in enumerate(self.emission_.numpy()):
                 w.savetxt(f"emission{i if i else ''}_{mode}.txt", B)
+        elif self.method == "forward_backward" and self.evidence_model != "noise":
+            # the noise model as its confusion matrix: the same files whichever model "auto" chose
+            K = self.trans_prob_.shape[0]
+            for i in range(len(self.children)):
+                w.savetxt(f"emission{i if i else ''}_{mode}.txt", noise_emission(float(self.evidence_noise_ or 0.0), K))
 
     def _metrics(self, logs, log_bias) -> dict:
         return {"log_likelihood": self.log_likelihood_, "objective": self.log_likelihood_,
