@@ -56,8 +56,8 @@ def brute_force(log_init, log_trans, log_obs):
     return loglik, marg, counts, loo
 
 
-def logspace_reference(log_init, log_trans, log_obs):
-    """Plain log-space forward-backward (logsumexp at every step): log-likelihood and marginals."""
+def _logspace_alpha_beta(log_init, log_trans, log_obs):
+    """Plain log-space forward and backward messages (logsumexp at every step), each ``(T, K)``."""
     T, K = log_obs.shape
     la = np.empty((T, K))
     la[0] = log_init + log_obs[0]
@@ -66,6 +66,12 @@ def logspace_reference(log_init, log_trans, log_obs):
     lb = np.zeros((T, K))
     for t in range(T - 1, 0, -1):
         lb[t - 1] = logsumexp(log_trans + log_obs[t] + lb[t], axis=1)
+    return la, lb
+
+
+def logspace_reference(log_init, log_trans, log_obs):
+    """Plain log-space forward-backward: log-likelihood and marginals."""
+    la, lb = _logspace_alpha_beta(log_init, log_trans, log_obs)
     ll = logsumexp(la[-1])
     lg = la + lb
     return ll, np.exp(lg - logsumexp(lg, axis=1, keepdims=True))
@@ -171,14 +177,7 @@ def test_forward_backward_extreme_evidence_and_zeros():
 
 def _logspace_counts(log_init, log_trans, log_obs):
     """Expected transition counts from a plain log-space forward-backward (independent reference)."""
-    T, K = log_obs.shape
-    la = np.empty((T, K))
-    la[0] = log_init + log_obs[0]
-    for t in range(1, T):
-        la[t] = logsumexp(la[t - 1][:, None] + log_trans, axis=0) + log_obs[t]
-    lb = np.zeros((T, K))
-    for t in range(T - 1, 0, -1):
-        lb[t - 1] = logsumexp(log_trans + log_obs[t] + lb[t], axis=1)
+    la, lb = _logspace_alpha_beta(log_init, log_trans, log_obs)
     lxi = la[:-1, :, None] + log_trans + (log_obs[1:] + lb[1:])[:, None, :]
     lxi -= logsumexp(lxi, axis=(1, 2), keepdims=True)
     return np.exp(logsumexp(lxi, axis=0))
