@@ -212,6 +212,7 @@ def test_loss_curve_joins_the_iterations(tmp_path):
     assert plots._losses(tmp_path / "000") is None
 
 
+@pytest.mark.slow  # tests/test_examples.py::test_recognition_example_runs runs the same example in the default suite
 def test_recognition_example_runs_tiny(tmp_path, data_dir, capsys):
     import argparse
     import importlib.util

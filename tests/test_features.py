@@ -357,6 +357,7 @@ def test_fsdd_mfcc_rows_and_cmn(data_dir):
     np.testing.assert_allclose(norm[0].mean(0), 0.0, atol=1e-9)
 
 
+@pytest.mark.slow  # tests/test_examples.py::test_speech_pairs_example_runs runs the same example in the default suite
 def test_speech_pairs_example_tiny(tmp_path, data_dir):
     import importlib.util
     import os
