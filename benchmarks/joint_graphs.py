@@ -17,6 +17,7 @@ module, seconds) and writes the records to ``--json``.
 import argparse
 import importlib
 import json
+import os
 import time
 
 import numpy as np
@@ -105,7 +106,7 @@ def parser():
     p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate of the global parameters")
     p.add_argument("--lr-networks", type=float, default=1e-4, help="Adam learning rate of the VAE's networks")
     p.add_argument("--data-dir", default=None)
-    p.add_argument("--output", default="/tmp/serket_joint_graphs")
+    p.add_argument("--output", default=os.path.join("runs", "joint_graphs"))
     p.add_argument("--json", default=None)
     return p
 
