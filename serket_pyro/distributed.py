@@ -32,7 +32,8 @@ import torch.distributed as dist
 __all__ = ["torchrun_env", "init_process_group", "destroy_process_group", "shard_bounds", "shard_sizes",
            "sharded", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
            "all_reduce_tensors", "all_reduce_scalar", "all_reduce_max", "gather_rows", "global_mean",
-           "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows"]
+           "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows",
+           "global_rows", "halo_rows"]
 
 #: rank-specific streams are seeded by ``seed * _STREAM_STRIDE + rank + 1`` (never the global seed)
 _STREAM_STRIDE = 1_000_003
@@ -327,3 +328,36 @@ def local_rows() -> slice:
         return slice(None)
     start = sum(_ACTIVE.sizes[: _ACTIVE.rank])
     return slice(start, start + _ACTIVE.sizes[_ACTIVE.rank])
+
+
+def global_rows(n_local: int) -> int:
+    """Rows of the whole data: the sum of the shards' sizes (``n_local`` outside a sharded fit)."""
+    return n_local if _ACTIVE is None else sum(_ACTIVE.sizes)
+
+
+def halo_rows(x: np.ndarray, before: int, after: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``before`` rows of the whole data just before this rank's block and the ``after`` rows
+    just after it (fewer at the ends of the data; from any rank, also when a block is shorter
+    than the halo), for recursions over a chain split into blocks.  Collective; one all-gather of
+    ``2 max(before, after)`` rows per rank.  Outside a sharded fit: two empty arrays.
+
+    Args:
+        x: ``(n_local, ...)`` this rank's rows (numpy).
+    Returns:
+        ``(rows before (b, ...), rows after (a, ...))``, ``b <= before``, ``a <= after``.
+    """
+    x = np.asarray(x)
+    empty = x[:0]
+    if _ACTIVE is None:
+        return empty, empty
+    k = max(before, after, 1)
+    n = x.shape[0]
+    start = sum(_ACTIVE.sizes[: _ACTIVE.rank])
+    own = np.unique(np.concatenate([np.arange(min(k, n)), np.arange(max(n - k, 0), n)]))
+    idx = gather_rows(torch.from_numpy(own + start).unsqueeze(1)).numpy()[:, 0]
+    rows = gather_rows(np.ascontiguousarray(x[own]))
+    table = dict(zip(idx.tolist(), range(len(idx))))
+    total = sum(_ACTIVE.sizes)
+    lo, hi = range(max(start - before, 0), start), range(start + n, min(start + n + after, total))
+    pick = lambda r: rows[[table[i] for i in r]] if len(r) else empty  # noqa: E731
+    return pick(lo), pick(hi)

@@ -57,6 +57,29 @@ def _topic_docs(N=61, seed=9):
     return mods, y
 
 
+def _mm_evidence(N=301, seed=13):
+    """A child's class probabilities over a 4-state chain with blocks of 2-6 steps; the child
+    reads class 3 as class 2 (a merge: split moves and the confusion model have work to do)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(200) % 4, rng.integers(2, 7, 200))[:N]
+    p = rng.dirichlet(np.ones(4) * 0.5, N) * 0.3
+    p[np.arange(N), np.where(y == 3, 2, y)] += 0.7
+    return p, y
+
+
+def _run_mm(p, y, out, **kw):
+    """Two updates (the second warm-started) of a Markov model over fixed class probabilities."""
+    from serket_pyro.messages import ClassProbs
+
+    srk.reset_module_counter()
+    srk.set_output_root(out)
+    m = srk.MarkovModel(itr=30, max_splits=2, alpha=0.3, category=y, **kw)
+    m.connect(srk.Observation(ClassProbs.from_probs(p)))
+    for _ in range(2):
+        m.update()
+    return m
+
+
 def _topics(doc, word, K):
     return (doc * 7 + word * 3) % K
 
@@ -171,6 +194,25 @@ def _worker(rank, world, port, tmp):
                 ta, tb = sd.shard_bounds(T, world, rank)
                 r = sharded_forward_backward(np.full(K, -np.log(K)), np.log(A), lo[ta:tb])
             out["fb"] = (r.log_likelihood, r.log_marginals, r.trans_counts, r.log_loo, ta, tb)
+            # 3b. the Markov model's EM on this rank's steps of the same evidence (sharded E-step,
+            # all-reduced statistics, the same starts, split moves and evidence model on every rank)
+            from serket_pyro.modules import mm as mm_mod
+
+            p, y = _mm_evidence()
+            pa, pb = sd.shard_bounds(len(p), world, rank)
+        with sd.sharded(len(p), seed=0):
+            m = _run_mm(p[pa:pb], y[pa:pb], os.path.join(tmp, "mm_out"))
+            out["mm"] = (m.trans_prob_.clone(), m.log_likelihood_, m.evidence_noise_, m.emission_,
+                         m._down[0].log_probs.clone(), m._up.log_probs.clone(), dict(m.metrics_), pa, pb)
+            m = _run_mm(p[pa:pb], y[pa:pb], os.path.join(tmp, "mm_noise"), evidence_model="noise")
+            out["mm_noise"] = (m.trans_prob_.clone(), m.evidence_noise_, m._down[0].log_probs.clone())
+            lm = np.log(p[pa:pb])
+            A = np.full((4, 4), 0.1) + np.eye(4)
+            out["mm_parts"] = (mm_mod._sharded_split_proposals(A / A.sum(1, keepdims=True), lm, 0.3, min_second=0.05),
+                               mm_mod._sharded_moment_transitions(lm, 0.3))
+        with sd.sharded(3, seed=0):  # shards of 2 and 1 rows: the halo reaches over the short one
+            h = sd.shard_bounds(3, world, rank)
+            out["halo"] = sd.halo_rows(np.arange(10, 13)[h[0]:h[1]], 2, 2)
         # 4. whole fits: GMM alone and GMM + Markov model, outputs under tmp/2p_*
         _, y = _gmm_data()
         for with_mm in (False, True):
@@ -359,3 +401,49 @@ def test_two_process_mlda_fit_matches_one_process(two_process_results, tmp_path)
     assert ml.metrics_["accuracy"] > 0.9 and abs(acc2 - ml.metrics_["accuracy"]) <= 0.02
     mdir = [n for n in os.listdir(os.path.join(tmp, "mlda_out")) if n.endswith("_mlda")][0]
     assert np.loadtxt(os.path.join(tmp, "mlda_out", mdir, "class_learn.txt")).shape == (61,)
+
+
+def test_two_process_markov_model_em_equals_one_process(two_process_results, tmp_path):
+    """The sharded EM (each rank its steps of the evidence) learns the 1-process matrix and sends
+    the same messages, to 1e-9, through two updates with restarts, split moves, a learned noise
+    and the evidence-model choice."""
+    from serket_pyro.modules import mm as mm_mod
+
+    tmp, res = two_process_results
+    p, y = _mm_evidence()
+    m1 = _run_mm(p, y, str(tmp_path / "1p"))
+    assert m1.metrics_["confusion_model"] == 1.0 and np.isfinite(m1.metrics_["evidence_gain"])
+    for r in res:
+        A, ll, eps, em, down, up, metrics, a, b = r["mm"]
+        np.testing.assert_allclose(A.numpy(), m1.trans_prob_.numpy(), atol=1e-9, rtol=0)
+        assert abs(ll - m1.log_likelihood_) < 1e-9 and abs(eps - m1.evidence_noise_) < 1e-9
+        np.testing.assert_allclose(em.numpy(), m1.emission_.numpy(), atol=1e-9, rtol=0)
+        np.testing.assert_allclose(down.numpy(), m1._down[0].log_probs[a:b].numpy(), atol=1e-9, rtol=0)
+        np.testing.assert_allclose(up.numpy(), m1._up.log_probs[a:b].numpy(), atol=1e-9, rtol=0)
+        assert metrics["em_iterations"] == m1.metrics_["em_iterations"]
+        assert metrics["accuracy"] == m1.metrics_["accuracy"]  # scored on every rank's steps
+    # the noise model alone: eps learned from every rank's steps
+    m1 = _run_mm(p, y, str(tmp_path / "1n"), evidence_model="noise")
+    assert m1.evidence_noise_ < 0.8  # learned (from lock_noise 0.9)
+    for r in res:
+        A, eps, down = r["mm_noise"]
+        a, b = r["mm"][-2:]
+        np.testing.assert_allclose(A.numpy(), m1.trans_prob_.numpy(), atol=1e-9, rtol=0)
+        assert abs(eps - m1.evidence_noise_) < 1e-9
+        np.testing.assert_allclose(down.numpy(), m1._down[0].log_probs[a:b].numpy(), atol=1e-9, rtol=0)
+    # rank 0 wrote the whole chain's message, as one process
+    mdir = [n for n in os.listdir(os.path.join(tmp, "mm_out")) if n.endswith("_mm")][0]
+    np.testing.assert_allclose(np.loadtxt(os.path.join(tmp, "mm_out", mdir, "msg_learn.txt")),
+                               np.loadtxt(tmp_path / "1p" / mdir / "msg_learn.txt"), atol=1e-9)
+    # the split proposals and the moment start from the shards: the 1-process matrices
+    A = np.full((4, 4), 0.1) + np.eye(4)
+    want = mm_mod._split_proposals(A / A.sum(1, keepdims=True), np.log(p), 0.3, min_second=0.05)
+    assert len(want) > 2
+    for r in res:
+        props, moment = r["mm_parts"]
+        assert len(props) == len(want)
+        for got, w in zip(props, want):
+            np.testing.assert_allclose(got, w, atol=1e-12, rtol=0)
+        np.testing.assert_allclose(moment, mm_mod._moment_transitions(np.log(p), 0.3), atol=1e-12, rtol=0)
+    (b0, a0), (b1, a1) = res[0]["halo"], res[1]["halo"]
+    assert b0.tolist() == [] and a0.tolist() == [12] and b1.tolist() == [10, 11] and a1.tolist() == []

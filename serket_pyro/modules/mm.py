@@ -46,6 +46,7 @@ from pyro.ops.indexing import Vindex
 
 from .. import distributed as _dist
 from ..ops.forward_backward import forward_backward
+from ..ops.sharded_forward_backward import sharded_forward_backward
 from ..messages import ClassProbs
 from ..module import Module
 from ..original_api import MM_API, OriginalArgumentWarning
@@ -145,8 +146,10 @@ def original_message(probs: torch.Tensor, trans: torch.Tensor, bias: torch.Tenso
     return msg
 
 
-def prior_marginals(log_init: np.ndarray, trans: np.ndarray, T: int, tol: float = 1e-13) -> np.ndarray:
-    """Log prior marginals ``log p(z_t) = log (init A^t)``, ``(T, K)`` rows normalised.
+def prior_marginals(log_init: np.ndarray, trans: np.ndarray, T: int, tol: float = 1e-13,
+                    start: int = 0) -> np.ndarray:
+    """Log prior marginals ``log p(z_t) = log (init A^t)``, ``(T, K)`` rows normalised (rows
+    ``start .. T - 1`` only, ``(T - start, K)``, with ``start``: a shard of the chain).
 
     The recursion stops once ``p(z_t)`` no longer moves (``tol``, max abs) and repeats that row:
     a chain that mixes reaches its stationary distribution in a few dozen steps, and a uniform
@@ -159,16 +162,18 @@ def prior_marginals(log_init: np.ndarray, trans: np.ndarray, T: int, tol: float 
     """
     p = np.exp(log_init - log_init.max())
     p = p / p.sum()
-    out = np.empty((T, p.shape[0]))
-    out[0] = p
+    out = np.empty((T - start, p.shape[0]))
+    if start == 0:
+        out[0] = p
     t = 1
     while t < T:
         q = p @ trans
         q = q / q.sum()
-        out[t] = q
+        if t >= start:
+            out[t - start] = q
         t += 1
         if np.abs(q - p).max() <= tol:
-            out[t:] = q
+            out[max(t - start, 0):] = q
             break
         p = q
     with np.errstate(divide="ignore"):
@@ -229,6 +234,85 @@ def _moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
     P /= P.sum(1, keepdims=True)
     n = P[:-1].T @ P[1:]
     return (n + alpha) / (n.sum(1, keepdims=True) + P.shape[1] * alpha)
+
+
+def _sum_over_ranks(*arrays: np.ndarray) -> list[np.ndarray]:
+    """numpy float64 arrays summed over the ranks of a sharded fit, in one all-reduce (the arrays
+    themselves in one process)."""
+    if not _dist.is_sharded():
+        return list(arrays)
+    return [t.numpy() for t in _dist.all_reduce_tensors([torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+                                                         for a in arrays])]
+
+
+def _sharded_moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
+    """:func:`_moment_transitions` of a chain split over the ranks of a sharded fit (this rank's
+    steps; the pair across a shard boundary is counted by the earlier shard, from the next
+    shard's first row); :func:`_moment_transitions` itself in one process."""
+    if not _dist.is_sharded():
+        return _moment_transitions(log_evidence, alpha)
+    P = np.exp(log_evidence - log_evidence.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    _, nxt = _dist.halo_rows(P, 0, 1)
+    Q = np.concatenate([P, nxt])
+    n, = _sum_over_ranks(Q[:-1].T @ Q[1:])
+    return (n + alpha) / (n.sum(1, keepdims=True) + P.shape[1] * alpha)
+
+
+def _sharded_split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
+                             min_second: float = 0.2, n_spare: int = 2, n_rows: int = 3) -> list[np.ndarray]:
+    """:func:`_split_proposals` of a chain split over the ranks of a sharded fit: the same
+    proposals, from this rank's steps and the path's states at its two neighbours' edges (one
+    all-gather), the state use and path transition counts summed over the ranks (one all-reduce)
+    and every proposal's relabelled counts summed in one more.  Counts are integers, so the sums
+    are exact: every rank, and one process, get the same matrices.  :func:`_split_proposals` in
+    one process."""
+    if not _dist.is_sharded():
+        return _split_proposals(trans, log_marginals, alpha, min_second, n_spare, n_rows)
+    K = trans.shape[0]
+    if K < 2:
+        return []
+    path = log_marginals.argmax(1)
+    before, after = _dist.halo_rows(path, 2, 1)
+    b = len(before)
+    ext = np.concatenate([before, path, after])        # global steps start - b .. stop - 1 + len(after)
+    own = np.arange(max(b, 1), b + len(path))          # transitions (t - 1, t) into this rank's steps
+
+    def transition_counts(states):
+        c = np.zeros((K, K))
+        np.add.at(c, (states[own - 1], states[own]), 1.0)
+        return c
+
+    use, counts = _sum_over_ranks(np.bincount(path, minlength=K).astype(np.float64), transition_counts(ext))
+    spare = np.argsort(use, kind="stable")[:n_spare]
+    branches = []
+    for axis, probs in ((1, trans), (0, (counts / np.maximum(counts.sum(0, keepdims=True), 1)).T)):
+        second_of = np.argsort(-probs, axis=1, kind="stable")[:, 1]
+        second_p = probs[np.arange(K), second_of]
+        for j in np.argsort(-second_p, kind="stable")[:n_rows]:
+            if second_p[j] >= min_second:
+                branches.append((second_p[j], axis, j, second_of[j]))
+    first_global = _dist.local_rows().start - b        # global step of ext[0]
+    last_global = _dist.global_rows(len(path)) - 1
+    steps_g = first_global + np.arange(len(ext))
+    proposals = []
+    for _, axis, j, other in sorted(branches, key=lambda br: -br[0])[:n_rows]:
+        flag = np.zeros(len(ext), dtype=bool)
+        if axis == 1:   # steps of j followed by `other`
+            flag[:-1] = (ext[:-1] == j) & (ext[1:] == other)
+            flag &= steps_g < last_global
+        else:           # steps of j preceded by `other`
+            flag[1:] = (ext[1:] == j) & (ext[:-1] == other)
+        for u in spare:
+            if u == j:
+                continue
+            relabelled = ext.copy()
+            relabelled[flag] = u
+            proposals.append(transition_counts(relabelled))
+    if not proposals:
+        return []
+    summed = _sum_over_ranks(np.stack(proposals))[0]
+    return [(c + alpha) / (c.sum(1, keepdims=True) + K * alpha) for c in summed]
 
 
 def confusion_evidence(log_p: np.ndarray, emission: np.ndarray) -> np.ndarray:
@@ -506,14 +590,16 @@ class MarkovModel(Module):
         """Validated children's log-probabilities, a list of ``(N, K)`` numpy float64."""
         # class probabilities (input_kinds)
         logs = [msg.log_probs.detach().cpu().to(torch.float64).numpy() for msg in self.get_observations()]
-        # a sharded fit: the chain runs on every rank's steps (N x K, small), the same on every rank
-        logs = [_dist.gather_rows(lp) for lp in logs]
+        # a sharded fit: method="forward_backward" keeps this rank's steps (the sharded E-step);
+        # the original's sampled pairs run on every rank's steps, gathered (the same on every rank)
+        if self.method == "original":
+            logs = [_dist.gather_rows(lp) for lp in logs]
         N, K = logs[0].shape
         for child, lp in zip(self.children, logs):
             if lp.shape != (N, K):
                 raise ValueError(f"{self.name}: children send different shapes ({child.name}: {lp.shape}, "
                                  f"expected {(N, K)})")
-        if N < 2:
+        if _dist.global_rows(N) < 2:
             raise ValueError(f"{self.name}: a Markov model needs at least 2 time steps, got N={N}")
         if self.n_states_ is not None and K != self.n_states_:
             raise ValueError(f"{self.name}: the child now sends K={K} classes, but the Markov model was "
@@ -525,7 +611,7 @@ class MarkovModel(Module):
         N, K = logs[0].shape
         bias = self.get_backward_msg()
         log_bias = None
-        if isinstance(bias, ClassProbs) and _dist.is_sharded():
+        if isinstance(bias, ClassProbs) and _dist.is_sharded() and self.method == "original":
             bias = ClassProbs(_dist.gather_rows(bias.log_probs))
         if bias is not None:
             if not isinstance(bias, ClassProbs) or tuple(bias.log_probs.shape) != (N, K):
@@ -575,7 +661,9 @@ class MarkovModel(Module):
                 ev = robust[noise]
             else:
                 ev = [confusion_evidence(lp, B) for lp, B in zip(logs, noise)]
-            return ev, forward_backward(log_init, np.log(A), sum(ev) + extra)
+            # a sharded fit: this rank's steps, boundary messages exchanged; the whole chain's
+            # likelihood and transition counts (the same on every rank)
+            return ev, sharded_forward_backward(log_init, np.log(A), sum(ev) + extra)
 
         if self.mode == "recog":
             A = self._trans_np()
@@ -596,13 +684,18 @@ class MarkovModel(Module):
                 if learn and isinstance(noise, float) and noise > 0:
                     gamma = np.exp(res.log_marginals)
                     # p(r_ct = 1 | all evidence) = sum_k gamma_t(k) (eps / K) / l_ct(k)
-                    noise_new = float(np.mean([(gamma * np.exp(math.log(noise / K) - e)).sum(1) for e in ev]))
+                    if _dist.is_sharded():  # the mean over every rank's steps
+                        part = sum(float((gamma * np.exp(math.log(noise / K) - e)).sum()) for e in ev)
+                        noise_new = _dist.all_reduce_scalar(part) / (len(ev) * _dist.global_rows(len(gamma)))
+                    else:
+                        noise_new = float(np.mean([(gamma * np.exp(math.log(noise / K) - e)).sum(1) for e in ev]))
                     moved = abs(noise_new - noise)
                 elif learn and not isinstance(noise, float):
                     a = self.emission_prior
                     noise_new = []
-                    for lp, B, e in zip(logs, noise, ev):
-                        C = confusion_counts(lp, B, res.log_marginals, e)
+                    Cs = _sum_over_ranks(*[confusion_counts(lp, B, res.log_marginals, e)
+                                            for lp, B, e in zip(logs, noise, ev)])
+                    for C in Cs:
                         noise_new.append((C + a) / (C.sum(1, keepdims=True) + C.shape[1] * a))
                     moved = max(float(np.abs(Bn - B).max()) for Bn, B in zip(noise_new, noise))
                 delta = max(float(np.abs(A_new - A).max()), moved)
@@ -622,13 +715,13 @@ class MarkovModel(Module):
                 # the child's own transition statistics n_ij = sum_t P_t(i) P_t+1(j) on the raw (not
                 # robust) evidence: from uniform, the first E-step sees them through the noise eps and
                 # EM can settle in a cycle of half the period (measured on the VAE+GMM+MLDA+MM tutorial)
-                fits.append(em(_moment_transitions(sum(logs) + extra, self.alpha), eps0, learn=learn))
+                fits.append(em(_sharded_moment_transitions(sum(logs) + extra, self.alpha), eps0, learn=learn))
             # keep the fit under which the evidence is most probable (the first one on ties)
             best = max(fits, key=lambda f: f[3].log_likelihood)
             for _ in range(self.max_splits):
                 # screen the proposals with a few EM steps, finish only the best one
                 screened = [em(A0, best[1], itr=10, learn=learn)
-                            for A0 in _split_proposals(best[0], best[3].log_marginals, self.alpha)]
+                            for A0 in _sharded_split_proposals(best[0], best[3].log_marginals, self.alpha)]
                 if not screened:
                     break
                 challenger = max(screened, key=lambda f: f[3].log_likelihood)
@@ -670,8 +763,8 @@ class MarkovModel(Module):
             return noise
         # evidence_model="auto": the confusion matrix only if it pays for its parameters
         self.evidence_gain_ = confusion[3].log_likelihood - noise[3].log_likelihood
-        counts = [confusion_counts(lp, B, confusion[3].log_marginals, e)
-                  for lp, B, e in zip(logs, confusion[1], confusion[2])]
+        counts = _sum_over_ranks(*[confusion_counts(lp, B, confusion[3].log_marginals, e)
+                                   for lp, B, e in zip(logs, confusion[1], confusion[2])])
         self.evidence_penalty_ = evidence_model_penalty(counts)
         chosen = choose_evidence_model(noise[3].log_likelihood, confusion[3].log_likelihood, self.evidence_penalty_)
         return confusion if chosen == "confusion" else noise
@@ -699,7 +792,9 @@ class MarkovModel(Module):
             # The child applies its own class prior (a GMM's weights, an MLDA's theta); a chain
             # with identical rows (no sequential structure) then sends a flat message instead
             # of its marginal, which the child would count a second time.
-            log_prior = prior_marginals(self._log_init(K), A, len(res.log_loo))
+            rows = _dist.local_rows()  # a sharded fit: this rank's steps of the chain
+            start = rows.start or 0
+            log_prior = prior_marginals(self._log_init(K), A, start + len(res.log_loo), start=start)
             log_rest = res.log_loo if log_bias is None else res.log_loo + log_bias
             up = ClassProbs(torch.from_numpy(res.log_loo + sum(ev)).to(dev))
             # child c: everything at t except its own evidence (a sum, not a difference: -inf safe)
@@ -732,7 +827,7 @@ class MarkovModel(Module):
             log_lik = res.log_likelihood
             post = msg.numpy()
             self.n_em_iter_ = 0
-        if _dist.is_sharded():  # this rank's steps of the messages
+        if _dist.is_sharded() and self.method == "original":  # this rank's steps of the messages
             rows = _dist.local_rows()
             up, down, post = ClassProbs(up.log_probs[rows]), [ClassProbs(d.log_probs[rows]) for d in down], post[rows]
         self._up, self._down, self._post = up, down, post

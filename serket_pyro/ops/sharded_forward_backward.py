@@ -31,6 +31,11 @@ def transfer_summary(log_init, log_trans, log_obs, first: bool) -> tuple[np.ndar
 
     ``first``: the shard holds step 0; then every row of ``P`` is ``(init e_0) M_1 ... M_{T-1}``,
     so that any probability vector times ``P`` gives that vector.
+
+    The product is taken as a balanced tree of batched ``K x K`` products (``log2 T`` numpy calls
+    per block of steps instead of ``T`` Python-level ones), each product rescaled to largest
+    entry 1 (entries are non-negative: no cancellation, so every entry keeps its relative
+    precision whatever its size).
     """
     log_init, log_trans, log_obs = _np64(log_init), _np64(log_trans), _np64(log_obs)
     K = log_trans.shape[0]
@@ -38,20 +43,31 @@ def transfer_summary(log_init, log_trans, log_obs, first: bool) -> tuple[np.ndar
     shift = log_obs.max(axis=1)
     obs = np.exp(log_obs - shift[:, None])
     log_scale = float(shift.sum())
-    if first:
-        v = np.exp(log_init) * obs[0]
-        P = np.tile(v, (K, 1))
-        start = 1
-    else:
-        P = np.eye(K)
-        start = 0
-    for t in range(start, obs.shape[0]):
-        P = (P @ A) * obs[t]
+    P = np.tile(np.exp(log_init) * obs[0], (K, 1)) if first else np.eye(K)
+    start = 1 if first else 0
+    block = max(1, (1 << 20) // (K * K))          # steps per block: O(2^20) numbers in memory
+    for b0 in range(start, obs.shape[0], block):
+        mats = A[None, :, :] * obs[b0:b0 + block, None, :]        # (L, K, K): M_t = A diag(e_t)
+        logs = np.zeros(mats.shape[0])
+        while mats.shape[0] > 1:
+            odd = mats[-1:] if mats.shape[0] % 2 else mats[:0]
+            odd_log = logs[-1:] if mats.shape[0] % 2 else logs[:0]
+            prod = np.matmul(mats[0:-1:2] if odd.shape[0] else mats[0::2], mats[1::2])
+            m = prod.max(axis=(1, 2))
+            if not (m > 0).all():
+                raise ValueError(f"evidence in steps {b0}..{b0 + block - 1} of this shard has probability "
+                                 "zero under the chain")
+            prod /= m[:, None, None]
+            pair_logs = logs[0:-1:2] if odd.shape[0] else logs[0::2]
+            logs = np.concatenate([pair_logs + logs[1::2] + np.log(m), odd_log])
+            mats = np.concatenate([prod, odd])
+        P = P @ mats[0]
         m = P.max()
         if not m > 0:
-            raise ValueError(f"evidence at step {t} of this shard has probability zero under the chain")
+            raise ValueError(f"evidence in steps {b0}..{b0 + block - 1} of this shard has probability zero "
+                             "under the chain")
         P /= m
-        log_scale += np.log(m)
+        log_scale += float(logs[0]) + np.log(m)
     return P, log_scale
 
 
