@@ -80,6 +80,25 @@ def _run_mm(p, y, out, **kw):
     return m
 
 
+def _mlda_state(N, K=3, seed=4):
+    """A current draw of an MLDA chain over :func:`_topic_docs` (theta (N, K), phis per modality)."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.rand(N, K, generator=g, dtype=torch.float64) + 0.1
+    theta[torch.arange(N), torch.arange(N) % 2] += 2.0     # two topics own every document: one to split
+    phis = [torch.rand(K, V, generator=g, dtype=torch.float64) + 0.05 for V in (12, 9)]
+    return theta / theta.sum(1, keepdim=True), [p / p.sum(1, keepdim=True) for p in phis]
+
+
+def _mlda_ndk(N, K=3):
+    return torch.from_numpy(np.stack([(np.arange(N)[:, None] * (c + 2) + np.arange(K)) % 5 for c in range(2)])
+                            .astype(np.float64))
+
+
+def _even_split(hists, alpha, beta):
+    """A restricted split that depends on each document's own counts only (the same whatever the shard)."""
+    return hists[0][:, 0] + hists[1][:, 1] > hists[0][:, 4]
+
+
 def _topics(doc, word, K):
     return (doc * 7 + word * 3) % K
 
@@ -210,6 +229,24 @@ def _worker(rank, world, port, tmp):
             A = np.full((4, 4), 0.1) + np.eye(4)
             out["mm_parts"] = (mm_mod._sharded_split_proposals(A / A.sum(1, keepdims=True), lm, 0.3, min_second=0.05),
                                mm_mod._sharded_moment_transitions(lm, 0.3))
+        # 3c. MLDA split-merge proposals and scores from this rank's documents (a deterministic
+        # restricted split, so that 1 and 2 processes propose the same moves)
+        docs, _ = _topic_docs()
+        hists = [torch.from_numpy(d) for d in docs]
+        Nd = len(docs[0])
+        da, db = sd.shard_bounds(Nd, world, rank)
+        theta, phis = _mlda_state(Nd)
+        orig_split = mlda_mod._restricted_split
+        mlda_mod._restricted_split = _even_split
+        try:
+            with sd.sharded(Nd, seed=0):
+                props = mlda_mod._split_merge_proposals(theta[da:db], phis, [h[da:db] for h in hists], 0.4, 0.3)
+                ndk = _mlda_ndk(Nd)
+                nkws = [torch.full((2, 3, h.shape[1]), 2.0, dtype=torch.float64) for h in hists]
+                score = mlda_mod._global_log_collapsed_joint(ndk[:, da:db], nkws, 0.4, 0.3, theta[da:db])
+        finally:
+            mlda_mod._restricted_split = orig_split
+        out["mlda_sm"] = (props, score, da, db)
         with sd.sharded(3, seed=0):  # shards of 2 and 1 rows: the halo reaches over the short one
             h = sd.shard_bounds(3, world, rank)
             out["halo"] = sd.halo_rows(np.arange(10, 13)[h[0]:h[1]], 2, 2)
@@ -245,10 +282,9 @@ def _worker(rank, world, port, tmp):
         srk.set_output_root(os.path.join(tmp, "mlda_out"))
         ml = srk.MLDA(3, itr=30, category=labels)
         ml.connect(srk.Observation(docs[0]), srk.Observation(docs[1]))
-        # measured on this toy, 2 processes, seeds 2-12: accuracy 1.0 on 10 seeds, 0.54 on seed 2 (topics merged
-        # and split; a sharded fit skips the split-merge moves; 1 process without them: 1.0 on 8 of 11 seeds)
+        # split-merge moves on (their statistics all-reduced: every rank accepts the same move)
         srk.fit(ml, n_iter=2, seed=3, progress=False, distributed=True)
-        out["mlda_fit"] = ([p.clone() for p in ml.phi_], ml.metrics_["accuracy"])
+        out["mlda_fit"] = ([p.clone() for p in ml.phi_], ml.metrics_["accuracy"], ml.split_merge_accepted_)
         # 6. a VAE under a GMM: averaged gradients keep the networks identical on every rank
         srk.reset_module_counter()
         srk.set_output_root(os.path.join(tmp, "vae_out"))
@@ -397,6 +433,7 @@ def test_two_process_mlda_fit_matches_one_process(two_process_results, tmp_path)
     srk.fit(ml, n_iter=2, seed=3, progress=False)
     phis = [r["mlda_fit"][0] for r in res]
     assert all(torch.equal(a, b) for a, b in zip(*phis))  # topics identical on every rank
+    assert res[0]["mlda_fit"][2] == res[1]["mlda_fit"][2]  # the same split-merge moves accepted
     acc2 = res[0]["mlda_fit"][1]
     assert ml.metrics_["accuracy"] > 0.9 and abs(acc2 - ml.metrics_["accuracy"]) <= 0.02
     mdir = [n for n in os.listdir(os.path.join(tmp, "mlda_out")) if n.endswith("_mlda")][0]
@@ -447,3 +484,32 @@ def test_two_process_markov_model_em_equals_one_process(two_process_results, tmp
         np.testing.assert_allclose(moment, mm_mod._moment_transitions(np.log(p), 0.3), atol=1e-12, rtol=0)
     (b0, a0), (b1, a1) = res[0]["halo"], res[1]["halo"]
     assert b0.tolist() == [] and a0.tolist() == [12] and b1.tolist() == [10, 11] and a1.tolist() == []
+
+
+def test_two_process_mlda_split_merge_statistics_equal_one_process(two_process_results):
+    """The split-merge moves of a sharded MLDA: the same proposals (sizes, halves and re-estimated
+    topics summed over the ranks) and the same scores as one process, so every rank accepts the
+    same move."""
+    _, res = two_process_results
+    docs, _ = _topic_docs()
+    hists = [torch.from_numpy(d) for d in docs]
+    N = len(docs[0])
+    theta, phis = _mlda_state(N)
+    orig = mlda_mod._restricted_split
+    mlda_mod._restricted_split = _even_split
+    try:
+        want = mlda_mod._split_merge_proposals(theta, phis, hists, 0.4, 0.3)
+    finally:
+        mlda_mod._restricted_split = orig
+    assert len(want) >= 2
+    nkws = [torch.full((2, 3, h.shape[1]), 2.0, dtype=torch.float64) for h in hists]
+    score = mlda_mod.log_collapsed_joint(_mlda_ndk(N), nkws, 0.4, 0.3, theta)
+    for r in res:
+        props, got_score, a, b = r["mlda_sm"]
+        assert len(props) == len(want)
+        for (th, ph), (th1, ph1) in zip(props, want):
+            torch.testing.assert_close(th, th1[a:b], rtol=0, atol=1e-12)
+            for p, p1 in zip(ph, ph1):
+                torch.testing.assert_close(p, p1, rtol=0, atol=1e-12)
+        torch.testing.assert_close(got_score, score, rtol=1e-13, atol=1e-9)
+    assert torch.equal(res[0]["mlda_sm"][1], res[1]["mlda_sm"][1])  # every rank takes the same decision

@@ -328,6 +328,18 @@ def log_collapsed_joint(ndk: torch.Tensor, nkws: Sequence[torch.Tensor], alpha: 
     return out
 
 
+def _global_log_collapsed_joint(ndk: torch.Tensor, nkws: Sequence[torch.Tensor], alpha: float, beta: float,
+                                bias=None) -> torch.Tensor:
+    """:func:`log_collapsed_joint` of every rank's documents in a sharded fit (``ndk`` and
+    ``bias`` this rank's documents, ``nkws`` the all-reduced counts of a sweep): the documents'
+    terms summed over the ranks (one all-reduce of ``C`` numbers), so that every rank scores the
+    chains alike.  :func:`log_collapsed_joint` in one process."""
+    if not _dist.is_sharded():
+        return log_collapsed_joint(ndk, nkws, alpha, beta, bias)
+    docs = log_collapsed_joint(ndk, [], alpha, beta, bias)
+    return _dist.all_reduce_sum(docs) + log_collapsed_joint(ndk[..., :0, :], nkws, alpha, beta)
+
+
 def _restricted_split(hists: Sequence[torch.Tensor], alpha: float, beta: float, sweeps: int = 20) -> torch.Tensor:
     """Split documents in two by a 2-topic MLDA on them alone (the restricted Gibbs sampling of
     Jain and Neal 2004's split proposal).
@@ -342,7 +354,8 @@ def _restricted_split(hists: Sequence[torch.Tensor], alpha: float, beta: float, 
     dev, f64 = hists[0].device, hists[0].dtype
     # start from a random half each, so the two topics differ from the first sweep
     theta = torch.full((1, n, 2), 0.25, dtype=f64, device=dev)
-    theta[0, torch.arange(n, device=dev), torch.randint(2, (n,), device=dev)] = 0.75
+    with _dist.local_rng():  # a sharded fit: this rank's documents
+        theta[0, torch.arange(n, device=dev), torch.randint(2, (n,), device=dev)] = 0.75
     phis = [_dirichlet(torch.full((1, 2, h.shape[1]), 1.0, dtype=f64, device=dev)) for h in hists]
     for _ in range(sweeps):
         theta, phis, _, _ = _gibbs_sweep(theta, phis, mods, None, alpha, beta)
@@ -377,18 +390,19 @@ def _split_merge_proposals(theta: torch.Tensor, phis, hists: Sequence[torch.Tens
         dist_ += (1 - (r @ r.T).clamp(max=1)).clamp_min(0).sqrt()
     dist_ = dist_ / len(phis)
     owner = theta.argmax(1)
-    size = torch.bincount(owner, minlength=K)
+    size = _dist.all_reduce_sum(torch.bincount(owner, minlength=K))  # a sharded fit: every rank's documents
     out = []
     for k in torch.argsort(size, descending=True, stable=True)[:n_split].tolist():
         docs = (owner == k).nonzero().squeeze(1)
-        if docs.numel() < 4:
+        if int(size[k]) < 4:
             continue
         d = dist_.clone()
         d[k, :] = d[:, k] = float("inf")
         d.fill_diagonal_(float("inf"))
         a, b = divmod(int(d.argmin()), K)
         half = docs[_restricted_split([h[docs] for h in hists], alpha, beta)]
-        if half.numel() == 0 or half.numel() == docs.numel():
+        n_half = int(_dist.all_reduce_sum(torch.tensor([half.numel()]))[0])
+        if n_half == 0 or n_half == int(size[k]):
             continue
         th = theta.clone()
         th[:, a] += th[:, b]
@@ -400,8 +414,9 @@ def _split_merge_proposals(theta: torch.Tensor, phis, hists: Sequence[torch.Tens
         for phi, h in zip(phis, hists):
             ph = phi.clone()
             ph[a] = (phi[a] + phi[b]) / 2
-            for t, ds in ((b, half), (k, rest)):
-                c = h[ds].sum(0) + beta
+            halves = _dist.all_reduce_tensors([h[half].sum(0), h[rest].sum(0)])  # every rank's documents
+            for t, n_w in zip((b, k), halves):
+                c = n_w + beta
                 ph[t] = c / c.sum()
             new_phis.append(ph)
         out.append((th, new_phis))
@@ -904,7 +919,7 @@ class MLDA(Module):
             if s >= sweeps - n_avg:
                 theta_acc += (self.alpha + ndk) / (ndk.sum(-1, keepdim=True) + K * self.alpha)
                 if score:
-                    total += log_collapsed_joint(ndk, nkws, self.alpha, self.beta, bias)
+                    total += _global_log_collapsed_joint(ndk, nkws, self.alpha, self.beta, bias)
                 if not fixed:
                     for acc, n_kw in zip(phi_acc, nkws):
                         acc += (self.beta + n_kw) / (n_kw.sum(-1, keepdim=True) + n_kw.shape[-1] * self.beta)
@@ -921,8 +936,9 @@ class MLDA(Module):
         sweeps = max(self.itr // 5, min(self.n_average, self.itr))
         # a parent's class message (e.g. a Markov chain's) already moves whole topics, and the
         # moves would double the Markov-model tutorial's time for the same result
-        # (not in a sharded fit: the proposals need every document's counts)
-        for _ in range(0 if fixed or bias is not None or _dist.is_sharded() else self.split_merge):
+        # (a sharded fit: the proposals' and scores' statistics are summed over the ranks, so
+        # every rank accepts the same move)
+        for _ in range(0 if fixed or bias is not None else self.split_merge):
             props = _split_merge_proposals(theta[0], [p[0] for p in phis], counts, self.alpha, self.beta)
             if not props:
                 break
