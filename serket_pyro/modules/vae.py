@@ -843,12 +843,15 @@ class VAE(Module):
 
     def _minibatches(self, N: int, device):
         """Shuffled minibatch indices of one epoch.  In a sharded fit every rank takes the same
-        number of minibatches (that of the largest shard; its own shard split evenly), from its own
-        stream, so that the gradient all-reduces pair up."""
+        number of minibatches, as many as one process takes on the whole data (``batch_size`` is
+        the global minibatch: each rank's share of it is about ``batch_size / W`` of its own
+        points), from its own stream, so that the gradient all-reduces pair up and the optimiser
+        takes the steps of a one-process run."""
         if not _dist.is_sharded():
             return torch.randperm(N, device=device).split(self._batch(N))
-        # as many minibatches as the largest shard has, but never an empty one
-        n_batches = min(math.ceil(_dist.all_reduce_max(N) / self._batch(N)), int(-_dist.all_reduce_max(-N)))
+        # as many minibatches as one process on every rank's points, but never an empty one
+        n_all = _dist.global_rows(N)
+        n_batches = min(math.ceil(n_all / self._batch(n_all)), int(-_dist.all_reduce_max(-N)))
         with _dist.local_rng():
             perm = torch.randperm(N, device=device)
         return perm.tensor_split(n_batches)
