@@ -99,6 +99,25 @@ def _even_split(hists, alpha, beta):
     return hists[0][:, 0] + hists[1][:, 1] > hists[0][:, 4]
 
 
+def _fit_joint(data_parallel):
+    """A compiled GMM + Markov chain over :func:`_chain_data` (classes enumerated, the chain summed:
+    no sampled latent), 3 epochs of 7-chunk minibatches; its parameters and losses."""
+    from serket_pyro.joint import joint_program
+    from serket_pyro.joint.data_parallel import fit_data_parallel
+
+    x, _ = _chain_data(N=130)
+    srk.reset_module_counter()
+    srk.set_seed(6)
+    g = srk.GMM(3)
+    g.connect(srk.Observation(x))
+    m = srk.MarkovModel()
+    m.connect(g)
+    p = joint_program(m, chunk_len=10)
+    kw = dict(batch_size=70, lr=0.05)
+    losses = fit_data_parallel(p, 3, **kw) if data_parallel else p.fit(3, **kw)
+    return {k: v.detach().clone() for k, v in p.params(g).items()}, p.params(m)["trans_prob"].detach().clone(), losses
+
+
 def _topics(doc, word, K):
     return (doc * 7 + word * 3) % K
 
@@ -247,6 +266,8 @@ def _worker(rank, world, port, tmp):
         finally:
             mlda_mod._restricted_split = orig_split
         out["mlda_sm"] = (props, score, da, db)
+        # 3d. joint mode: a compiled GMM + Markov chain program fitted data-parallel
+        out["joint"] = _fit_joint(True)
         with sd.sharded(3, seed=0):  # shards of 2 and 1 rows: the halo reaches over the short one
             h = sd.shard_bounds(3, world, rank)
             out["halo"] = sd.halo_rows(np.arange(10, 13)[h[0]:h[1]], 2, 2)
@@ -513,3 +534,17 @@ def test_two_process_mlda_split_merge_statistics_equal_one_process(two_process_r
                 torch.testing.assert_close(p, p1, rtol=0, atol=1e-12)
         torch.testing.assert_close(got_score, score, rtol=1e-13, atol=1e-9)
     assert torch.equal(res[0]["mlda_sm"][1], res[1]["mlda_sm"][1])  # every rank takes the same decision
+
+
+def test_two_process_joint_program_follows_one_process(two_process_results):
+    """fit_data_parallel: every rank's share of each global minibatch, gradients summed: with no
+    sampled latent the 2-process fit is the 1-process one to rounding."""
+    _, res = two_process_results
+    params, trans, losses = _fit_joint(False)
+    for r in res:
+        p2, t2, l2 = r["joint"]
+        for k in params:
+            torch.testing.assert_close(p2[k], params[k], rtol=0, atol=1e-9)
+        torch.testing.assert_close(t2, trans, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(l2, losses, rtol=1e-10)
+    assert abs(losses[-1] - losses[0]) > 1e-3  # it moved
