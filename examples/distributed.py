@@ -70,11 +70,27 @@ def main(args):
 
     per_iter = []
     clock = [time.perf_counter(), time.process_time()]
+    by_module = {}  # CPU seconds of each module's updates in the current outer iteration
+
+    def timed(mod):
+        update = mod.update
+
+        def run(*a, **k):
+            t = time.process_time()
+            try:
+                return update(*a, **k)
+            finally:
+                by_module[type(mod).__name__] = by_module.get(type(mod).__name__, 0.0) + time.process_time() - t
+        mod.update = run
+
+    for mod in modules:
+        timed(mod)
 
     def record(it, rec):  # wall and CPU seconds, bytes this rank sent into all-reduces and gathers
         now = [time.perf_counter(), time.process_time()]
         per_iter.append({"wall_s": now[0] - clock[0], "cpu_s": now[1] - clock[1],
-                         "bytes_reduced": distributed.bytes_reduced()})
+                         "bytes_reduced": distributed.bytes_reduced(), "cpu_by_module": dict(by_module)})
+        by_module.clear()
         distributed.reset_bytes_reduced()
         clock[:] = [time.perf_counter(), time.process_time()]
 
@@ -99,7 +115,9 @@ def main(args):
             if its:
                 print(f"rank {r}: per outer iteration wall {np.mean([i['wall_s'] for i in its]):.2f} s, CPU "
                       f"{np.mean([i['cpu_s'] for i in its]):.2f} s, all-reduced "
-                      f"{np.mean([i['bytes_reduced'] for i in its]) / 1e6:.3f} MB")
+                      f"{np.mean([i['bytes_reduced'] for i in its]) / 1e6:.3f} MB; CPU s by module "
+                      + ", ".join(f"{k} {np.mean([i['cpu_by_module'].get(k, 0.0) for i in its]):.2f}"
+                                  for k in its[0]["cpu_by_module"]))
         print(f"files: {gmm1.output_dir} (class_learn.txt, acc_learn.txt, Pdz_learn.txt)")
         if args.json:
             with open(args.json, "w") as f:
