@@ -106,7 +106,7 @@ def model(costs_small, costs_big, n_small, n_big, N, W, epochs, bandwidth, laten
     mm_s = at("mm", shard) * (1 + (summary_ratio if W > 1 else 0.0))  # sharded E-steps: + transfer products
     compute = at("vae", shard) + at("gmm", shard) + mm_s
     ring = 2 * (W - 1) / W
-    steps = epochs * int(np.ceil(shard / 500))  # VAE gradient all-reduces (batch 500)
+    steps = epochs * int(np.ceil(N / 500))  # VAE gradient all-reduces: one per global minibatch of 500
     sweeps = 100 + 100  # GMM: one warm chain + the message-started chain, 100 sweeps each
     esteps = max(costs_small["mm_esteps"], costs_big["mm_esteps"])
     # per E-step: all-gather of the K^2 + 1 summaries (two all-gathers: sizes, data), all-reduce of
