@@ -109,11 +109,11 @@ def model(costs_small, costs_big, n_small, n_big, N, W, epochs, bandwidth, laten
     steps = epochs * int(np.ceil(N / 500))  # VAE gradient all-reduces: one per global minibatch of 500
     sweeps = 100 + 100  # GMM: one warm chain + the message-started chain, 100 sweeps each
     esteps = max(costs_small["mm_esteps"], costs_big["mm_esteps"])
-    # per E-step: all-gather of the K^2 + 1 summaries (two all-gathers: sizes, data), all-reduce of
+    # per E-step: one all-gather of the K^2 + 1 summaries, all-reduce of
     # the K x K counts and of eps's sum; the per-point output files (N x K) gathered to rank 0
     vol = steps * 4 * n_params + sweeps * 8 * (K + K * D + K * D * D) + esteps * 8 * (2 * K * K + 2) \
         + 8 * N * K * 2 / W
-    hops = (steps + sweeps) * 2 * (W - 1) + esteps * (2 * (W - 1) + 2 * 2 * (W - 1))
+    hops = (steps + sweeps) * 2 * (W - 1) + esteps * ((W - 1) + 2 * 2 * (W - 1))
     comm = ring * vol / bandwidth + esteps * 8 * (K * K + 1) * (W - 1) / bandwidth + hops * latency
     return {"W": W, "compute_s": compute, "comm_s": comm, "total_s": compute + comm, "bytes": vol,
             "vae_s": at("vae", shard), "gmm_s": at("gmm", shard), "mm_s": mm_s, "esteps": esteps}

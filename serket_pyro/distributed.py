@@ -33,7 +33,7 @@ __all__ = ["torchrun_env", "init_process_group", "destroy_process_group", "shard
            "sharded", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
            "all_reduce_tensors", "all_reduce_scalar", "all_reduce_max", "gather_rows", "global_mean",
            "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows",
-           "global_rows", "halo_rows"]
+           "global_rows", "halo_rows", "all_gather_same"]
 
 #: rank-specific streams are seeded by ``seed * _STREAM_STRIDE + rank + 1`` (never the global seed)
 _STREAM_STRIDE = 1_000_003
@@ -361,3 +361,15 @@ def halo_rows(x: np.ndarray, before: int, after: int) -> tuple[np.ndarray, np.nd
     lo, hi = range(max(start - before, 0), start), range(start + n, min(start + n + after, total))
     pick = lambda r: rows[[table[i] for i in r]] if len(r) else empty  # noqa: E731
     return pick(lo), pick(hi)
+
+
+def all_gather_same(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` (the same shape on every rank) stacked in rank order, ``(W, ...)``: one
+    all-gather, without :func:`gather_rows`'s exchange of sizes.  ``t[None]`` in one process."""
+    if _ACTIVE is None:
+        return t.unsqueeze(0)
+    t = t.detach().contiguous()
+    parts = [torch.empty_like(t) for _ in range(_ACTIVE.world)]
+    _count(t)
+    dist.all_gather(parts, t)
+    return torch.stack(parts)

@@ -134,7 +134,7 @@ def sharded_forward_backward(log_init, log_trans, log_obs) -> ForwardBackwardRes
     r = _dist.rank()
     P, ls = transfer_summary(log_init, log_trans, log_obs, first=r == 0)
     flat = torch.from_numpy(np.concatenate([P.reshape(-1), [ls]]))
-    allp = _dist.gather_rows(flat.unsqueeze(0)).numpy()
+    allp = _dist.all_gather_same(flat).numpy()
     K = P.shape[0]
     summaries = [(row[:-1].reshape(K, K), float(row[-1])) for row in allp]
     res = shard_forward_backward(log_init, log_trans, log_obs, summaries, r)
