@@ -267,13 +267,20 @@ _SHARDED_KMEANS_POINTS = 2000
 
 
 def _kmeanspp_sharded(x: torch.Tensor, K: int, n_init: int, n_lloyd: int) -> torch.Tensor:
-    """The k-means start of a sharded fit: k-means on an evenly spaced sample of every rank's
-    shard (gathered, so identical on every rank, with the global stream), then each local point
-    assigned to its nearest centre."""
+    """The k-means start of a sharded fit: k-means on a random sample of every rank's shard
+    (drawn from the rank's own stream, gathered, so identical on every rank; k-means with the
+    global stream), then each local point assigned to its nearest centre.  (An evenly spaced
+    sample aliases with ordered data: every second point of a cyclic 0..9 sequence holds only the
+    even digits.)"""
     from ..ops.kmeans import kmeans
 
-    step = max(1, x.shape[0] // _SHARDED_KMEANS_POINTS)
-    sample = _dist.gather_rows(x[::step].contiguous())
+    if x.shape[0] > _SHARDED_KMEANS_POINTS:
+        with _dist.local_rng():
+            pick = torch.randperm(x.shape[0], device=x.device)[:_SHARDED_KMEANS_POINTS].sort().values
+        x_s = x.index_select(0, pick)
+    else:
+        x_s = x
+    sample = _dist.gather_rows(x_s.contiguous())
     labels = kmeans(sample, K, n_init=n_init, max_iter=n_lloyd).labels
     centres = x.new_zeros(K, x.shape[1]).index_add_(0, labels, sample)
     centres /= torch.bincount(labels, minlength=K).clamp_min(1).unsqueeze(1).to(x.dtype)
