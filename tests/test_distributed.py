@@ -266,6 +266,12 @@ def _worker(rank, world, port, tmp):
         finally:
             mlda_mod._restricted_split = orig_split
         out["mlda_sm"] = (props, score, da, db)
+        # 3e. the GMM's k-means start on periodic data (two clusters alternating): its sample of
+        # each shard must hold both
+        xk = np.where(np.arange(8004) % 2 == 0, 0.0, 10.0)[:, None] + np.random.default_rng(3).normal(size=(8004, 1)) * 0.1
+        ka, kb = sd.shard_bounds(8004, world, rank)
+        with sd.sharded(8004, seed=0):
+            out["kmeans"] = (gmm_mod._kmeanspp_sharded(torch.from_numpy(xk[ka:kb]), 2, 2, 10), ka)
         # 3d. joint mode: a compiled GMM + Markov chain program fitted data-parallel
         out["joint"] = _fit_joint(True)
         with sd.sharded(3, seed=0):  # shards of 2 and 1 rows: the halo reaches over the short one
@@ -548,3 +554,14 @@ def test_two_process_joint_program_follows_one_process(two_process_results):
         torch.testing.assert_close(t2, trans, rtol=0, atol=1e-9)
         np.testing.assert_allclose(l2, losses, rtol=1e-10)
     assert abs(losses[-1] - losses[0]) > 1e-3  # it moved
+
+
+def test_two_process_kmeans_start_sees_every_cluster_of_ordered_data(two_process_results):
+    """The sharded k-means start samples each shard at random: on data whose two clusters alternate
+    (every second point of a cyclic order) it still separates them."""
+    _, res = two_process_results
+    for r in res:
+        lab, a = r["kmeans"]
+        even = (torch.arange(len(lab)) + a) % 2 == 0
+        assert len(set(lab[even].tolist())) == 1 and len(set(lab[~even].tolist())) == 1
+        assert lab[even][0] != lab[~even][0]
