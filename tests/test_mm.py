@@ -828,3 +828,37 @@ def test_choose_evidence_model_is_aic_over_the_observed_confusions():
     assert evidence_model_penalty([np.full((4, 4), 2.0)]) == 11
     assert choose_evidence_model(-1000.0, -1000.0 + 11.5, 11) == "confusion"
     assert choose_evidence_model(-1000.0, -1000.0 + 10.5, 11) == "noise"
+
+
+def test_accelerated_search_needs_fewer_e_steps_for_the_same_fit(monkeypatch):
+    # SQUAREM in the structure search and the log-likelihood stopping rule (the defaults) against
+    # plain EM stopped on the parameters alone: the same chain, under half the E-steps
+    import serket_pyro.modules.mm as mm_mod
+    z, p = cyclic_evidence(0, T=1500, K=8)
+    calls = [0]
+
+    def counted(*a, **kw):
+        calls[0] += 1
+        return forward_backward(*a, **kw)
+
+    monkeypatch.setattr(mm_mod, "forward_backward", counted)
+    fits = {}
+    for kw in ({"accelerate": False, "ll_tol": 0.0}, {}):
+        calls[0] = 0
+        _obs, m = mm_on(p, category=z, **kw)
+        m.update()
+        fits[bool(kw)] = (calls[0], m.log_likelihood_, m.metrics_["accuracy"], m.trans_prob_.numpy())
+    (n_plain, ll_plain, acc_plain, A_plain), (n_fast, ll_fast, acc_fast, A_fast) = fits[True], fits[False]
+    assert acc_plain == acc_fast == 1.0
+    assert abs(ll_fast - ll_plain) < 1e-5 * abs(ll_plain), (ll_fast, ll_plain)
+    np.testing.assert_allclose(A_fast, A_plain, atol=1e-3)
+    assert n_fast < 0.5 * n_plain, (n_fast, n_plain)
+
+
+def test_ll_stopping_rule_waits_while_the_gains_grow():
+    m = MarkovModel(ll_tol=1e-6)
+    assert m._ll_converged(1e-4, 2e-4, -1000.0)           # small and shrinking
+    assert not m._ll_converged(1e-4, 5e-5, -1000.0)       # small but growing: leaving a saddle
+    assert not m._ll_converged(1e-2, 2e-2, -1000.0)       # not small
+    assert m._ll_converged(-1e-4, 2e-4, -1000.0)          # the refinement's prior: a tiny dip
+    assert not MarkovModel(ll_tol=0.0)._ll_converged(0.0, 1.0, -1000.0)
