@@ -54,6 +54,8 @@ def main(args=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--iterations", type=int, default=100, help="tomotopy iterations (MLDA: its default itr)")
+    p.add_argument("--split-merge-screen", action="store_true",
+                   help="MLDA(split_merge_screen=True): rounds of split-merge moves by successive halving")
     a = p.parse_args(args)
     torch.set_num_threads(1)
     d = load_tutorial(os.environ.get("SERKET_PYRO_DATA"))
@@ -67,7 +69,7 @@ def main(args=None):
     for seed in a.seeds:
         srk.reset_module_counter()
         srk.set_seed(seed)
-        m = MLDA(10, category=y, output_root=root)
+        m = MLDA(10, category=y, output_root=root, split_merge_screen=a.split_merge_screen)
         m.connect(srk.Observation(counts))
         t = time.process_time()
         m.update()

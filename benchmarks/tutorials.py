@@ -92,6 +92,12 @@ def run_one(name, seed, args, images, speech, category, order="cyclic"):
         system["mlda"].parent_weight = args.mlda_parent_weight
     if args.mm_evidence_model is not None and "mm" in system.modules:
         system["mm"].evidence_model = args.mm_evidence_model
+    for key in ("kmeans_restarts", "screen_sweeps"):
+        value = getattr(args, f"gmm_{key}")
+        if value is not None:
+            for mod in system.modules.values():
+                if isinstance(mod, srk.GMM):
+                    setattr(mod, key, value)
     t0 = time.perf_counter()
     system.fit(n_iter=args.iterations, seed=seed, progress=False)
     seconds = time.perf_counter() - t0
@@ -165,6 +171,11 @@ if __name__ == "__main__":
                         "the module's, 'auto')")
     p.add_argument("--mlda-split-merge", type=int, default=None,
                    help="MLDA split-merge moves per update (MLDA(split_merge=...); default: the module's, 3)")
+    p.add_argument("--gmm-kmeans-restarts", type=int, default=None,
+                   help="every GMM's kmeans_restarts (default: the module's, 10)")
+    p.add_argument("--gmm-screen-sweeps", type=int, default=None,
+                   help="every GMM's screen_sweeps (default: the module's, 0); 40 with "
+                        "--gmm-kmeans-restarts 1 is the fast setting of README 'Speed against the peers'")
     p.add_argument("--deskew", action=argparse.BooleanOptionalAction, default=True,
                    help="VAE(deskew=True), default: the VAE deskews the images first; --no-deskew: raw pixels")
     main(p.parse_args())

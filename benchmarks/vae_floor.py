@@ -29,6 +29,11 @@ def main(args=None):
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--adam", choices=["default", "foreach", "fused"], default="default",
+                   help="the epoch's optimiser: torch.optim.Adam as the VAE builds it, or with foreach=True "
+                        "or fused=True")
+    p.add_argument("--compare-adam", action="store_true",
+                   help="first time epochs with each of the three optimisers in turn")
     a = p.parse_args(args)
     torch.set_num_threads(1)
     d = load_tutorial()
@@ -38,7 +43,23 @@ def main(args=None):
         vae.connect(srk.Observation(d.images))
         vae.update()                                         # builds the networks and the optimiser
         x, _ = vae._read_inputs()
+        if a.adam != "default":
+            vae._optim = torch.optim.Adam(vae._trainable(), lr=vae.lr, **{a.adam: True})
         N = x.shape[0]
+        if a.compare_adam:      # the three optimisers in turn, in this process, medians of rounds
+            opts = {k: torch.optim.Adam(vae._trainable(), lr=vae.lr, **kw)
+                    for k, kw in (("default", {}), ("foreach", {"foreach": True}), ("fused", {"fused": True}))}
+            cmp = {k: [] for k in opts}
+            for r in range(a.warmup + a.epochs):
+                for k, opt in opts.items():
+                    vae._optim = opt
+                    t0 = time.process_time()
+                    vae._train_analytic(x, None, None, range(1))
+                    if r >= a.warmup:
+                        cmp[k].append(time.process_time() - t0)
+            print("epoch CPU ms by optimiser (one process, interleaved): "
+                  + ", ".join(f"{k} {statistics.median(v) * 1e3:.1f}" for k, v in cmp.items()))
+            vae._optim = opts[a.adam]
 
         def epoch():
             vae._train_analytic(x, None, None, range(1))

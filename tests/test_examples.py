@@ -231,7 +231,8 @@ def test_original_number_recog_example_runs(tmp_path, data_dir, capsys):
 # the modules, the script scores the result module's classes.  Tiny runs (200 points, 1 epoch, 2
 # iterations) measured with --seed 0, 1: vae_gmm 0.415, 0.395 (and vae_gmm_mm the same: the Markov
 # model finds no order in so short a training and sends a flat message); vae_gmm_mlda 0.545, 0.635
-# (and vae_gmm_mlda_mm the same).  Random classes score about 0.2.
+# (and vae_gmm_mlda_mm the same before the Markov model's accelerated search; since, its chain is
+# no longer flat there and seed 0 scores 0.47).  Random classes score about 0.2.
 ORIGINAL_CASES = [
     ("vae_gmm", "module002_gmm", ["module001_vae", "module002_gmm"], 0.3),
     ("vae_gmm_mm", "module002_gmm", ["module001_vae", "module002_gmm", "module003_mm"], 0.3),
@@ -250,10 +251,18 @@ def test_original_vae_example_runs(tmp_path, data_dir, name, result, folders, mi
     assert sorted(p for p in os.listdir(tmp_path)) == folders
     for f in ("model.json", "model.pt", "Pdz_learn.txt"):
         assert (tmp_path / result / "001" / f).is_file()
-    # the returned accuracy is the one of the result module's written classes
+    # the returned accuracy is the one of the result module's written classes; under a Markov
+    # model the example returns the MLDA's forward message (its classes without the parent's
+    # message, the original's script) and the written classes include the chain's message, so
+    # the two agree only while the chain's message is flat
     pred = np.loadtxt(tmp_path / result / "Pdz_learn.txt").argmax(1)
     true = srk.datasets.load_tutorial(root=data_dir).category[:200]
-    assert acc == pytest.approx(srk.metrics.summarize(true, pred)["accuracy"]) and acc >= min_acc
+    written = srk.metrics.summarize(true, pred)["accuracy"]
+    if name == "vae_gmm_mlda_mm":
+        assert written >= min_acc
+    else:
+        assert acc == pytest.approx(written)
+    assert acc >= min_acc
 
 
 def test_original_vae_examples_defaults_are_the_originals():

@@ -918,3 +918,29 @@ def test_split_merge_leaves_a_merged_topic(tmp_path, split_merge):
         assert mlda.metrics_["accuracy"] > 0.95, mlda.metrics_
     else:   # the plain chain stays where it started (the test above would fail without the moves)
         assert mlda.metrics_["accuracy"] < 0.8, mlda.metrics_
+
+
+def test_screened_split_merge_leaves_a_merged_topic_in_fewer_sweeps(tmp_path, monkeypatch):
+    # split_merge_screen=True: the proposals run half a round, only the best one the rest, and the
+    # current chain does not run on; the moves still leave the stuck state
+    import serket_pyro.modules.mlda as mlda_mod
+    counts, _, truth = simulate(N=240, K=4, tokens=25, seed=1)
+    sweep = mlda_mod._gibbs_sweep
+    chain_sweeps = {}
+    for screen in (False, True):
+        n = [0]
+
+        def counted(theta, *a, **kw):
+            n[0] += theta.shape[0] if theta.shape[1] == len(truth) else 0   # not the restricted splits
+            return sweep(theta, *a, **kw)
+
+        monkeypatch.setattr(mlda_mod, "_gibbs_sweep", counted)
+        pyro.set_rng_seed(0)
+        mlda = MLDA(4, itr=40, category=truth, split_merge=3, split_merge_screen=screen, output_root=tmp_path)
+        mlda.connect(srk.Observation(counts))
+        mlda._theta_draw, mlda._phi_draw = _stuck_state(counts, truth)
+        mlda.update()
+        chain_sweeps[screen] = n[0] - 40          # the moves' sweeps
+        assert mlda.split_merge_accepted_ >= 1
+        assert mlda.metrics_["accuracy"] > 0.95, (screen, mlda.metrics_)
+    assert chain_sweeps[True] <= 0.5 * chain_sweeps[False], chain_sweeps

@@ -546,6 +546,12 @@ class MLDA(Module):
         parent's message, which already moves whole topics.  0 turns the moves off.  Why: Gibbs moves
         single tokens and cannot separate two merged digits; the moves raise VAE+GMM+MLDA's accuracy
         at about twice the time of an update (``benchmarks/tutorials.py --mlda-split-merge 0``).
+    split_merge_screen : bool, default False
+        Run each round of moves by successive halving (:meth:`_screened_round`): the proposals run
+        half the round's sweeps, only the most probable one the rest, and it is compared with the
+        current chain's last ``n_average`` sweeps instead of running the chain on (half the moves'
+        sweeps).  Off by default: on the tutorial's speech it lowered the accuracy on two of three
+        seeds (README, "MLDA against tomotopy").
     parent_weight : {'auto', 'document', 'token'}, default 'auto'
         How a parent's class message ``q`` enters a document: ``"token"`` once per token (the
         original's potential ``q_dk`` on every token's topic), ``"document"`` once per document
@@ -597,7 +603,8 @@ class MLDA(Module):
 
     def __init__(self, K, weights=None, itr=100, category=None, *, alpha: float = 1.0, beta: float = 1.0,
                  token_rule: str = "largest_remainder", forward: str = "exclusive", backward: str = "exclusive",
-                 n_average: int = 10, split_merge: int = 3, save_predictions: bool = True, device=None,
+                 n_average: int = 10, split_merge: int = 3, split_merge_screen: bool = False,
+                 save_predictions: bool = True, device=None,
                  output_root=None, mode: str = "learn", name: str = "mlda", parent_weight: str = "auto"):
         super().__init__(name, output_root=output_root)
         self.K = check_positive_int(K, "K (number of topics)", self.name)
@@ -612,6 +619,7 @@ class MLDA(Module):
         self.parent_weight = self._check_choice(parent_weight, "parent_weight", ("auto", "document", "token"))
         self.n_average = check_positive_int(n_average, "n_average", self.name)
         self.split_merge = check_positive_int(split_merge, "split_merge", self.name, minimum=0)
+        self.split_merge_screen = bool(split_merge_screen)
         self.save_predictions = bool(save_predictions)
         self.device = check_device(device)
         self.mode = mode
@@ -931,17 +939,26 @@ class MLDA(Module):
         N = mods[0].N
         theta, phis = self._initial_state(N, [m.V for m in mods])
         fixed = self.mode == "recog"
-        theta, phis, theta_est, phi_est, _ = self._run(theta, phis, mods, bias, self.itr)
+        moves = 0 if fixed or bias is not None else self.split_merge
+        theta, phis, theta_est, phi_est, score = self._run(theta, phis, mods, bias, self.itr,
+                                                           score=bool(moves) and self.split_merge_screen)
         self.split_merge_accepted_ = 0
         sweeps = max(self.itr // 5, min(self.n_average, self.itr))
         # a parent's class message (e.g. a Markov chain's) already moves whole topics, and the
         # moves would double the Markov-model tutorial's time for the same result
         # (a sharded fit: the proposals' and scores' statistics are summed over the ranks, so
         # every rank accepts the same move)
-        for _ in range(0 if fixed or bias is not None else self.split_merge):
+        for _ in range(moves):
             props = _split_merge_proposals(theta[0], [p[0] for p in phis], counts, self.alpha, self.beta)
             if not props:
                 break
+            if self.split_merge_screen:
+                won = self._screened_round(props, score, mods, bias, sweeps)
+                if won is None:
+                    break
+                theta, phis, theta_est, phi_est, score = won
+                self.split_merge_accepted_ += 1
+                continue
             # the current chain goes on next to the proposals, so all compete after equal sweeps
             th = torch.stack([theta[0]] + [t for t, _ in props])
             ph = [torch.stack([p[0]] + [q[m] for _, q in props]) for m, p in enumerate(phis)]
@@ -957,6 +974,21 @@ class MLDA(Module):
             self.phi_ = [p[0] for p in phi_est]
             self._phi_draw = [p[0] for p in phis]
         self._theta_draw = theta[0]
+
+    def _screened_round(self, props, score, mods, bias, sweeps):
+        """One round of split-merge moves by successive halving: every proposal runs half the
+        round's sweeps, the most probable one (its collapsed log joint over its last sweeps) the
+        other half, and it wins if its mean log joint over its last ``n_average`` sweeps beats the
+        current chain's over its own last ones (the chain does not run on: it has already run
+        that long).  Returns the winner's ``_run`` outputs (one chain), or ``None``."""
+        th = torch.stack([t for t, _ in props])
+        ph = [torch.stack([q[m] for _, q in props]) for m in range(len(mods))]
+        half = max(sweeps // 2, 1)
+        th, ph, _, _, sc = self._run(th, ph, mods, bias, half, score=True)
+        best = int(sc.argmax())
+        out = self._run(th[best:best + 1], [p[best:best + 1] for p in ph], mods, bias,
+                        max(sweeps - half, 1), score=True)
+        return out if float(out[4][0]) > float(score[0]) else None
 
     def _require_params(self, vocab):
         if self.phi_ is None:

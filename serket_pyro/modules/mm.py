@@ -165,17 +165,30 @@ def prior_marginals(log_init: np.ndarray, trans: np.ndarray, T: int, tol: float 
     out = np.empty((T - start, p.shape[0]))
     if start == 0:
         out[0] = p
+    # blocks of L steps: p_{t+l} = p_t A^l from the powers A^1..A^L (one product per block, not a
+    # Python step per row); rows normalised as they come, so rounding stays that of one step
+    L = min(64, T - 1)
+    powers = np.empty((max(L, 1),) + trans.shape)
+    if L:
+        powers[0] = trans
+        for l in range(1, L):
+            powers[l] = powers[l - 1] @ trans
     t = 1
     while t < T:
-        q = p @ trans
-        q = q / q.sum()
-        if t >= start:
-            out[t - start] = q
-        t += 1
-        if np.abs(q - p).max() <= tol:
-            out[max(t - start, 0):] = q
+        n = min(L, T - t)
+        q = np.einsum("k,lkj->lj", p, powers[:n])
+        q /= q.sum(1, keepdims=True)
+        lo = max(t, start)
+        if lo < t + n:
+            out[lo - start:t + n - start] = q[lo - t:]
+        prev = np.vstack([p[None], q[:-1]])
+        moved = np.abs(q - prev).max(1) <= tol
+        if moved.any():                       # stationary from the first row that no longer moves
+            i = int(np.argmax(moved))
+            out[max(t + i + 1, start) - start:] = q[i]
             break
-        p = q
+        t += n
+        p = q[-1]
     with np.errstate(divide="ignore"):
         return np.log(out)
 
@@ -497,6 +510,12 @@ class MarkovModel(Module):
         After EM, up to this many accepted split moves (:func:`_split_proposals`): a spare state takes
         over one branch of a state with two successors, kept only if the likelihood rises; 0 turns them
         off.
+    ll_tol : float, default 1e-07
+        EM also stops when an iteration raises the log-likelihood by less than ``ll_tol`` times its
+        size and by no more than the iteration before (0: only ``tol``).
+    accelerate : bool, default True
+        EM with ``eps`` fixed (the structure search) extrapolates its steps (SQUAREM, see
+        :meth:`_squarem`), keeping an extrapolation only where the likelihood does not fall.
     method : {'forward_backward', 'original'}, default 'forward_backward'
         ``"forward_backward"`` (exact, default) or ``"original"``.
     category : array_like of int, shape (N,), optional
@@ -532,7 +551,7 @@ class MarkovModel(Module):
 
     def __init__(self, num_samp: int = 100, name: str = "mm", *, alpha: float = 0.1, itr: int = 100,
                  tol: float = 1e-6, evidence_noise="learn", lock_noise: float = 0.9, restart: bool = True,
-                 max_splits: int = 10,
+                 max_splits: int = 10, ll_tol: float = 1e-7, accelerate: bool = True,
                  method: str = "forward_backward", transition_prior: str = "shrink",
                  evidence_model: str = "auto", emission_prior: float = 0.1,
                  category=None, device=None, output_root=None, mode: str = "learn"):
@@ -556,6 +575,8 @@ class MarkovModel(Module):
             raise ValueError(f"{self.name}: lock_noise must be in (0, 1), got {lock_noise!r}")
         self.restart = bool(restart)
         self.max_splits = check_positive_int(max_splits, "max_splits", self.name, minimum=0)
+        self.ll_tol = check_positive_float(ll_tol, "ll_tol", self.name, allow_zero=True)
+        self.accelerate = bool(accelerate)
         if method not in _METHODS:
             raise ValueError(f"{self.name}: method must be one of {_METHODS}, got {method!r}")
         self.method = method
@@ -639,6 +660,72 @@ class MarkovModel(Module):
             return np.full(K, -math.log(K))
         return np.log(self.init_prob_.cpu().numpy().astype(np.float64))
 
+    def _ll_converged(self, gain: float, gain_prev: float, log_lik: float) -> bool:
+        """EM's stopping rule on the log-likelihood: the last iteration gained less than
+        ``ll_tol * |log-likelihood|`` in absolute value (under the refinement's hierarchical prior
+        the likelihood is not the objective and may dip by as little near convergence), and no
+        more than the iteration before it, so that the slow start of an escape from a saddle
+        (gains growing) is not taken for convergence."""
+        return bool(self.ll_tol) and abs(gain) <= min(self.ll_tol * abs(log_lik), abs(gain_prev))
+
+    def _squarem(self, A, noise: float, itr: int, e_step, K: int):
+        """EM for the transitions with ``eps`` fixed, accelerated by SQUAREM (Varadhan and Roland
+        2008, scheme S3): from ``A0``, ``A1 = F(A0)``, ``A2 = F(A1)`` (``F``: one EM step), the
+        extrapolation ``A0 - 2 a r + a^2 v`` (``r = A1 - A0``, ``v = A2 - 2 A1 + A0``,
+        ``a = -|r| / |v|``, at most -1) is kept only if the log-likelihood there is at least
+        ``A1``'s (otherwise ``A2``, the plain EM step).  Starts near a saddle (the uniform matrix)
+        leave it in a few extrapolations instead of dozens of EM steps.
+
+        Returns ``(A, eps, evidence, ForwardBackwardResult, E-steps)`` as ``em``; ``itr`` bounds
+        the E-steps.
+        """
+        alpha, n_e = self.alpha, [0]
+
+        def step(A):
+            ev, res = e_step(A, noise)
+            n_e[0] += 1
+            n = res.trans_counts
+            return ev, res, (n + alpha) / (n.sum(1, keepdims=True) + K * alpha)
+
+        def done(P, F, fit, ll_prev, gain_prev):
+            gain = fit[1].log_likelihood - ll_prev
+            return (float(np.abs(F - P).max()) <= self.tol or n_e[0] >= itr
+                    or self._ll_converged(gain, gain_prev, fit[1].log_likelihood)), gain
+
+        P0, (ev0, res0, F0) = A, step(A)
+        ll_prev, gain_prev = -math.inf, math.inf
+        while True:
+            stop, gain = done(P0, F0, (ev0, res0), ll_prev, gain_prev)
+            if stop:
+                return (P0, noise, ev0, res0, n_e[0])
+            ll_prev, gain_prev = res0.log_likelihood, gain
+            P1, (ev1, res1, F1) = F0, step(F0)
+            stop, gain = done(P1, F1, (ev1, res1), ll_prev, gain_prev)
+            if stop:
+                return (P1, noise, ev1, res1, n_e[0])
+            ll_prev, gain_prev = res1.log_likelihood, gain
+            r, v = P1 - P0, F1 - 2.0 * P1 + P0
+            nv = float(np.sqrt((v * v).sum()))
+            a = -float(np.sqrt((r * r).sum())) / nv if nv > 0 else -1.0
+            x = F1
+            if a < -1.0:
+                for _ in range(4):          # step back towards the plain EM step if it leaves the simplex
+                    x = P0 - 2.0 * a * r + a * a * v
+                    if x.min() > 0:
+                        break
+                    a = (a - 1.0) / 2.0
+                else:
+                    x = np.clip(x, 1e-12, None)
+                x = x / x.sum(1, keepdims=True)
+            if x is F1:
+                P0, (ev0, res0, F0) = F1, step(F1)
+                continue
+            evx, resx, Fx = step(x)
+            if resx.log_likelihood >= res1.log_likelihood:
+                P0, ev0, res0, F0 = x, evx, resx, Fx
+            else:                           # the extrapolation lost: the plain EM step
+                P0, (ev0, res0, F0) = F1, step(F1)
+
     def _fit_forward_backward(self, logs, log_bias, K):
         """EM for the transition matrix (and ``eps``); returns the chosen fit's
         ``(A, eps, robust evidence per child, ForwardBackwardResult, EM iterations)``."""
@@ -672,7 +759,10 @@ class MarkovModel(Module):
             return (A, noise, *e_step(A, noise), 0)
 
         def em(A, noise, itr=None, learn=learn_eps, shrink=False):
+            if self.accelerate and not learn and not shrink and isinstance(noise, float):
+                return self._squarem(A, noise, itr or self.itr, e_step, K)
             n_iter = 0
+            ll_prev, gain_prev = -math.inf, math.inf
             for n_iter in range(1, (itr or self.itr) + 1):
                 ev, res = e_step(A, noise)
                 n = res.trans_counts
@@ -699,6 +789,10 @@ class MarkovModel(Module):
                         noise_new.append((C + a) / (C.sum(1, keepdims=True) + C.shape[1] * a))
                     moved = max(float(np.abs(Bn - B).max()) for Bn, B in zip(noise_new, noise))
                 delta = max(float(np.abs(A_new - A).max()), moved)
+                gain, ll_prev = res.log_likelihood - ll_prev, res.log_likelihood
+                if self._ll_converged(gain, gain_prev, res.log_likelihood):
+                    return (A, noise, ev, res, n_iter)      # this E-step is the fit of A
+                gain_prev = gain
                 A, noise = A_new, noise_new
                 if delta <= self.tol:
                     break
