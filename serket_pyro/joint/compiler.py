@@ -125,6 +125,7 @@ class JointProgram(nn.Module):
                     raise ValueError(f"{x.name}: under the Markov chain {m.name} its children must be observations "
                                      f"or continuous latents, got the class modules {bad}")
         self.chain = chains[0] if chains else None
+        self._state_children = _state_children(nodes)
         self.chunk_len = check_positive_int(chunk_len, "chunk_len", "joint_program")
         roots = [m for m in nodes if not [p for p in m.parents if p in mods]]
         if len(roots) != 1:
@@ -174,6 +175,8 @@ class JointProgram(nn.Module):
             # places the distribution), None at the top (the module's own prior parameters)
             if parent is None:
                 parent_states = None
+            elif m in self._state_children:  # the parent draws one of this module's K states
+                parent_states = m.joint_size()
             elif parent.joint_role == "chain":
                 parent_states = m.joint_size()
             elif parent.joint_role == "class":
@@ -324,8 +327,20 @@ class JointProgram(nn.Module):
             d = m.joint_child_dist(P[m.name], v, i)
             if isinstance(c, Observation):
                 pyro.sample(f"{m.name}.obs{i}", d, obs=self._rows_of(m, i, rows))
+            elif c in self._state_children:
+                self._visit(c, P, rows, self._state_dist(m, c, P, d))
             else:
                 self._visit(c, P, rows, d)
+
+    def _state_dist(self, m, c, P, d):
+        """The distribution of ``c``'s site under a continuous parent ``m`` that draws one of
+        ``c``'s states (an MLDA under an MLDA): the state ``"<c>.state"`` (enumerated in parallel)
+        from the parent's discrete ``d``, the site from ``c.joint_state_dist``."""
+        if not d.has_enumerate_support:
+            raise ValueError(f"{m.name}: joint_child_dist for {c.name} must be a discrete distribution over "
+                             f"its {c.joint_size()} states (the state the parent draws), got {type(d).__name__}")
+        s = pyro.sample(f"{c.name}.state", d, infer={"enumerate": "parallel"})
+        return c.joint_state_dist(P[c.name], s)
 
     def guide(self, idx: torch.Tensor | None = None, batch_size: int | None = None):
         """Guides of the ``"latent"`` sites (the same arguments as :meth:`model`); class sites are
@@ -345,7 +360,8 @@ class JointProgram(nn.Module):
     def has_enumerated_sites(self) -> bool:
         """Whether the model has class sites to enumerate (a chain sums its child's class itself)."""
         chain_child = self.chain.children[0] if self.chain is not None else None
-        return any(m.joint_role == "class" and m is not chain_child for m in self.modules_)
+        return bool(self._state_children) or any(m.joint_role == "class" and m is not chain_child
+                                                 for m in self.modules_)
 
     def loss_fn(self):
         """:class:`~pyro.infer.TraceEnum_ELBO` (``Trace_ELBO`` when nothing is enumerated)."""
@@ -492,6 +508,19 @@ class JointProgram(nn.Module):
         if module.name in post:
             return post[module.name].argmax(-1).cpu().numpy()
         return self.latent_means()[module.name].argmax(-1).cpu().numpy()
+
+
+def _state_children(nodes) -> set:
+    """The ``"latent"`` modules under a ``"latent"`` parent that have a state distribution
+    (:meth:`~serket_pyro.module.Module.joint_state_dist`, e.g. an MLDA under an MLDA): the parent
+    draws one of the child's ``joint_size()`` states, which draws the child's site."""
+    out = set()
+    for m in nodes:
+        for c in m.children:
+            if (m.joint_role == "latent" and getattr(c, "joint_role", None) == "latent"
+                    and type(c).joint_state_dist is not Module.joint_state_dist):
+                out.add(c)
+    return out
 
 
 class _Placeholder(dist.ImproperUniform):
