@@ -450,8 +450,28 @@ def test_graphs_the_compiler_does_not_take_are_named():
     g1.connect(srk.Observation(torch.rand(4, 2)))
     g2 = GMM(2)
     g2.connect(g1)
-    with pytest.raises(ValueError, match=f"{g2.name}: in the joint program a GMM's child"):
+    with pytest.raises(ValueError, match=f"{g2.name}: in the joint program a GMM's child.*no density on a class"):
         joint_program(g2)
+    # Markov chains: the top of their graph, so one per connected tree
+    chains = []
+    for _ in range(2):
+        g = GMM(2)
+        g.connect(srk.Observation(torch.rand(4, 2)))
+        mm = MarkovModel()
+        mm.connect(g)
+        chains.append(mm)
+    top = MLDA(2)
+    top.connect(*chains)
+    with pytest.raises(ValueError, match="at most one Markov chain"):
+        joint_program(top)
+    g = GMM(2)
+    g.connect(srk.Observation(torch.rand(4, 2)))
+    mm = MarkovModel()
+    mm.connect(g)
+    top = MLDA(2)
+    top.connect(mm)
+    with pytest.raises(ValueError, match=f"{mm.name}: a Markov chain must be at the top"):
+        joint_program(top)
 
 
 def test_joint_model_routes_other_graphs_to_the_compiler():

@@ -22,6 +22,29 @@ Inference is stochastic variational inference on the ELBO (:class:`pyro.infer.Tr
 
 The log densities are divided by the number of data points, so the loss is the negative ELBO
 per data point.  :meth:`JointProgram.to_modules` writes the parameters back into the modules.
+
+An MLDA under an MLDA (the mMLDA hierarchies: objects and motions under a top MLDA, a chain of
+MLDAs): the parent's token for its child is one of the child's topics, drawn per document from
+``theta @ phi_i`` and counted as ``weights[i]`` tokens (as the child's class message in message
+passing); that topic, the site ``"<child>.state"`` (enumerated in parallel), draws the child's
+``theta`` by the child's :meth:`~serket_pyro.module.Module.joint_state_dist`
+(``Dirichlet(state_concentration[s])``).  In general a ``"latent"`` module with a
+``joint_state_dist`` under a ``"latent"`` parent gets such a state.
+
+Graphs refused, with the reason (each a clear error naming the module):
+
+* more than one Markov chain, or a chain under a parent: a chain has no site of its own, its
+  state IS its child's class (or draws its child's latent), and the transition ``p(s_t | s_{t-1})``
+  is already that state's distribution; a parent would place a second distribution on the same
+  state (an unnormalised product over whole sequences, not a generative model).  A chain is
+  therefore the top of its graph, and a connected tree has one top;
+* a GMM over a class module (a GMM over a GMM): the GMM's distribution is a Gaussian on its
+  child's site, which has no density on a class; and a categorical "mixture over a class"
+  would not be identifiable with one child class per data point (``p(c) = sum_k w_k B_kc`` is
+  one categorical, whatever ``w`` and ``B``).  Message passing reads the child's class
+  probabilities as data points; jointly, put an MLDA (a class as one of many tokens of a
+  document) or a Markov chain (classes in sequence) over a class module;
+* a module with several parents (the compiler takes trees).
 """
 
 from __future__ import annotations
@@ -112,10 +135,12 @@ class JointProgram(nn.Module):
                 raise ValueError(f"{m.name}: no children: nothing to model")
         chains = [m for m in nodes if m.joint_role == "chain"]
         if len(chains) > 1:
-            raise ValueError(f"joint_program: at most one Markov chain, got {[m.name for m in chains]}")
+            raise ValueError(f"joint_program: at most one Markov chain, got {[m.name for m in chains]} (a chain "
+                             "is the top of its graph, see the compiler's docstring)")
         for m in chains:
             if m.parents:
-                raise ValueError(f"{m.name}: a Markov chain must be at the top of the graph")
+                raise ValueError(f"{m.name}: a Markov chain must be at the top of the graph (its transitions are "
+                                 "its state's distribution; a parent would place a second one on it)")
             if len(m.children) != 1 or isinstance(m.children[0], Observation):
                 raise ValueError(f"{m.name}: a Markov chain needs exactly one child module")
             x = m.children[0]
