@@ -245,6 +245,112 @@ def test_chain_over_mlda_marginal_equals_brute_force():
     assert got == pytest.approx(float(torch.logsumexp(torch.stack(terms), 0) + words), rel=1e-10)
 
 
+def _mlda_model_log_joint(m, counts, theta, phis, bias=None):
+    """``log p(words, theta)`` of ``MLDA.model`` at ``theta`` and ``phis`` (its token topics
+    enumerated), without the Dirichlet priors of the ``phis`` (global point estimates in the program)."""
+    data = {"theta": theta, **{f"phi_{i}": ph for i, ph in enumerate(phis)}}
+    own = -TraceEnum_ELBO(max_plate_nesting=1).loss(
+        config_enumerate(poutine.condition(m.model, data=data)), lambda *a, **k: None, *counts, bias=bias)
+    return own - sum(float(dist.Dirichlet(torch.full((ph.shape[1],), float(m.beta), dtype=torch.float64))
+                           .log_prob(ph).sum()) for ph in phis)
+
+
+def test_mlda_under_mlda_log_joint_equals_the_mldas_models_and_marginal_equals_brute_force():
+    """The objects hierarchy in small: a top MLDA over two MLDAs (one with two modalities); the
+    top draws one topic of each lower MLDA per document (counted as ``weights[i]`` tokens), which
+    draws the lower MLDA's ``theta`` (``Dirichlet(state_concentration[state])``)."""
+    N, K1, K2, K = 4, 3, 2, 2
+    c1a, c1b, c2 = _mlda_counts(N, 5, 11), _mlda_counts(N, 3, 12), _mlda_counts(N, 4, 13)
+    low1 = MLDA(K1, alpha=0.7, beta=0.6)
+    low1.connect(srk.Observation(c1a), srk.Observation(c1b))
+    low2 = MLDA(K2, alpha=1.3, beta=0.9)
+    low2.connect(srk.Observation(c2))
+    top = MLDA(K, weights=[3, 2], alpha=0.8, beta=1.2)
+    top.connect(low1, low2)
+    p = joint_program(top)
+    assert p.has_enumerated_sites() and p.params(low1)["state_concentration"].shape == (K1, K1)
+    torch.manual_seed(14)
+    rows = lambda n, k: torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64)).sample((n,))  # noqa: E731
+    phi1a, phi1b, phi2 = rows(K1, 5), rows(K1, 3), rows(K2, 4)
+    phit1, phit2 = rows(K, K1), rows(K, K2)
+    conc1 = 0.3 + 3.0 * torch.rand(K1, K1, dtype=torch.float64)
+    conc2 = 0.3 + 3.0 * torch.rand(K2, K2, dtype=torch.float64)
+    for mod, name, v in [(low1, "phi_0", phi1a), (low1, "phi_1", phi1b), (low2, "phi_0", phi2),
+                         (top, "phi_0", phit1), (top, "phi_1", phit2),
+                         (low1, "state_concentration", conc1), (low2, "state_concentration", conc2)]:
+        p.set_param(mod, name, v)
+    th, th1, th2 = rows(N, K), rows(N, K1), rows(N, K2)
+    s1, s2 = torch.tensor([2, 0, 1, 2]), torch.tensor([1, 1, 0, 1])
+    got = _log_joint(p, {top.joint_site(): th, low1.joint_site(): th1, low2.joint_site(): th2,
+                         f"{low1.name}.state": s1, f"{low2.name}.state": s2})
+    # the modules' own models: the top MLDA reads each drawn state as weights[i] tokens of that
+    # word; the lower MLDAs' theta prior Dirichlet(alpha) is replaced by Dirichlet(conc[state])
+    onehot = lambda s, k, w: w * torch.nn.functional.one_hot(s, k).double()  # noqa: E731
+    expect = _mlda_model_log_joint(top, [onehot(s1, K1, 3), onehot(s2, K2, 2)], th, [phit1, phit2])
+    for low, counts, theta, phis, conc, s in [(low1, [c1a, c1b], th1, [phi1a, phi1b], conc1, s1),
+                                               (low2, [c2], th2, [phi2], conc2, s2)]:
+        expect += _mlda_model_log_joint(low, counts, theta, phis)
+        expect -= float(dist.Dirichlet(torch.full((low.K,), float(low.alpha), dtype=torch.float64))
+                        .log_prob(theta).sum())
+        expect += float(dist.Dirichlet(conc[s]).log_prob(theta).sum())
+    assert got == pytest.approx(expect, rel=1e-10)
+    # the states enumerated by the program against a brute-force sum over every document's states
+    got = -float(TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(
+        poutine.condition(p.model, data={top.joint_site(): th, low1.joint_site(): th1,
+                                         low2.joint_site(): th2}), lambda *a: None)) * N
+    brute = 0.0
+    for n in range(N):
+        brute += dist.Dirichlet(torch.full((K,), 0.8, dtype=torch.float64)).log_prob(th[n])
+        brute += (c1a[n] * (th1[n] @ phi1a).log()).sum() + (c1b[n] * (th1[n] @ phi1b).log()).sum()
+        brute += (c2[n] * (th2[n] @ phi2).log()).sum()
+        for theta, phit, conc, w, k in [(th1[n], phit1, conc1, 3, K1), (th2[n], phit2, conc2, 2, K2)]:
+            q = th[n] @ phit
+            brute += torch.logsumexp(torch.stack([w * q[j].log() + dist.Dirichlet(conc[j]).log_prob(theta)
+                                                  for j in range(k)]), 0)
+    assert got == pytest.approx(float(brute), rel=1e-10)
+
+
+def test_mlda_chain_of_three_enumerates_each_state_and_fits():
+    """MLDA3 -> MLDA2 -> MLDA1 (the mMLDA chain's shape): MLDA2 has a lower MLDA and words; the
+    two states are summed independently; a few SVI steps fit and write back."""
+    N, K = 4, 2
+    c1, c2 = _mlda_counts(N, 3, 21), _mlda_counts(N, 4, 22)
+    m1 = MLDA(K, alpha=0.9)
+    m1.connect(srk.Observation(c1))
+    m2 = MLDA(K, weights=[2, None], alpha=1.1)
+    m2.connect(m1, srk.Observation(c2))
+    m3 = MLDA(K, weights=[4], alpha=0.6)
+    m3.connect(m2)
+    p = joint_program(m3)
+    torch.manual_seed(23)
+    rows = lambda n, k: torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64)).sample((n,))  # noqa: E731
+    P = {m1: {"phi_0": rows(K, 3), "state_concentration": 0.5 + 2 * torch.rand(K, K, dtype=torch.float64)},
+         m2: {"phi_0": rows(K, K), "phi_1": rows(K, 4),
+              "state_concentration": 0.5 + 2 * torch.rand(K, K, dtype=torch.float64)},
+         m3: {"phi_0": rows(K, K)}}
+    for mod, d in P.items():
+        for k, v in d.items():
+            p.set_param(mod, k, v)
+    th = {m: rows(N, K) for m in (m1, m2, m3)}
+    got = -float(TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(
+        poutine.condition(p.model, data={m.joint_site(): v for m, v in th.items()}), lambda *a: None)) * N
+    brute = 0.0
+    for n in range(N):
+        brute += dist.Dirichlet(torch.full((K,), 0.6, dtype=torch.float64)).log_prob(th[m3][n])
+        brute += (c1[n] * (th[m1][n] @ P[m1]["phi_0"]).log()).sum()
+        brute += (c2[n] * (th[m2][n] @ P[m2]["phi_1"]).log()).sum()
+        for par, child, w in [(m3, m2, 4), (m2, m1, 2)]:
+            q = th[par][n] @ P[par]["phi_0"]
+            brute += torch.logsumexp(torch.stack([
+                w * q[j].log() + dist.Dirichlet(P[child]["state_concentration"][j]).log_prob(th[child][n])
+                for j in range(K)]), 0)
+    assert got == pytest.approx(float(brute), rel=1e-10)
+    losses = p.fit(5, lr=0.02)
+    assert all(np.isfinite(losses))
+    p.to_modules()
+    assert m1.theta_.shape == (N, K) and [ph.shape for ph in m3.phi_] == [(K, K)]
+
+
 def test_user_module_under_gmm():
     torch.manual_seed(8)
     N, D = 4, 2
@@ -334,18 +440,38 @@ def test_module_without_hooks_is_named():
 
 
 def test_graphs_the_compiler_does_not_take_are_named():
-    lower = MLDA(2)
-    lower.connect(srk.Observation(torch.ones(4, 3)))
+    v = VAE(2, hidden=3)
+    v.connect(srk.Observation(torch.rand(4, 3)))
     upper = MLDA(2)
-    upper.connect(lower)
+    upper.connect(v)  # a VAE's z has no distribution per state: not a token of an MLDA
     with pytest.raises(ValueError, match=f"{upper.name}: in the joint program an MLDA's children"):
         joint_program(upper)
     g1 = GMM(2)
     g1.connect(srk.Observation(torch.rand(4, 2)))
     g2 = GMM(2)
     g2.connect(g1)
-    with pytest.raises(ValueError, match=f"{g2.name}: in the joint program a GMM's child"):
+    with pytest.raises(ValueError, match=f"{g2.name}: in the joint program a GMM's child.*no density on a class"):
         joint_program(g2)
+    # Markov chains: the top of their graph, so one per connected tree
+    chains = []
+    for _ in range(2):
+        g = GMM(2)
+        g.connect(srk.Observation(torch.rand(4, 2)))
+        mm = MarkovModel()
+        mm.connect(g)
+        chains.append(mm)
+    top = MLDA(2)
+    top.connect(*chains)
+    with pytest.raises(ValueError, match="at most one Markov chain"):
+        joint_program(top)
+    g = GMM(2)
+    g.connect(srk.Observation(torch.rand(4, 2)))
+    mm = MarkovModel()
+    mm.connect(g)
+    top = MLDA(2)
+    top.connect(mm)
+    with pytest.raises(ValueError, match=f"{mm.name}: a Markov chain must be at the top"):
+        joint_program(top)
 
 
 def test_joint_model_routes_other_graphs_to_the_compiler():

@@ -5,6 +5,13 @@ MLDA2 on MLDA1's classes and data001, ..., MLDA5 on MLDA4's classes and data004;
 Run ``python examples/original/mmlda_chain.py`` (the original's settings: K = 10, weights 100,
 100 Gibbs sweeps, 5 updates of the five modules in turn; five seeds) or
 ``python examples/original/mmlda_chain.py --seeds 0 --updates 1 --itr 10`` for a quick try.
+
+``--joint`` also fits the same chain (fresh modules, same seed) as ONE Pyro program
+(``srk.joint_model``): each MLDA draws one topic of the MLDA below per document (counted as
+``--weight`` tokens), which draws that MLDA's topic proportions; the best of ``--restarts``
+random starts (ELBO after ``--restart-epochs``) is fitted on to ``--joint-epochs``, the modules
+then hold the fit (``to_modules``) and run their recognition update (files in
+``<output>/seed<s>_joint``).  Prints the joint accuracies beside message passing's.
 """
 
 import argparse
@@ -16,13 +23,13 @@ import torch
 
 import serket_pyro as srk
 from serket_pyro import datasets, mlda
+from serket_pyro.metrics import accuracy
 
 
-def run(data, args, seed):
-    """One run of the chain; returns the five MLDAs' accuracies."""
+def build(data, args, seed, root):
+    """The five MLDAs connected in a chain (seed set first), MLDA1 first."""
     srk.reset_module_counter()
     srk.set_seed(seed)
-    root = os.path.join(args.output, f"seed{seed}")
     observations = [srk.Observation(x) for x in data.modalities()]
     modules = []
     for i, obs in enumerate(observations):
@@ -30,26 +37,61 @@ def run(data, args, seed):
                       save_predictions=False, output_root=root, parent_weight=args.parent_weight)
         m.connect(obs) if i == 0 else m.connect(modules[-1], obs)
         modules.append(m)
+    return modules
+
+
+def run(data, args, seed):
+    """One run of the chain; returns the five MLDAs' accuracies."""
+    modules = build(data, args, seed, os.path.join(args.output, f"seed{seed}"))
     for _ in range(args.updates):
         for m in modules:
             m.update()
     return [m.metrics_["accuracy"] for m in modules]
 
 
+def run_joint(data, args, seed):
+    """The same chain fitted jointly: the best of ``args.restarts`` random starts (mean loss of
+    their last ``restart_epochs // 10`` epochs) fitted on; returns the five MLDAs' accuracies."""
+    modules = build(data, args, seed, os.path.join(args.output, f"seed{seed}_joint"))
+    best, best_loss = None, float("inf")
+    for _ in range(args.restarts):
+        program = srk.joint_model(modules[-1])
+        losses = program.fit(args.restart_epochs, lr=args.joint_lr)
+        loss = float(np.mean(losses[-max(1, args.restart_epochs // 10):]))
+        if loss < best_loss:
+            best, best_loss = program, loss
+    best.fit(max(0, args.joint_epochs - args.restart_epochs), lr=args.joint_lr)
+    acc = [float(accuracy(data.category, best.predict(m))) for m in modules]
+    best.to_modules()  # the modules hold the joint fit: their recognition update writes the usual files
+    for m in modules:
+        m.mode = "recog"
+        m.update()
+    return acc
+
+
 def main(args):
     torch.set_num_threads(args.threads)
     data = datasets.load_mmlda_chain(root=args.data_dir)
-    rows = []
+    rows, joint = [], []
     for seed in args.seeds:
         t = time.perf_counter()
         rows.append(run(data, args, seed))
         print(f"seed {seed}: accuracy of MLDA1..MLDA{len(rows[-1])} "
               f"{' / '.join(f'{a:.2f}' for a in rows[-1])} ({time.perf_counter() - t:.0f} s)")
+        if args.joint:
+            t = time.perf_counter()
+            joint.append(run_joint(data, args, seed))
+            print(f"seed {seed}: joint accuracy of MLDA1..MLDA{len(joint[-1])} "
+                  f"{' / '.join(f'{a:.2f}' for a in joint[-1])} ({time.perf_counter() - t:.0f} s)")
     acc = np.array(rows)
     print(f"mean {' / '.join(f'{a:.3f}' for a in acc.mean(0))}, min {' / '.join(f'{a:.2f}' for a in acc.min(0))} "
           f"over seeds {list(args.seeds)}")
+    if args.joint:
+        j = np.array(joint)
+        print(f"joint mean {' / '.join(f'{a:.3f}' for a in j.mean(0))}, min "
+              f"{' / '.join(f'{a:.2f}' for a in j.min(0))} over seeds {list(args.seeds)}")
     print(f"files under {args.output}")
-    return acc
+    return (acc, np.array(joint)) if args.joint else acc
 
 
 def parser():
@@ -61,6 +103,11 @@ def parser():
     p.add_argument("--updates", type=int, default=5, help="updates of the five modules (original 5)")
     p.add_argument("--parent-weight", choices=("auto", "document", "token"), default="auto",
                    help="how each MLDA applies its parent's message (MLDA(parent_weight=...))")
+    p.add_argument("--joint", action="store_true", help="also fit the chain jointly (one Pyro program)")
+    p.add_argument("--joint-epochs", type=int, default=2000, help="joint SVI epochs (full batch) in all")
+    p.add_argument("--restarts", type=int, default=4, help="random starts of the joint fit")
+    p.add_argument("--restart-epochs", type=int, default=500, help="epochs of each start before choosing")
+    p.add_argument("--joint-lr", type=float, default=0.01, help="Adam learning rate of the joint fit")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--output", default="mmlda_chain_out")
     p.add_argument("--threads", type=int, default=1)

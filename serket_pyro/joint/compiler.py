@@ -22,6 +22,29 @@ Inference is stochastic variational inference on the ELBO (:class:`pyro.infer.Tr
 
 The log densities are divided by the number of data points, so the loss is the negative ELBO
 per data point.  :meth:`JointProgram.to_modules` writes the parameters back into the modules.
+
+An MLDA under an MLDA (the mMLDA hierarchies: objects and motions under a top MLDA, a chain of
+MLDAs): the parent's token for its child is one of the child's topics, drawn per document from
+``theta @ phi_i`` and counted as ``weights[i]`` tokens (as the child's class message in message
+passing); that topic, the site ``"<child>.state"`` (enumerated in parallel), draws the child's
+``theta`` by the child's :meth:`~serket_pyro.module.Module.joint_state_dist`
+(``Dirichlet(state_concentration[s])``).  In general a ``"latent"`` module with a
+``joint_state_dist`` under a ``"latent"`` parent gets such a state.
+
+Graphs refused, with the reason (each a clear error naming the module):
+
+* more than one Markov chain, or a chain under a parent: a chain has no site of its own, its
+  state IS its child's class (or draws its child's latent), and the transition ``p(s_t | s_{t-1})``
+  is already that state's distribution; a parent would place a second distribution on the same
+  state (an unnormalised product over whole sequences, not a generative model).  A chain is
+  therefore the top of its graph, and a connected tree has one top;
+* a GMM over a class module (a GMM over a GMM): the GMM's distribution is a Gaussian on its
+  child's site, which has no density on a class; and a categorical "mixture over a class"
+  would not be identifiable with one child class per data point (``p(c) = sum_k w_k B_kc`` is
+  one categorical, whatever ``w`` and ``B``).  Message passing reads the child's class
+  probabilities as data points; jointly, put an MLDA (a class as one of many tokens of a
+  document) or a Markov chain (classes in sequence) over a class module;
+* a module with several parents (the compiler takes trees).
 """
 
 from __future__ import annotations
@@ -112,10 +135,12 @@ class JointProgram(nn.Module):
                 raise ValueError(f"{m.name}: no children: nothing to model")
         chains = [m for m in nodes if m.joint_role == "chain"]
         if len(chains) > 1:
-            raise ValueError(f"joint_program: at most one Markov chain, got {[m.name for m in chains]}")
+            raise ValueError(f"joint_program: at most one Markov chain, got {[m.name for m in chains]} (a chain "
+                             "is the top of its graph, see the compiler's docstring)")
         for m in chains:
             if m.parents:
-                raise ValueError(f"{m.name}: a Markov chain must be at the top of the graph")
+                raise ValueError(f"{m.name}: a Markov chain must be at the top of the graph (its transitions are "
+                                 "its state's distribution; a parent would place a second one on it)")
             if len(m.children) != 1 or isinstance(m.children[0], Observation):
                 raise ValueError(f"{m.name}: a Markov chain needs exactly one child module")
             x = m.children[0]
@@ -125,6 +150,7 @@ class JointProgram(nn.Module):
                     raise ValueError(f"{x.name}: under the Markov chain {m.name} its children must be observations "
                                      f"or continuous latents, got the class modules {bad}")
         self.chain = chains[0] if chains else None
+        self._state_children = _state_children(nodes)
         self.chunk_len = check_positive_int(chunk_len, "chunk_len", "joint_program")
         roots = [m for m in nodes if not [p for p in m.parents if p in mods]]
         if len(roots) != 1:
@@ -174,6 +200,8 @@ class JointProgram(nn.Module):
             # places the distribution), None at the top (the module's own prior parameters)
             if parent is None:
                 parent_states = None
+            elif m in self._state_children:  # the parent draws one of this module's K states
+                parent_states = m.joint_size()
             elif parent.joint_role == "chain":
                 parent_states = m.joint_size()
             elif parent.joint_role == "class":
@@ -324,8 +352,20 @@ class JointProgram(nn.Module):
             d = m.joint_child_dist(P[m.name], v, i)
             if isinstance(c, Observation):
                 pyro.sample(f"{m.name}.obs{i}", d, obs=self._rows_of(m, i, rows))
+            elif c in self._state_children:
+                self._visit(c, P, rows, self._state_dist(m, c, P, d))
             else:
                 self._visit(c, P, rows, d)
+
+    def _state_dist(self, m, c, P, d):
+        """The distribution of ``c``'s site under a continuous parent ``m`` that draws one of
+        ``c``'s states (an MLDA under an MLDA): the state ``"<c>.state"`` (enumerated in parallel)
+        from the parent's discrete ``d``, the site from ``c.joint_state_dist``."""
+        if not d.has_enumerate_support:
+            raise ValueError(f"{m.name}: joint_child_dist for {c.name} must be a discrete distribution over "
+                             f"its {c.joint_size()} states (the state the parent draws), got {type(d).__name__}")
+        s = pyro.sample(f"{c.name}.state", d, infer={"enumerate": "parallel"})
+        return c.joint_state_dist(P[c.name], s)
 
     def guide(self, idx: torch.Tensor | None = None, batch_size: int | None = None):
         """Guides of the ``"latent"`` sites (the same arguments as :meth:`model`); class sites are
@@ -345,7 +385,8 @@ class JointProgram(nn.Module):
     def has_enumerated_sites(self) -> bool:
         """Whether the model has class sites to enumerate (a chain sums its child's class itself)."""
         chain_child = self.chain.children[0] if self.chain is not None else None
-        return any(m.joint_role == "class" and m is not chain_child for m in self.modules_)
+        return bool(self._state_children) or any(m.joint_role == "class" and m is not chain_child
+                                                 for m in self.modules_)
 
     def loss_fn(self):
         """:class:`~pyro.infer.TraceEnum_ELBO` (``Trace_ELBO`` when nothing is enumerated)."""
@@ -492,6 +533,19 @@ class JointProgram(nn.Module):
         if module.name in post:
             return post[module.name].argmax(-1).cpu().numpy()
         return self.latent_means()[module.name].argmax(-1).cpu().numpy()
+
+
+def _state_children(nodes) -> set:
+    """The ``"latent"`` modules under a ``"latent"`` parent that have a state distribution
+    (:meth:`~serket_pyro.module.Module.joint_state_dist`, e.g. an MLDA under an MLDA): the parent
+    draws one of the child's ``joint_size()`` states, which draws the child's site."""
+    out = set()
+    for m in nodes:
+        for c in m.children:
+            if (m.joint_role == "latent" and getattr(c, "joint_role", None) == "latent"
+                    and type(c).joint_state_dist is not Module.joint_state_dist):
+                out.add(c)
+    return out
 
 
 class _Placeholder(dist.ImproperUniform):

@@ -573,7 +573,8 @@ class GMM(Module):
                              f"got {len(child_sizes)}")
         if getattr(self.children[0], "joint_role", None) not in (None, "latent"):
             raise ValueError(f"{self.name}: in the joint program a GMM's child must be an observation or a "
-                             f"module with a continuous site, got {self.children[0].name}")
+                             f"module with a continuous site, got {self.children[0].name} (a Gaussian has no density "
+                             "on a class; see 'Graphs refused' in serket_pyro.joint.compiler)")
         K, D = self.K, int(child_sizes[0])
         x = child_values[0]
         if self.means_ is not None and tuple(self.means_.shape) == (K, D):

@@ -824,10 +824,12 @@ class MLDA(Module):
 
         out = {}
         for c in self.children:
-            if getattr(c, "joint_role", None) not in (None, "class"):
-                raise ValueError(f"{self.name}: in the joint program an MLDA's children must be observations "
-                                 f"(counts) or class modules (a GMM), got {c.name} (an MLDA under an MLDA is "
-                                 "not compiled yet)")
+            role = getattr(c, "joint_role", None)
+            if role is None or role == "class" or (role == "latent" and self._joint_has_states(c)):
+                continue
+            raise ValueError(f"{self.name}: in the joint program an MLDA's children must be observations "
+                             f"(counts), class modules (a GMM) or modules whose site has a distribution "
+                             f"per state (joint_state_dist: an MLDA), got {c.name}")
         for i, V in enumerate(child_sizes):
             if self.phi_ is not None and i < len(self.phi_) and tuple(self.phi_[i].shape) == (self.K, V):
                 phi = self.phi_[i].double().cpu().clamp_min(1e-8)
@@ -863,11 +865,12 @@ class MLDA(Module):
     def joint_child_dist(self, params, value, i: int):
         """Child ``i``'s tokens given ``theta``: ``p(w) = sum_k theta_k phi_kw`` (topics summed
         out); counts (an observation) as :class:`~serket_pyro.ops.token_counts.TokenCounts`, a
-        class child's class as one ``Categorical`` token."""
+        class child's class as one ``Categorical`` token, and so the state of an MLDA child (one of
+        its topics, which draws its ``theta`` by :meth:`joint_state_dist`)."""
         from ..ops.token_counts import TokenCategorical, TokenCounts
 
         probs = value @ params[f"phi_{i}"]
-        if getattr(self.children[i], "joint_role", None) == "class":
+        if getattr(self.children[i], "joint_role", None) in ("class", "latent"):
             return TokenCategorical(probs, self._joint_class_tokens(i))
         return TokenCounts(probs)
 
@@ -877,6 +880,12 @@ class MLDA(Module):
         v = torch.as_tensor(data, dtype=torch.float64)
         w = None if self.weights is None else self.weights[i]
         return v if w is None else to_token_counts(v, w, self.token_rule)
+
+    @staticmethod
+    def _joint_has_states(child) -> bool:
+        """Whether a ``"latent"`` child has a distribution per state (``joint_state_dist``), so
+        that the MLDA's token for it is one of its states (an MLDA child: one of its topics)."""
+        return type(child).joint_state_dist is not Module.joint_state_dist
 
     def _joint_class_tokens(self, i: int) -> float:
         """A class child's class counts as ``weights[i]`` tokens (default
