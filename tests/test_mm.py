@@ -837,11 +837,13 @@ def test_accelerated_search_needs_fewer_e_steps_for_the_same_fit(monkeypatch):
     z, p = cyclic_evidence(0, T=1500, K=8)
     calls = [0]
 
+    e_step = mm_mod.sharded_forward_backward  # the EM's E-step (one process: forward_backward)
+
     def counted(*a, **kw):
         calls[0] += 1
-        return forward_backward(*a, **kw)
+        return e_step(*a, **kw)
 
-    monkeypatch.setattr(mm_mod, "forward_backward", counted)
+    monkeypatch.setattr(mm_mod, "sharded_forward_backward", counted)
     fits = {}
     for kw in ({"accelerate": False, "ll_tol": 0.0}, {}):
         calls[0] = 0
