@@ -169,7 +169,7 @@ def forward_backward(log_init, log_trans, log_obs, *, rescale_every: int = 256) 
     ab, ab_t = _band_buffers(K, Lc)                          # (2K, Lc K), Fortran order
     ab.T.reshape(Lc, K, 2 * K)[:] = band.T
     ab_t.T.reshape(Lc, K, 2 * K)[:] = band_t.T
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # e = 0 or subnormal: an infinite diagonal
         inv = np.divide(1.0, obs, out=np.empty((T, K)))      # (T, K) diagonals 1 / e_t
 
     def solve(out, t0, L, rhs, diag_scale, backward):
