@@ -205,10 +205,10 @@ def _joint():
 ])
 def test_joint_fit_refuses_bad_arguments(kwargs, message, no_files):
     jm = _joint()
-    before = [p.detach().clone() for p in jm.parameters()]
+    before = [p.detach().clone() for p in jm.program.parameters()]
     with pytest.raises(ValueError, match=message):
         jm.fit(**{"epochs": 1, "init": None, **kwargs})
-    assert all(torch.equal(a, b) for a, b in zip(before, jm.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, jm.program.parameters()))
 
 
 def test_joint_pretrain_refuses_bad_arguments():

@@ -102,6 +102,14 @@ class JointProgram(nn.Module):
         dtype: of the global parameters (default float64: an MLDA's class tokens, ``weights[i]``
             times a log-probability, underflow the enumeration's sums in float32); networks keep
             their own precision.
+        subgraph: the modules to compile (their observations come with them), e.g. the VAE and
+            GMM of a VAE+GMM+MM system without its chain; default every module connected to ``graph``.
+        observations: ``{Observation: data}``: data read instead of those observations' own
+            (same number of rows for every observation), e.g. 8-bit images kept as bytes.
+        constraints: ``{(module, parameter name): constraint}`` replacing a parameter's constraint
+            (its unconstrained representation), e.g. ``(gmm, "scale_tril")`` with
+            :data:`~serket_pyro.joint.constraints.diagonal_cholesky` for diagonal class
+            covariances; the hook's initial value is mapped by the constraint's transform.
 
     Attributes:
         modules_: the graph's modules (top first); ``N``: data points.
@@ -112,9 +120,16 @@ class JointProgram(nn.Module):
     own (``encoder_``, ``decoder_``).
     """
 
-    def __init__(self, graph, *, chunk_len: int = 100, dtype=None):
+    def __init__(self, graph, *, chunk_len: int = 100, dtype=None, subgraph=None, observations=None,
+                 constraints=None):
         super().__init__()
         mods = _modules_of(graph)
+        if subgraph is not None:  # the listed modules and their observations
+            keep = [m for m in subgraph if not isinstance(m, Observation)]
+            mods = [m for m in mods if any(m is k for k in keep)
+                    or (isinstance(m, Observation) and any(k in m.parents for k in keep))]
+        self._data_override = list((observations or {}).items())
+        self._constraint_override = {(m.name, k): c for (m, k), c in (constraints or {}).items()}
         for m in mods:
             if isinstance(m, Observation):
                 continue
@@ -169,9 +184,10 @@ class JointProgram(nn.Module):
         for m in order:
             for i, c in enumerate(m.children):
                 if isinstance(c, Observation):
-                    if c.missing:
+                    data = next((d for o, d in self._data_override if o is c), None)
+                    if data is None and c.missing:
                         raise ValueError(f"{m.name}: the observation {c.name} has no data")
-                    v = m.joint_observed(i, c.data)  # in the precision the module reads them
+                    v = m.joint_observed(i, c.data if data is None else data)  # in the module's precision
                     self._obs[(m.name, i)] = v
                     sizes.add(v.shape[0])
         if len(sizes) != 1:
@@ -225,6 +241,7 @@ class JointProgram(nn.Module):
         pd = nn.ParameterDict()
         cons = self._constraints.setdefault(m.name, {})
         for k, (init, constraint) in spec.items():
+            constraint = self._constraint_override.get((m.name, k), constraint)
             init = torch.as_tensor(init, dtype=torch.float64)
             u = transform_to(constraint).inv(init)
             pd[k] = nn.Parameter(u.to(self.dtype).detach().clone())
@@ -418,13 +435,16 @@ class JointProgram(nn.Module):
         return torch.randperm(n).split(per)
 
     def fit(self, epochs: int = 100, *, batch_size: int | None = None, lr: float = 1e-2,
-            lr_networks: float = 1e-3, lr_local: float | None = None, progress: bool = False) -> list[float]:
+            lr_networks: float = 1e-3, lr_local: float | None = None, progress: bool = False,
+            callback=None) -> list[float]:
         """Maximise the ELBO with Adam for ``epochs`` passes over the data.
 
         Args:
             batch_size: points per minibatch (chunks of ``chunk_len`` rows with a chain; default all).
             lr: learning rate of the global parameters; ``lr_networks`` of the networks;
                 ``lr_local`` of the local guide parameters (default ``10 * lr``).
+            callback: called as ``callback(epoch, loss)`` after every epoch (1-based; e.g. to
+                record an accuracy), with one optimiser kept over all epochs.
         Returns the epoch losses (mean negative ELBO per point)."""
         epochs = check_positive_int(epochs, "epochs", "joint_program", minimum=0)
         bs = check_positive_int(self.N if batch_size is None else batch_size, "batch_size", "joint_program")
@@ -450,8 +470,52 @@ class JointProgram(nn.Module):
             n = sum(len(b) for b in batches)
             losses.append(total / n)
             _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1, losses[-1])
+            if callback is not None:
+                callback(ep + 1, losses[-1])
         self.loss_history_.extend(losses)
         return losses
+
+    def loss(self, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative ELBO per data point of the points (chunks with a chain) ``idx`` (default all),
+        differentiable: one draw of the guide (torch's global RNG), the objective :meth:`fit` descends."""
+        return self.loss_fn().differentiable_loss(self.model, self.guide, idx, None)
+
+    def observed(self, module, i: int = 0, rows=None) -> torch.Tensor:
+        """Rows ``rows`` (default all) of ``module``'s observed child ``i`` as the program reads
+        them (the module's :meth:`~serket_pyro.module.Module.joint_observed`, floats in the
+        program's precision)."""
+        if (module.name, i) not in self._obs:
+            raise ValueError(f"joint_program: child {i} of {module.name} is not an observation of the program")
+        return self._rows_of(module, i, torch.arange(self.N) if rows is None else torch.as_tensor(rows))
+
+    @contextlib.contextmanager
+    def on_data(self, observations: dict):
+        """Within the block, the program reads ``{Observation: new data}`` (``M`` rows for every
+        observation) instead of its training data: :meth:`latent_means`,
+        :meth:`class_log_posterior` and :meth:`predict` then describe the new data with the
+        fitted parameters (graphs without local guide parameters)."""
+        if any(len(self._locals[m.name]) for m in self.modules_ if m.name in self._locals):
+            raise ValueError("joint_program: new data need a graph without local guide parameters")
+        saved, saved_n = dict(self._obs), self.N
+        sizes = set()
+        try:
+            for m in self.modules_:
+                for i, c in enumerate(m.children):
+                    data = next((d for o, d in observations.items() if o is c), None)
+                    if data is not None:
+                        v = m.joint_observed(i, data)
+                        old = saved[(m.name, i)]
+                        if tuple(v.shape[1:]) != tuple(old.shape[1:]):
+                            raise ValueError(f"{m.name}: new data of {c.name} have shape {tuple(v.shape[1:])} per "
+                                             f"point, the program was fitted on {tuple(old.shape[1:])}")
+                        self._obs[(m.name, i)] = v
+                        sizes.add(v.shape[0])
+            if len(sizes) != 1 or len(observations) != len([k for k in saved]):
+                raise ValueError("joint_program: give new data, of one number of rows, for every observation")
+            self.N = sizes.pop()
+            yield self
+        finally:
+            self._obs, self.N = saved, saved_n
 
     # ------------------------------------------------------------------ posteriors
     @torch.no_grad()
@@ -519,11 +583,27 @@ class JointProgram(nn.Module):
         """Write the fitted parameters into the modules (``joint_to_module``): a GMM gets its
         Gaussians and most probable classes, a Markov model its transitions, an MLDA ``theta_``
         (the guide means) and ``phi_``; the VAE's networks are the ones trained."""
+        self._reread_observations()
         P = self.params()
         post = self.class_log_posterior()
         means = self.latent_means()
         for m in self.modules_:
             m.joint_to_module(P[m.name], post.get(m.name, means.get(m.name)))
+
+    def _reread_observations(self) -> None:
+        """Let each module read this program's data again (``joint_observed`` on the row with the
+        largest value), so settings a module keeps from reading them (the VAE's data scale) are
+        this program's, not those of another program or of :meth:`on_data`."""
+        for m in self.modules_:
+            for i, c in enumerate(m.children):
+                if isinstance(c, Observation):
+                    data = next((d for o, d in self._data_override if o is c), None)
+                    t = torch.as_tensor(np.asarray(c.data) if data is None and not isinstance(c.data, torch.Tensor)
+                                        else (c.data if data is None else data))
+                    flat = t.reshape(t.shape[0], -1)
+                    row = int(flat.max(1).values.argmax()) if flat.is_floating_point() or flat.dtype == torch.uint8 \
+                        else 0
+                    m.joint_observed(i, t[row:row + 1])
 
     @torch.no_grad()
     def predict(self, module) -> np.ndarray:
