@@ -272,6 +272,22 @@ def _sharded_moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.nd
     return (n + alpha) / (n.sum(1, keepdims=True) + P.shape[1] * alpha)
 
 
+def _branches(trans, counts, n_rows, min_second):
+    """The states with a second branch: ``(p, axis, j, other)`` for each state ``j`` whose second
+    most probable successor (``axis=1``, from ``trans``) or predecessor (``axis=0``, from the
+    path's transition ``counts``) ``other`` has probability ``p >= min_second``; at most
+    ``n_rows`` per axis (a merged state shows two branches after it or before it)."""
+    K = trans.shape[0]
+    branches = []
+    for axis, probs in ((1, trans), (0, (counts / np.maximum(counts.sum(0, keepdims=True), 1)).T)):
+        second_of = np.argsort(-probs, axis=1, kind="stable")[:, 1]
+        second_p = probs[np.arange(K), second_of]
+        for j in np.argsort(-second_p, kind="stable")[:n_rows]:
+            if second_p[j] >= min_second:
+                branches.append((second_p[j], axis, j, second_of[j]))
+    return branches
+
+
 def _sharded_split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
                              min_second: float = 0.2, n_spare: int = 2, n_rows: int = 3) -> list[np.ndarray]:
     """:func:`_split_proposals` of a chain split over the ranks of a sharded fit: the same
@@ -298,13 +314,7 @@ def _sharded_split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha
 
     use, counts = _sum_over_ranks(np.bincount(path, minlength=K).astype(np.float64), transition_counts(ext))
     spare = np.argsort(use, kind="stable")[:n_spare]
-    branches = []
-    for axis, probs in ((1, trans), (0, (counts / np.maximum(counts.sum(0, keepdims=True), 1)).T)):
-        second_of = np.argsort(-probs, axis=1, kind="stable")[:, 1]
-        second_p = probs[np.arange(K), second_of]
-        for j in np.argsort(-second_p, kind="stable")[:n_rows]:
-            if second_p[j] >= min_second:
-                branches.append((second_p[j], axis, j, second_of[j]))
+    branches = _branches(trans, counts, n_rows, min_second)
     first_global = _dist.local_rows().start - b        # global step of ext[0]
     last_global = _dist.global_rows(len(path)) - 1
     steps_g = first_global + np.arange(len(ext))
@@ -431,13 +441,7 @@ def _split_proposals(trans: np.ndarray, log_marginals: np.ndarray, alpha: float,
     counts = np.zeros((K, K))
     np.add.at(counts, (path[:-1], path[1:]), 1.0)
     # a merged state shows two branches after it (successors) or before it (predecessors)
-    branches = []
-    for axis, probs in ((1, trans), (0, (counts / np.maximum(counts.sum(0, keepdims=True), 1)).T)):
-        second_of = np.argsort(-probs, axis=1, kind="stable")[:, 1]
-        second_p = probs[np.arange(K), second_of]
-        for j in np.argsort(-second_p, kind="stable")[:n_rows]:
-            if second_p[j] >= min_second:
-                branches.append((second_p[j], axis, j, second_of[j]))
+    branches = _branches(trans, counts, n_rows, min_second)
     out = []
     for _, axis, j, other in sorted(branches, key=lambda b: -b[0])[:n_rows]:
         if axis == 1:   # steps of j followed by `other`
