@@ -31,19 +31,13 @@ passing); that topic, the site ``"<child>.state"`` (enumerated in parallel), dra
 (``Dirichlet(state_concentration[s])``).  In general a ``"latent"`` module with a
 ``joint_state_dist`` under a ``"latent"`` parent gets such a state.
 
-Graphs refused, with the reason (each a clear error naming the module):
+Graphs refused, each with an error naming the module (the reasons at length: README, "Any
+graph: the joint compiler"):
 
-* more than one Markov chain, or a chain under a parent: a chain has no site of its own, its
-  state IS its child's class (or draws its child's latent), and the transition ``p(s_t | s_{t-1})``
-  is already that state's distribution; a parent would place a second distribution on the same
-  state (an unnormalised product over whole sequences, not a generative model).  A chain is
-  therefore the top of its graph, and a connected tree has one top;
-* a GMM over a class module (a GMM over a GMM): the GMM's distribution is a Gaussian on its
-  child's site, which has no density on a class; and a categorical "mixture over a class"
-  would not be identifiable with one child class per data point (``p(c) = sum_k w_k B_kc`` is
-  one categorical, whatever ``w`` and ``B``).  Message passing reads the child's class
-  probabilities as data points; jointly, put an MLDA (a class as one of many tokens of a
-  document) or a Markov chain (classes in sequence) over a class module;
+* several Markov chains, or a chain under a parent: a chain's transition already is its
+  child's state distribution, so a parent would put a second one on it; a chain is the top;
+* a GMM over a class module: a Gaussian has no density on a class, and a mixture over one
+  class per data point is not identifiable (put an MLDA or a Markov chain over a class module);
 * a module with several parents (the compiler takes trees).
 """
 
