@@ -247,7 +247,7 @@ def _worker(rank, world, port, tmp):
             lm = np.log(p[pa:pb])
             A = np.full((4, 4), 0.1) + np.eye(4)
             out["mm_parts"] = (mm_mod._sharded_split_proposals(A / A.sum(1, keepdims=True), lm, 0.3, min_second=0.05),
-                               mm_mod._sharded_moment_transitions(lm, 0.3))
+                               mm_mod._moment_transitions(lm, 0.3))
         # 3c. MLDA split-merge proposals and scores from this rank's documents (a deterministic
         # restricted split, so that 1 and 2 processes propose the same moves)
         docs, _ = _topic_docs()

@@ -238,6 +238,10 @@ def shrunk_transitions(counts: np.ndarray, alpha: float, max_weight: float = 100
 def _moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
     """Transition matrix from consecutive evidence: ``A_ij ~ sum_t P_t(i) P_t+1(j) + alpha``.
 
+    In a sharded fit ``log_evidence`` is this rank's steps: the pair across a shard boundary is
+    counted by the earlier shard (from the next shard's first row) and the counts are summed over
+    the ranks.
+
     Args:
         log_evidence: ``(T, K)`` unnormalised log-probabilities of the state at each step.
     Returns:
@@ -245,7 +249,9 @@ def _moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
     """
     P = np.exp(log_evidence - log_evidence.max(1, keepdims=True))
     P /= P.sum(1, keepdims=True)
-    n = P[:-1].T @ P[1:]
+    _, nxt = _dist.halo_rows(P, 0, 1)                   # empty outside a sharded fit
+    Q = np.concatenate([P, nxt]) if len(nxt) else P
+    n, = _sum_over_ranks(Q[:-1].T @ Q[1:])
     return (n + alpha) / (n.sum(1, keepdims=True) + P.shape[1] * alpha)
 
 
@@ -256,20 +262,6 @@ def _sum_over_ranks(*arrays: np.ndarray) -> list[np.ndarray]:
         return list(arrays)
     return [t.numpy() for t in _dist.all_reduce_tensors([torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
                                                          for a in arrays])]
-
-
-def _sharded_moment_transitions(log_evidence: np.ndarray, alpha: float) -> np.ndarray:
-    """:func:`_moment_transitions` of a chain split over the ranks of a sharded fit (this rank's
-    steps; the pair across a shard boundary is counted by the earlier shard, from the next
-    shard's first row); :func:`_moment_transitions` itself in one process."""
-    if not _dist.is_sharded():
-        return _moment_transitions(log_evidence, alpha)
-    P = np.exp(log_evidence - log_evidence.max(1, keepdims=True))
-    P /= P.sum(1, keepdims=True)
-    _, nxt = _dist.halo_rows(P, 0, 1)
-    Q = np.concatenate([P, nxt])
-    n, = _sum_over_ranks(Q[:-1].T @ Q[1:])
-    return (n + alpha) / (n.sum(1, keepdims=True) + P.shape[1] * alpha)
 
 
 def _branches(trans, counts, n_rows, min_second):
@@ -813,7 +805,7 @@ class MarkovModel(Module):
                 # the child's own transition statistics n_ij = sum_t P_t(i) P_t+1(j) on the raw (not
                 # robust) evidence: from uniform, the first E-step sees them through the noise eps and
                 # EM can settle in a cycle of half the period (measured on the VAE+GMM+MLDA+MM tutorial)
-                fits.append(em(_sharded_moment_transitions(sum(logs) + extra, self.alpha), eps0, learn=learn))
+                fits.append(em(_moment_transitions(sum(logs) + extra, self.alpha), eps0, learn=learn))
             # keep the fit under which the evidence is most probable (the first one on ties)
             best = max(fits, key=lambda f: f[3].log_likelihood)
             for _ in range(self.max_splits):
