@@ -54,6 +54,7 @@ from pyro import poutine
 from torch import nn
 from torch.distributions import transform_to
 
+from .. import distributed as _dist
 from ..module import Module, Observation, connected_modules
 from ..ops.forward_backward import forward_backward
 from ..validation import check_positive_float, check_positive_int
@@ -449,18 +450,26 @@ class JointProgram(nn.Module):
         groups = [{"params": list(self._params.parameters()), "lr": lr},
                   {"params": list(self._locals.parameters()), "lr": lr_local},
                   {"params": list(self._nets.parameters()), "lr": lr_networks}]
-        opt = torch.optim.Adam([g for g in groups if g["params"]])
+        groups = [g for g in groups if g["params"]]
+        opt = torch.optim.Adam(groups)
         elbo = self.loss_fn()
+        # in a sharded fit (serket_pyro.joint.data_parallel) each rank takes its block of every
+        # global minibatch and the gradients are summed over the ranks
+        W = _dist.world_size() if _dist.is_sharded() else 1
+        params = [p for g in groups for p in g["params"]]
         losses = []
         for ep in range(epochs):
             total = 0.0
             batches = self._batches(bs)
             for b in batches:
-                loss = elbo.differentiable_loss(self.model, self.guide, b, None)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                if W == 1:
+                    loss = elbo.differentiable_loss(self.model, self.guide, b, None)
+                    loss.backward()
+                    total += float(loss.detach()) * len(b)
+                else:
+                    total += self._data_parallel_step(elbo, b, W, params)
                 opt.step()
-                total += float(loss.detach()) * len(b)
             n = sum(len(b) for b in batches)
             losses.append(total / n)
             _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1, losses[-1])
@@ -468,6 +477,23 @@ class JointProgram(nn.Module):
                 callback(ep + 1, losses[-1])
         self.loss_history_.extend(losses)
         return losses
+
+    def _data_parallel_step(self, elbo, b: torch.Tensor, W: int, params: list) -> float:
+        """Gradients of one global minibatch ``b`` in a sharded fit: this rank's block's ELBO
+        weighted by the block's share (its noise from the rank's own stream), summed over the
+        ranks in one all-reduce; returns the minibatch's summed loss (the same on every rank)."""
+        part = b.tensor_split(W)[_dist.rank()]
+        value = 0.0
+        if len(part):
+            with _dist.local_rng():
+                loss = elbo.differentiable_loss(self.model, self.guide, part, None)
+            (loss * (len(part) / len(b))).backward()
+            value = float(loss.detach()) * len(part)
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        summed = _dist.all_reduce_tensors(grads + [torch.tensor([value], dtype=grads[0].dtype)])
+        for p, g in zip(params, summed):
+            p.grad = g.to(p.dtype)
+        return float(summed[-1][0])
 
     def loss(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Negative ELBO per data point of the points (chunks with a chain) ``idx`` (default all),

@@ -18,16 +18,9 @@ local parameters' gradients too (zero outside the step's points).
 
 from __future__ import annotations
 
-import logging
-
-import torch
-
 from .. import distributed as _dist
-from ..validation import check_positive_float, check_positive_int
 
 __all__ = ["fit_data_parallel"]
-
-_log = logging.getLogger(__name__)
 
 
 def fit_data_parallel(program, epochs: int = 100, *, batch_size: int | None = None, lr: float = 1e-2,
@@ -50,42 +43,6 @@ def fit_data_parallel(program, epochs: int = 100, *, batch_size: int | None = No
     if _dist.world_size() == 1:
         return program.fit(epochs, batch_size=batch_size, lr=lr, lr_networks=lr_networks, lr_local=lr_local,
                            progress=progress)
-    epochs = check_positive_int(epochs, "epochs", "fit_data_parallel", minimum=0)
-    bs = check_positive_int(program.N if batch_size is None else batch_size, "batch_size", "fit_data_parallel")
-    lr = check_positive_float(lr, "lr", "fit_data_parallel")
-    lr_networks = check_positive_float(lr_networks, "lr_networks", "fit_data_parallel")
-    lr_local = check_positive_float(10 * lr if lr_local is None else lr_local, "lr_local", "fit_data_parallel")
-    r, W = _dist.rank(), _dist.world_size()
-    program._claim_param_store()
-    groups = [{"params": list(program._params.parameters()), "lr": lr},
-              {"params": list(program._locals.parameters()), "lr": lr_local},
-              {"params": list(program._nets.parameters()), "lr": lr_networks}]
-    groups = [g for g in groups if g["params"]]
-    params = [p for g in groups for p in g["params"]]
-    opt = torch.optim.Adam(groups)
-    elbo = program.loss_fn()
-    losses = []
-    with _dist.sharded(program.N, seed=seed):
-        for ep in range(epochs):
-            total = 0.0
-            batches = program._batches(bs)             # the global stream: the same on every rank
-            for b in batches:
-                part = b.tensor_split(W)[r]
-                opt.zero_grad(set_to_none=True)
-                value = 0.0
-                if len(part):
-                    with _dist.local_rng():            # this rank's noise
-                        loss = elbo.differentiable_loss(program.model, program.guide, part, None)
-                    (loss * (len(part) / len(b))).backward()
-                    value = float(loss.detach()) * len(part)
-                grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-                summed = _dist.all_reduce_tensors(grads + [torch.tensor([value], dtype=grads[0].dtype)])
-                for p, g in zip(params, summed):
-                    p.grad = g.to(p.dtype)
-                opt.step()
-                total += float(summed[-1][0])
-            n = sum(len(b) for b in batches)
-            losses.append(total / n)
-            _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1, losses[-1])
-    program.loss_history_.extend(losses)
-    return losses
+    with _dist.sharded(program.N, seed=seed):          # JointProgram.fit's data-parallel step
+        return program.fit(epochs, batch_size=batch_size, lr=lr, lr_networks=lr_networks, lr_local=lr_local,
+                           progress=progress)
