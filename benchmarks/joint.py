@@ -82,6 +82,7 @@ def run_joint(args, x, y, seed):
                 system["vae"].encoder, system["vae"].decoder = mlp_networks(x.shape[1], args.latent_dim)
             mp_acc, pretrain = None, args.pretrain_epochs
         jm = joint_model(system, x=torch.from_numpy(x), chunk_len=args.chunk_len, covariance=args.covariance,
+                         entropy=args.entropy,
                          device=args.device)
         jm.fit(args.epochs, pretrain_epochs=pretrain, pretrain_kl_weight=args.pretrain_kl_weight,
                pretrain_neighbour_weight=args.pretrain_neighbour_weight, n_neighbours=args.neighbours,
@@ -144,6 +145,8 @@ if __name__ == "__main__":
     p.add_argument("--pretrain-neighbour-weight", type=float, default=0.0,
                    help="> 0: neighbour-embedding pretraining (serket_pyro.joint.neighbour_embedding); 0: VaDE's")
     p.add_argument("--neighbours", type=int, default=10, help="k of the k-nearest-neighbour graph")
+    p.add_argument("--entropy", default="analytic", choices=["analytic", "sampled"],
+                   help="q(z|x)'s entropy in the ELBO: closed form or the drawn -log q")
     p.add_argument("--covariance", default="diag", choices=["full", "diag"], help="class covariances of the joint GMM")
     p.add_argument("--gmm-prior", default="module", choices=["module", "neighbours"],
                    help="covariance prior of the --init gmm start (JointModel.init_clusters)")

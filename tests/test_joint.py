@@ -33,12 +33,13 @@ def _graph(x, K, mm, **vae_kw):
     return mods
 
 
-def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0, covariance="full", likelihood="bernoulli"):
+def _tiny(mm=False, N=12, D=6, K=3, L=2, chunk_len=4, seed=0, covariance="full", likelihood="bernoulli",
+          entropy="analytic"):
     """A JointModel on random data with random (non-trivial) class parameters."""
     torch.manual_seed(seed)
     x = torch.rand(N, D)
     mods = _graph(x, K, mm, latent_dim=L, hidden=5, batch_size=4, likelihood=likelihood)
-    jm = joint_model(mods, chunk_len=chunk_len, covariance=covariance)
+    jm = joint_model(mods, chunk_len=chunk_len, covariance=covariance, entropy=entropy)
     a = torch.randn(K, L, L, dtype=torch.float64) * 0.7
     cov = a @ a.transpose(-1, -2) + 0.3 * torch.eye(L, dtype=torch.float64)  # correlated classes
     w = torch.rand(K, dtype=torch.float64) + 0.2
@@ -67,7 +68,7 @@ def _emissions(jm, z):
     return out.reshape(*z.shape[:-1], jm.K)
 
 
-def _brute_force_neg_elbo(jm, xb, eps):
+def _brute_force_neg_elbo(jm, xb, eps, entropy="analytic"):
     """Negative ELBO per data point of a JointModel for one draw ``eps``, written out by hand.
 
     ``xb``: ``(N, D)`` data, or ``(B, T, D)`` chunks with a Markov model; ``eps``: standard normal
@@ -75,7 +76,8 @@ def _brute_force_neg_elbo(jm, xb, eps):
     ``-(log p(x | z) + log p(z) - log q(z | x)) / (number of points)`` with ``log p(z)`` a sum over
     every class (GMM) or every class sequence (Markov model, uniform first state), Gaussian
     densities from an explicit inverse and determinant, the likelihood from the Bernoulli or
-    Normal formula and ``log q`` from the Normal formula.
+    Normal formula and ``log q`` from the Normal formula (``entropy="sampled"``) or ``-E_q[log q]``
+    its closed form ``sum(log scale) + L/2 log(2 pi e)`` (``"analytic"``).
     """
     vae = jm.vae
     with torch.no_grad():
@@ -107,20 +109,27 @@ def _brute_force_neg_elbo(jm, xb, eps):
                                                                     for t in range(1, T))
                     total += math.exp(lp)
                 log_pz += math.log(total)
-        log_q = (-0.5 * eps ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum()
+        if entropy == "sampled":
+            log_q = (-0.5 * eps ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum()
+        else:
+            log_q = (-0.5 - scale.log() - 0.5 * math.log(2 * math.pi)).sum()
         return -float(log_px + log_pz - log_q) / (z.numel() // z.shape[-1])
 
 
-@pytest.mark.parametrize("mm,likelihood,covariance", [(False, "bernoulli", "full"), (False, "gaussian", "diag"),
-                                                      (True, "bernoulli", "full")])
-def test_joint_loss_equals_brute_force_elbo(mm, likelihood, covariance):
+@pytest.mark.parametrize("mm,likelihood,covariance,entropy",
+                         [(False, "bernoulli", "full", "analytic"), (False, "bernoulli", "full", "sampled"),
+                          (False, "gaussian", "diag", "analytic"), (True, "bernoulli", "full", "analytic"),
+                          (True, "bernoulli", "full", "sampled")])
+def test_joint_loss_equals_brute_force_elbo(mm, likelihood, covariance, entropy):
     """JointModel.loss (the objective its fit descends: the compiled program's negative ELBO) on a
     tiny model with random parameters equals the ELBO written out by hand for the same draw of z:
     classes (GMM: 2 points, 3 classes) or class sequences (Markov model: one chunk of 3 steps, 2
     classes) enumerated.  A flipped sign of log q or a dropped log p(z) (the KL's prior term)
-    moves the loss far beyond the tolerance (checked below on the same draw)."""
+    moves the loss far beyond the tolerance (checked below on the same draw).  ``entropy``: the
+    guide's ``-log q`` as drawn, or its closed-form expectation."""
     K, N = (2, 3) if mm else (3, 2)
-    jm, x = _tiny(mm=mm, N=N, D=5, K=K, L=2, chunk_len=N, covariance=covariance, likelihood=likelihood)
+    jm, x = _tiny(mm=mm, N=N, D=5, K=K, L=2, chunk_len=N, covariance=covariance, likelihood=likelihood,
+                  entropy=entropy)
     if likelihood == "gaussian":
         with torch.no_grad():
             jm.vae.decoder_.log_scale.fill_(-0.7)  # a scale far from 1: log s matters
@@ -133,7 +142,7 @@ def test_joint_loss_equals_brute_force_elbo(mm, likelihood, covariance):
     got = float(jm.loss().detach())
     torch.manual_seed(3)
     eps = torch.empty(*xb.shape[:-1], 2, dtype=torch.float64).normal_()
-    want = _brute_force_neg_elbo(jm, xb, eps)
+    want = _brute_force_neg_elbo(jm, xb, eps, entropy)
     assert got == pytest.approx(want, abs=1e-6 * abs(want) + 1e-6), (got, want)
     # the loss is the compiled program's, drawn the same way
     torch.manual_seed(3)

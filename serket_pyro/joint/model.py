@@ -91,6 +91,8 @@ class JointModel:
         chunk_len: ``T``, length of the contiguous chunks of the sequence (Markov model only).
         covariance: ``"diag"`` (default, VaDE's diagonal Gaussians) or ``"full"`` (as the GMM
             module, so a message-passing GMM is taken over without loss).
+        entropy: ``"analytic"`` (default) or ``"sampled"``: how the ELBO takes ``q(z | x)``'s
+            entropy (:class:`~serket_pyro.joint.compiler.JointProgram`).
         device: torch device; must be the VAE's (default).
 
     Attributes:
@@ -101,7 +103,7 @@ class JointModel:
     """
 
     def __init__(self, vae: VAE, gmm: GMM, mm: MarkovModel | None = None, x=None, *, chunk_len: int = 100,
-                 covariance: str = "diag", device=None):
+                 covariance: str = "diag", entropy: str = "analytic", device=None):
         self.vae, self.gmm, self.mm = vae, gmm, mm
         if device is not None and check_device(device) != check_device(vae.device):
             raise ValueError(f"joint: device must be the VAE's ({vae.device}), got {device}")
@@ -121,7 +123,8 @@ class JointModel:
         cons = {(gmm, "scale_tril"): diagonal_cholesky} if covariance == "diag" else {}
         self.program = JointProgram([vae, gmm] + ([mm] if mm is not None else []), chunk_len=chunk_len,
                                     subgraph=[vae, gmm] + ([mm] if mm is not None else []),
-                                    observations={obs: x} if x is not None else None, constraints=cons)
+                                    observations={obs: x} if x is not None else None, constraints=cons,
+                                    entropy=entropy)
         self.N = self.program.N
         self.D = self.x.shape[1]
         self.K, self.L = gmm.K, vae.latent_dim
