@@ -160,6 +160,26 @@ def test_joint_loss_equals_brute_force_elbo(mm, likelihood, covariance, entropy)
     assert float((emit.logsumexp(-1) - emit.max(-1).values).sum()) / N > 1e-2
 
 
+def test_joint_model_holds_probabilities_as_softmax_logits():
+    """JointModel's class weights and chain rows are K logits each (VaDE's parametrisation), not
+    torch's K - 1 stick-breaking coordinates, and map back to the probabilities they were set to."""
+    from torch.distributions import transform_to
+
+    from serket_pyro.joint.constraints import softmax_simplex
+
+    jm, _ = _tiny(K=3)
+    assert jm.program._params[jm.gmm.name]["weights"].shape == (3,)
+    jm, _ = _tiny(mm=True, K=3)  # under a chain the GMM has no weights: the chain's rows
+    raw = jm.program._params
+    assert raw[jm.mm.name]["trans_prob"].shape == (3, 3)
+    A = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.05, 0.9, 0.05]], dtype=torch.float64)
+    jm.program.set_param(jm.mm, "trans_prob", A)
+    assert torch.allclose(jm.program.params(jm.mm)["trans_prob"], A, atol=1e-12)
+    u = raw[jm.mm.name]["trans_prob"].detach()
+    assert torch.allclose(u.sum(-1), torch.zeros(3, dtype=torch.float64), atol=1e-12)  # centred logits
+    assert torch.allclose(transform_to(softmax_simplex)(u), u.softmax(-1))
+
+
 def test_joint_log_likelihood_is_sum_of_module_terms():
     """With c and z fixed, log p(x, z, c) of the joint program = VAE term + GMM term, computed
     from the modules' parameters after ``to_modules()``."""

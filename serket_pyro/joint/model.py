@@ -39,7 +39,7 @@ from ..modules.vae import VAE
 from ..ops.kmeans import kmeans
 from ..validation import check_device, check_positive_float, check_positive_int
 from .compiler import JointProgram
-from .constraints import diagonal_cholesky
+from .constraints import diagonal_cholesky, softmax_simplex
 from .neighbour_embedding import knn_graph, neighbour_embedding_loss
 
 _log = logging.getLogger(__name__)
@@ -120,7 +120,12 @@ class JointModel:
         if x is not None:
             x = _as_2d(x)
         self._obs = obs
-        cons = {(gmm, "scale_tril"): diagonal_cholesky} if covariance == "diag" else {}
+        # VaDE's parametrisation: class weights (and the chain's rows) as softmax logits
+        cons = {(gmm, "weights"): softmax_simplex}
+        if mm is not None:
+            cons[(mm, "trans_prob")] = softmax_simplex
+        if covariance == "diag":
+            cons[(gmm, "scale_tril")] = diagonal_cholesky
         self.program = JointProgram([vae, gmm] + ([mm] if mm is not None else []), chunk_len=chunk_len,
                                     subgraph=[vae, gmm] + ([mm] if mm is not None else []),
                                     observations={obs: x} if x is not None else None, constraints=cons,
