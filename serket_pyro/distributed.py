@@ -14,6 +14,10 @@ depends on the shard (classes of the shard's points, minibatch order, reparamete
 is taken inside :func:`local_rng`, from a rank-specific torch stream.  A run is reproducible for
 a given seed and number of processes.
 
+Devices: with the ``nccl`` backend (GPUs) the collectives put their tensors on the process's
+device ``cuda:LOCAL_RANK`` (:func:`comm_device`) and give the results back on the caller's device,
+so CPU-held statistics work on either backend; with ``gloo`` tensors are reduced where they are.
+
 Outside a sharded fit (:func:`sharded` not active) every helper here is a no-op, so the modules
 run exactly as in one process.
 """
@@ -33,7 +37,7 @@ __all__ = ["torchrun_env", "init_process_group", "destroy_process_group", "shard
            "sharded", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
            "all_reduce_tensors", "all_reduce_scalar", "all_reduce_max", "gather_rows", "global_mean",
            "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows",
-           "global_rows", "halo_rows", "all_gather_same"]
+           "global_rows", "halo_rows", "all_gather_same", "comm_device", "broadcast_"]
 
 #: rank-specific streams are seeded by ``seed * _STREAM_STRIDE + rank + 1`` (never the global seed)
 _STREAM_STRIDE = 1_000_003
@@ -176,6 +180,20 @@ def set_local_state(state: torch.Tensor) -> None:
         _ACTIVE.local_state = state.clone()
 
 
+def local_cuda_state() -> torch.Tensor | None:
+    """The rank-specific stream of the current CUDA device (for checkpoints): ``None`` outside a
+    sharded fit or before :func:`local_rng` has drawn on a GPU."""
+    if _ACTIVE is None or _ACTIVE.local_cuda_state is None:
+        return None
+    return _ACTIVE.local_cuda_state.clone()
+
+
+def set_local_cuda_state(state: torch.Tensor) -> None:
+    """Restore the rank-specific CUDA stream (a checkpoint's)."""
+    if _ACTIVE is not None:
+        _ACTIVE.local_cuda_state = state.clone()
+
+
 @contextlib.contextmanager
 def local_rng():
     """Within: torch's CPU generator is this rank's own stream (draws whose shape depends on the
@@ -203,6 +221,34 @@ def local_rng():
 
 
 # -------------------------------------------------------------------- collectives
+def _backend() -> str | None:
+    """The process group's backend name (``"gloo"``, ``"nccl"``), ``None`` without a group."""
+    if dist.is_available() and dist.is_initialized():
+        return str(dist.get_backend())
+    return None
+
+
+def comm_device() -> torch.device | None:
+    """The device the collectives must put their tensors on: ``cuda:LOCAL_RANK`` when the backend
+    is ``nccl`` (it reduces GPU tensors only), ``None`` otherwise (``gloo``: the tensor's own
+    device, CPU)."""
+    if _backend() != "nccl":
+        return None
+    env = torchrun_env()
+    return torch.device("cuda", env["local_rank"] if env is not None else torch.cuda.current_device())
+
+
+def _to_comm(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on :func:`comm_device` (a copy when it moves; ``t`` itself otherwise)."""
+    d = comm_device()
+    return t if d is None or t.device == d else t.to(d)
+
+
+def _from_comm(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A collective's result back on the caller's ``device``."""
+    return t if t.device == device else t.to(device)
+
+
 def _count(t: torch.Tensor) -> None:
     if _ACTIVE is not None:
         _ACTIVE.bytes += t.numel() * t.element_size()
@@ -222,10 +268,10 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """The sum of ``t`` over the ranks (a new tensor; ``t`` itself in one process)."""
     if _ACTIVE is None:
         return t
-    out = t.detach().clone().contiguous()
+    out = _to_comm(t.detach().clone().contiguous())
     _count(out)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return _from_comm(out, t.device)
 
 
 def all_reduce_tensors(tensors) -> list[torch.Tensor]:
@@ -254,10 +300,10 @@ def all_reduce_max(v: float) -> float:
     """Largest value of a float over the ranks."""
     if _ACTIVE is None:
         return v
-    t = torch.tensor([float(v)], dtype=torch.float64)
+    t = _to_comm(torch.tensor([float(v)], dtype=torch.float64))
     _count(t)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t[0])
+    return float(_from_comm(t, torch.device("cpu"))[0])
 
 
 def global_mean(x: torch.Tensor) -> torch.Tensor:
@@ -275,16 +321,16 @@ def gather_rows(t):
         return t
     as_np = isinstance(t, np.ndarray)
     x = torch.from_numpy(np.ascontiguousarray(t)) if as_np else t.detach()
-    n = torch.tensor([x.shape[0]], dtype=torch.int64)
+    n = _to_comm(torch.tensor([x.shape[0]], dtype=torch.int64))
     ns = [torch.zeros_like(n) for _ in range(_ACTIVE.world)]
     dist.all_gather(ns, n)
-    ns = [int(v) for v in ns]
-    pad = x.new_zeros((max(ns),) + tuple(x.shape[1:]))
-    pad[: x.shape[0]] = x
+    ns = [int(v) for v in _from_comm(torch.cat(ns), torch.device("cpu"))]
+    pad = _to_comm(x).new_zeros((max(ns),) + tuple(x.shape[1:]))
+    pad[: x.shape[0]] = _to_comm(x)
     parts = [torch.empty_like(pad) for _ in range(_ACTIVE.world)]
     _count(pad)
     dist.all_gather(parts, pad.contiguous())
-    out = torch.cat([p[:k] for p, k in zip(parts, ns)])
+    out = _from_comm(torch.cat([p[:k] for p, k in zip(parts, ns)]), x.device)
     return out.numpy() if as_np else out
 
 
@@ -368,8 +414,27 @@ def all_gather_same(t: torch.Tensor) -> torch.Tensor:
     all-gather, without :func:`gather_rows`'s exchange of sizes.  ``t[None]`` in one process."""
     if _ACTIVE is None:
         return t.unsqueeze(0)
-    t = t.detach().contiguous()
+    device = t.device
+    t = _to_comm(t.detach().contiguous())
     parts = [torch.empty_like(t) for _ in range(_ACTIVE.world)]
     _count(t)
     dist.all_gather(parts, t)
-    return torch.stack(parts)
+    return _from_comm(torch.stack(parts), device)
+
+
+def broadcast_(tensors, src: int = 0) -> None:
+    """Overwrite ``tensors`` (in place, on every rank) by rank ``src``'s, in one broadcast of one
+    dtype's flattened values per dtype.  No-op in one process."""
+    tensors = [t for t in tensors]
+    if _ACTIVE is None or not tensors:
+        return
+    for dtype in sorted({t.dtype for t in tensors}, key=str):
+        group = [t for t in tensors if t.dtype == dtype]
+        flat = _to_comm(torch.cat([t.detach().reshape(-1) for t in group]))
+        _count(flat)
+        dist.broadcast(flat, src)
+        flat, i = _from_comm(flat, group[0].device), 0
+        with torch.no_grad():
+            for t in group:
+                t.copy_(flat[i:i + t.numel()].view(t.shape))
+                i += t.numel()

@@ -31,11 +31,17 @@ def get_rng_state() -> dict[str, torch.Tensor]:
 
 
 def _local_state() -> dict[str, torch.Tensor]:
-    """``{"torch_local": ...}``: a sharded fit's rank-specific stream (:mod:`serket_pyro.distributed`)."""
+    """``{"torch_local": ..., "cuda_local": ...}``: a sharded fit's rank-specific streams
+    (:mod:`serket_pyro.distributed`; the CUDA one once it has drawn on a GPU)."""
     from . import distributed
 
-    st = distributed.local_state()
-    return {} if st is None else {"torch_local": st}
+    out = {}
+    st, cst = distributed.local_state(), distributed.local_cuda_state()
+    if st is not None:
+        out["torch_local"] = st
+    if cst is not None:
+        out["cuda_local"] = cst
+    return out
 
 
 def _cuda_state() -> dict[str, torch.Tensor]:
@@ -58,6 +64,10 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         from . import distributed
 
         distributed.set_local_state(state["torch_local"])
+    if state.get("cuda_local") is not None:
+        from . import distributed
+
+        distributed.set_local_cuda_state(state["cuda_local"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
         n = torch.cuda.device_count()
