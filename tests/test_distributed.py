@@ -118,6 +118,61 @@ def _fit_joint(data_parallel):
     return {k: v.detach().clone() for k, v in p.params(g).items()}, p.params(m)["trans_prob"].detach().clone(), losses
 
 
+def _joint_start(g, m, D=2):
+    """Fixed starting values of a compiled GMM (+ Markov chain): the same on 1 and 2 processes."""
+    means = torch.tensor([[0.5, 0.2], [2.5, 0.1], [0.3, 2.6]], dtype=torch.float64)[:, :D]
+    return {(g, "means"): means, (g, "scale_tril"): torch.eye(D, dtype=torch.float64).expand(3, D, D) * 1.3,
+            **({(g, "weights"): torch.tensor([0.3, 0.3, 0.4], dtype=torch.float64)} if m is None else
+               {(m, "trans_prob"): torch.full((3, 3), 0.2, dtype=torch.float64) + 0.4 * torch.eye(3,
+                                                                                                 dtype=torch.float64)})}
+
+
+def _fit_joint_program(with_mm, rows=slice(None)):
+    """A compiled GMM (+ Markov chain, chunks of 10 rows) on ``rows`` of the data, from fixed
+    starting values, 3 epochs of 70-row minibatches: ``(params, chain/class log posterior of the
+    rows, losses, program rows)``.  Inside ``distributed.sharded`` with this rank's rows the program
+    is shard-holding."""
+    from serket_pyro.joint import joint_program
+    from serket_pyro.joint.data_parallel import fit_data_parallel
+
+    x, _ = _chain_data(N=140) if with_mm else _gmm_data(N=131)
+    srk.reset_module_counter()
+    srk.set_seed(6)
+    g = srk.GMM(3)
+    g.connect(srk.Observation(x[rows]))
+    m = None
+    if with_mm:
+        m = srk.MarkovModel()
+        m.connect(g)
+    p = joint_program(m if with_mm else g, chunk_len=10)
+    for (mod, k), v in _joint_start(g, m).items():
+        p.set_param(mod, k, v)
+    srk.set_seed(7)
+    losses = fit_data_parallel(p, 3, batch_size=70, lr=0.05)
+    params = {k: v.detach().clone() for k, v in p.params(g).items()}
+    if with_mm:
+        params["trans_prob"] = p.params(m)["trans_prob"].detach().clone()
+    post = p.class_log_posterior()[(m or g).name]
+    return params, post, losses, p.N
+
+
+def _joint_shard_worker(rank, world, port, tmp):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    out = {}
+    try:
+        for with_mm, N in ((True, 140), (False, 131)):
+            a, b = sd.shard_bounds(N, world, rank)
+            with sd.sharded(N, seed=0):
+                params, post, losses, n_rows = _fit_joint_program(with_mm, slice(a, b))
+                whole = sd.gather_output(post.numpy())
+            out[with_mm] = (params, whole, losses, n_rows)
+    finally:
+        torch.save(out, os.path.join(tmp, f"joint{rank}.pt"))
+        torch.distributed.destroy_process_group()
+
+
 def _topics(doc, word, K):
     return (doc * 7 + word * 3) % K
 
@@ -565,3 +620,79 @@ def test_two_process_kmeans_start_sees_every_cluster_of_ordered_data(two_process
         even = (torch.arange(len(lab)) + a) % 2 == 0
         assert len(set(lab[even].tolist())) == 1 and len(set(lab[~even].tolist())) == 1
         assert lab[even][0] != lab[~even][0]
+
+
+@pytest.fixture(scope="module")
+def joint_shard_results(tmp_path_factory):
+    tmp = str(tmp_path_factory.mktemp("joint2"))
+    mp.spawn(_joint_shard_worker, args=(2, _free_port(), tmp), nprocs=2, join=True)
+    return [torch.load(os.path.join(tmp, f"joint{r}.pt"), weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("with_mm", [True, False], ids=["gmm_chain", "gmm_uneven_shards"])
+def test_two_process_shard_holding_joint_program_follows_one_process(joint_shard_results, with_mm):
+    """Each rank builds the program on its rows only (distributed.sharded): every rank's members of
+    the same global minibatches, gradients of the global parameters summed: with no sampled latent
+    the 2-process fit is the 1-process one to rounding (shards of 70 rows = 7 chunks of the chain;
+    131 points: shards of 66 and 65), and rank 0 gathers the whole posterior in row order (the
+    chain's by the sharded forward-backward)."""
+    params, post, losses, n = _fit_joint_program(with_mm)
+    r0, r1 = joint_shard_results
+    assert [r0[with_mm][3], r1[with_mm][3]] == ([70, 70] if with_mm else [66, 65])  # each holds its rows
+    assert r1[with_mm][1] is None  # rank 0 alone gets the outputs
+    np.testing.assert_allclose(r0[with_mm][1], post.numpy(), rtol=0, atol=1e-9)
+    for r in (r0, r1):
+        p2, _, l2, _ = r[with_mm]
+        for k in params:
+            torch.testing.assert_close(p2[k], params[k], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(l2, losses, rtol=1e-10)
+    assert abs(losses[-1] - losses[0]) > 1e-3  # it moved
+
+
+def test_collectives_route_tensors_to_the_nccl_device(monkeypatch):
+    """With the nccl backend the collectives hand torch.distributed tensors on cuda:LOCAL_RANK and
+    give the results back on the caller's device; with gloo the tensors stay where they are.  No
+    GPU here: the routing helper is checked on its own, then the collectives with a stand-in
+    device ('meta') and fake collectives that record the device they were given."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(sd, "_backend", lambda: "nccl")
+    assert sd.comm_device() == torch.device("cuda", 1)
+    monkeypatch.setattr(sd, "_backend", lambda: "gloo")
+    assert sd.comm_device() is None
+    seen = []
+
+    def fake_all_reduce(t, op=None):
+        seen.append(("all_reduce", t.device))
+
+    def fake_all_gather(parts, t):
+        seen.append(("all_gather", t.device))
+        for p in parts:
+            p.copy_(t) if t.device.type != "meta" else None
+
+    def fake_broadcast(t, src):
+        seen.append(("broadcast", t.device))
+
+    monkeypatch.setattr(sd.dist, "all_reduce", fake_all_reduce)
+    monkeypatch.setattr(sd.dist, "all_gather", fake_all_gather)
+    monkeypatch.setattr(sd.dist, "broadcast", fake_broadcast)
+    monkeypatch.setattr(sd, "_ACTIVE", sd._Shard(1, 2, (2, 2), torch.get_rng_state()))
+    x = torch.arange(4.0).view(2, 2)
+    # gloo: CPU tensors go in and come out as they are
+    assert sd.all_reduce_sum(x).device.type == "cpu" and sd.all_gather_same(x).shape == (2, 2, 2)
+    assert {d.type for _, d in seen} == {"cpu"}
+    seen.clear()
+    # nccl: every collective is given the process's device; the result comes back to the caller's
+    monkeypatch.setattr(sd, "comm_device", lambda: torch.device("meta"))
+    back = []
+    monkeypatch.setattr(sd, "_from_comm", lambda t, device: back.append((t.device, device)) or  # sizes: 2 rows
+                        torch.full(t.shape, 2 if t.dtype == torch.int64 else 0, dtype=t.dtype, device=device))
+    outs = [sd.all_reduce_sum(x), sd.all_reduce_tensors([x, x[0]])[0], sd.all_gather_same(x), sd.gather_rows(x)]
+    sd.all_reduce_max(1.0)
+    sd.broadcast_([x.clone()])
+    assert [k for k, _ in seen] == ["all_reduce", "all_reduce", "all_gather", "all_gather", "all_gather",
+                                    "all_reduce", "broadcast"]
+    assert all(d.type == "meta" for _, d in seen), seen
+    assert all(o.device.type == "cpu" for o in outs)
+    assert back and all(src.type == "meta" and dst.type == "cpu" for src, dst in back)

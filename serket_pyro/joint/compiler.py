@@ -44,6 +44,7 @@ graph: the joint compiler"):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 
 import numpy as np
@@ -57,6 +58,7 @@ from torch.distributions import transform_to
 from .. import distributed as _dist
 from ..module import Module, Observation, connected_modules
 from ..ops.forward_backward import forward_backward
+from ..ops.sharded_forward_backward import sharded_forward_backward
 from ..validation import check_positive_float, check_positive_int
 
 _log = logging.getLogger(__name__)
@@ -195,8 +197,20 @@ class JointProgram(nn.Module):
         if len(sizes) != 1:
             raise ValueError(f"joint_program: the observations have different numbers of data points {sorted(sizes)}")
         self.N = sizes.pop()
+        # ---- shards: built inside distributed.sharded(N), the observations are this rank's rows
+        self.shard_holding = _dist.is_sharded()
+        self.N_global, self.row_offset = self.N, 0
+        if self.shard_holding:
+            rows = _dist.local_rows()
+            if self.N != rows.stop - rows.start:
+                raise ValueError(f"joint_program: built inside distributed.sharded({_dist.global_rows(0)}), the "
+                                 f"observations must hold this rank's rows {rows.start}..{rows.stop - 1} "
+                                 f"(distributed.shard_bounds), got {self.N} rows; build a program on the whole "
+                                 "data outside the context and fit it with fit_data_parallel")
+            self.N_global, self.row_offset = _dist.global_rows(self.N), rows.start
         if self.chain is not None and self.N < 2:
-            raise ValueError("joint_program: a Markov chain needs at least 2 data points")
+            raise ValueError("joint_program: a Markov chain needs at least 2 data points"
+                             + (" on every process" if self.shard_holding else ""))
         # ---- parameters, children first (a class child's size is its K, a latent's its dimension)
         self._params = nn.ModuleDict()
         self._locals = nn.ModuleDict()
@@ -230,7 +244,8 @@ class JointProgram(nn.Module):
             for net in nets:
                 self._nets.append(net)
             self._register(m, m.joint_params(csizes, cvalues, parent_states), self._params)
-            self._register(m, m.joint_local_params(self.N), self._locals)
+            with _dist.local_rng() if self.shard_holding else contextlib.nullcontext():  # shape: the shard's
+                self._register(m, m.joint_local_params(self.N), self._locals)
         self.loss_history_: list[float] = []
 
     # ------------------------------------------------------------------ plumbing
@@ -446,10 +461,50 @@ class JointProgram(nn.Module):
         n = len(self._chunk_starts()) if self.chain is not None else self.N
         return (torch.arange(min(2, n)), None)
 
-    def _batches(self, batch_size):
-        n = len(self._chunk_starts()) if self.chain is not None else self.N
-        per = batch_size if self.chain is None else max(1, batch_size // min(self.chunk_len, self.N))
+    def _n_units(self) -> int:
+        """Minibatch units this program holds: data points, or chunks with a chain."""
+        return len(self._chunk_starts()) if self.chain is not None else self.N
+
+    def _batches(self, batch_size, n_units: int | None = None):
+        """Shuffled minibatches of ``n_units`` units (default this program's) from torch's global
+        stream (alike on every rank of a sharded fit)."""
+        n = self._n_units() if n_units is None else n_units
+        per = batch_size if self.chain is None else max(1, batch_size // min(self.chunk_len, self.N_global))
         return torch.randperm(n).split(per)
+
+    def _shard_context(self):
+        """A shard-holding program's collectives need :func:`distributed.sharded`: entered here
+        (rank streams from seed 0) when the caller has not; otherwise nothing."""
+        if self.shard_holding and not _dist.is_sharded():
+            return _dist.sharded(self.N_global, seed=0)
+        return contextlib.nullcontext()
+
+    def _ownership(self) -> tuple[int, int, int, int]:
+        """``(global units, first, stop, shift)`` of a sharded fit: the global minibatch stream
+        runs over ``global units``; this rank computes the members in ``[first, stop)``, at local
+        index ``member - shift``.  A shard-holding program owns its own units (a chain's chunks
+        are cut at the shard's edges), in rank order; a whole program (every rank holds all) the
+        rank's block of them (:func:`distributed.shard_bounds`)."""
+        n = self._n_units()
+        if not self.shard_holding:
+            a, b = _dist.shard_bounds(n, _dist.world_size(), _dist.rank())
+            return n, a, b, 0
+        counts = _dist.all_gather_same(torch.tensor([n], dtype=torch.int64))[:, 0]
+        first = int(counts[:_dist.rank()].sum())
+        return int(counts.sum()), first, first + n, first
+
+    def _check_ranks_agree(self, reduced) -> None:
+        """Start of a sharded fit: the global parameters and networks (``reduced``) become rank
+        0's (one broadcast), and the global random streams must be alike on every rank (else the
+        ranks would draw different minibatches): an error naming the module if not."""
+        _dist.broadcast_(reduced)
+        h = hashlib.sha256(torch.get_rng_state().numpy().tobytes()).digest()[:7]
+        states = _dist.all_gather_same(torch.tensor([int.from_bytes(h, "little")], dtype=torch.int64))
+        if len(set(states[:, 0].tolist())) > 1:
+            raise RuntimeError("joint_program: torch's global random stream differs between the processes of a "
+                               "sharded fit (a draw whose shape depends on the shard was taken outside "
+                               "distributed.local_rng, or the processes were seeded differently): set the same seed "
+                               "on every process before building the program")
 
     def fit(self, epochs: int = 100, *, batch_size: int | None = None, lr: float = 1e-2,
             lr_networks: float = 1e-3, lr_local: float | None = None, progress: bool = False,
@@ -475,45 +530,60 @@ class JointProgram(nn.Module):
         groups = [g for g in groups if g["params"]]
         opt = torch.optim.Adam(groups)
         elbo = self.loss_fn()
-        # in a sharded fit (serket_pyro.joint.data_parallel) each rank takes its block of every
-        # global minibatch and the gradients are summed over the ranks
-        W = _dist.world_size() if _dist.is_sharded() else 1
-        params = [p for g in groups for p in g["params"]]
-        losses = []
-        for ep in range(epochs):
-            total = 0.0
-            batches = self._batches(bs)
-            for b in batches:
-                opt.zero_grad(set_to_none=True)
-                if W == 1:
-                    loss = elbo.differentiable_loss(self.model, self.guide, b, None)
-                    loss.backward()
-                    total += float(loss.detach()) * len(b)
-                else:
-                    total += self._data_parallel_step(elbo, b, W, params)
-                opt.step()
-            n = sum(len(b) for b in batches)
-            losses.append(total / n)
-            _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1, losses[-1])
-            if callback is not None:
-                callback(ep + 1, losses[-1])
+        with self._shard_context():
+            # a sharded fit (serket_pyro.joint.data_parallel): every rank draws the same global
+            # minibatches, takes its members of each and the gradients are summed over the ranks
+            sharded = _dist.is_sharded()
+            params = [p for g in groups for p in g["params"]]
+            local = {id(p) for p in self._locals.parameters()} if self.shard_holding else set()
+            reduced = [p for p in params if id(p) not in local]  # a shard's local params are its own
+            n_units, own = self._n_units(), None
+            if sharded:
+                n_units, *own = self._ownership()
+                self._check_ranks_agree(reduced)
+            losses = []
+            for ep in range(epochs):
+                total = 0.0
+                batches = self._batches(bs, n_units)
+                for b in batches:
+                    opt.zero_grad(set_to_none=True)
+                    if not sharded:
+                        loss = elbo.differentiable_loss(self.model, self.guide, b, None)
+                        loss.backward()
+                        total += float(loss.detach()) * len(b)
+                    else:
+                        total += self._data_parallel_step(elbo, b, own, params, reduced)
+                    opt.step()
+                n = sum(len(b) for b in batches)
+                losses.append(total / n)
+                _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1,
+                         losses[-1])
+                if callback is not None:
+                    callback(ep + 1, losses[-1])
         self.loss_history_.extend(losses)
         return losses
 
-    def _data_parallel_step(self, elbo, b: torch.Tensor, W: int, params: list) -> float:
-        """Gradients of one global minibatch ``b`` in a sharded fit: this rank's block's ELBO
-        weighted by the block's share (its noise from the rank's own stream), summed over the
-        ranks in one all-reduce; returns the minibatch's summed loss (the same on every rank)."""
-        part = b.tensor_split(W)[_dist.rank()]
+    def _data_parallel_step(self, elbo, b: torch.Tensor, own, params: list, reduced: list) -> float:
+        """Gradients of one global minibatch ``b`` (``(B,)`` global unit indices) in a sharded
+        fit: the ELBO of this rank's members of ``b`` (``own = (first, stop, shift)``, see
+        :meth:`_ownership`) weighted by their share ``len(part) / len(b)`` (noise from the rank's
+        own stream); the gradients of ``reduced`` (global parameters and networks) summed over the
+        ranks in one all-reduce, the others (a shard's local parameters) kept.  Returns the
+        minibatch's summed loss (the same on every rank)."""
+        first, stop, shift = own
+        part = b[(b >= first) & (b < stop)] - shift
         value = 0.0
         if len(part):
             with _dist.local_rng():
                 loss = elbo.differentiable_loss(self.model, self.guide, part, None)
             (loss * (len(part) / len(b))).backward()
             value = float(loss.detach()) * len(part)
-        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-        summed = _dist.all_reduce_tensors(grads + [torch.tensor([value], dtype=grads[0].dtype)])
-        for p, g in zip(params, summed):
+        for p in params:  # Adam steps every parameter, as one process does (zero outside the batch)
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        summed = _dist.all_reduce_tensors([p.grad.double() for p in reduced]
+                                          + [torch.tensor([value], dtype=torch.float64)])
+        for p, g in zip(reduced, summed):
             p.grad = g.to(p.dtype)
         return float(summed[-1][0])
 
@@ -609,8 +679,9 @@ class JointProgram(nn.Module):
                 lp = lp + m.joint_prior(P[m.name]).log_prob(states).double()
             elif parent.joint_role == "chain":
                 A = P[parent.name]["trans_prob"].double()
-                res = forward_backward(parent.joint_init_log_prob(P[parent.name]).double().cpu(),
-                                       A.log().cpu(), lp.cpu())
+                fb = sharded_forward_backward if self.shard_holding else forward_backward  # over every shard
+                with self._shard_context():
+                    res = fb(parent.joint_init_log_prob(P[parent.name]).double().cpu(), A.log().cpu(), lp.cpu())
                 lp = torch.from_numpy(res.log_marginals)
                 out[parent.name] = lp - lp.logsumexp(-1, keepdim=True)
             else:

@@ -287,6 +287,27 @@ def _kmeanspp_sharded(x: torch.Tensor, K: int, n_init: int, n_lloyd: int) -> tor
     return torch.cdist(x, centres).argmin(1)
 
 
+def _sharded_start(x: torch.Tensor, K: int):
+    """The joint program's class start in a sharded fit, from every rank's rows ``x`` ``(n, D)``:
+    the sharded k-means start, then the classes' counts, means and scatter all-reduced (one
+    all-reduce per pass).  Returns ``(weights (K,), means (K, D), covariances (K, D, D))``, the
+    same on every rank."""
+    D = x.shape[1]
+    lab = _kmeanspp(x, K)
+    counts, sums, xsum = _dist.all_reduce_tensors([torch.bincount(lab, minlength=K).double(),
+                                                   x.new_zeros(K, D).index_add_(0, lab, x), x.sum(0)])
+    n = float(counts.sum())
+    mean_all = xsum / n
+    means = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], mean_all)
+    dev, dev_all = x - means[lab], x - mean_all
+    scatter, total = _dist.all_reduce_tensors([
+        x.new_zeros(K, D, D).index_add_(0, lab, dev.unsqueeze(-1) * dev.unsqueeze(-2)), dev_all.T @ dev_all])
+    total = total / (n - 1) if n > 1 else torch.eye(D, dtype=x.dtype)
+    cov = torch.where(counts[:, None, None] > D, scatter / counts.clamp_min(1)[:, None, None], total)
+    cov = cov + 1e-4 * float(total.diagonal().mean().clamp_min(1e-12)) * torch.eye(D, dtype=x.dtype)
+    return (counts + 1) / (n + K), means, cov
+
+
 # ------------------------------------------------------------------------------------ module
 class GMM(Module):
     """Bayesian Gaussian mixture with K classes, learned by blocked Gibbs sampling.
@@ -579,6 +600,8 @@ class GMM(Module):
         x = child_values[0]
         if self.means_ is not None and tuple(self.means_.shape) == (K, D):
             w, means, cov = self.weights_.double().cpu(), self.means_.double().cpu(), self.covariances_.double().cpu()
+        elif x is not None and _dist.is_sharded() and _dist.global_rows(x.shape[0]) >= K:
+            w, means, cov = _sharded_start(torch.as_tensor(x, dtype=torch.float64).cpu(), K)
         elif x is not None and x.shape[0] >= K:
             x = torch.as_tensor(x, dtype=torch.float64).cpu()
             lab = _kmeanspp(x, K)
@@ -622,7 +645,7 @@ class GMM(Module):
         if "weights" in params:
             self.weights_ = params["weights"].detach().to(**f).clone()
         else:
-            self.weights_ = posterior.exp().mean(0).to(**f)
+            self.weights_ = _dist.global_mean(posterior.exp()).to(**f)  # every rank's points
         self.assignments_ = posterior.argmax(-1).to(self.device)
         self.last_sample_ = None
 
