@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["torchrun_env", "init_process_group", "destroy_process_group", "shard_bounds", "shard_sizes",
-           "sharded", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
+           "sharded", "suspended", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
            "all_reduce_tensors", "all_reduce_scalar", "all_reduce_max", "gather_rows", "global_mean",
            "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows",
            "global_rows", "halo_rows", "all_gather_same", "comm_device", "broadcast_"]
@@ -139,6 +139,19 @@ def sharded(n: int, seed: int | None = None, local_state: torch.Tensor | None = 
     prev, _ACTIVE = _ACTIVE, _Shard(r, w, shard_sizes(n, w), local_state, 0 if seed is None else int(seed))
     try:
         yield _ACTIVE
+    finally:
+        _ACTIVE = prev
+
+
+@contextlib.contextmanager
+def suspended():
+    """Within: no sharded fit is active, so every helper is a no-op and the modules run as in one
+    process, for work every rank does alike on gathered data (e.g. a class start on the gathered
+    latents).  The sharded fit resumes after the block."""
+    global _ACTIVE
+    prev, _ACTIVE = _ACTIVE, None
+    try:
+        yield
     finally:
         _ACTIVE = prev
 

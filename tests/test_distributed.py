@@ -696,3 +696,31 @@ def test_collectives_route_tensors_to_the_nccl_device(monkeypatch):
     assert all(d.type == "meta" for _, d in seen), seen
     assert all(o.device.type == "cpu" for o in outs)
     assert back and all(src.type == "meta" and dst.type == "cpu" for src, dst in back)
+
+
+@pytest.mark.slow
+def test_cli_joint_distributed_under_torchrun_two_processes(tmp_path, data_dir):
+    """`serket-pyro joint --mm --distributed` under torchrun (2 gloo processes, each holding half of
+    the images): one report, printed by rank 0, and the same files as one process, with every
+    point's rows."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch.distributed.run")
+    tiny = ["joint", "--mm", "--n-points", "200", "--pretrain-epochs", "1", "--epochs", "1", "--chunk-len", "20",
+            "--data-dir", data_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "serket_pyro", *tiny, "--output", str(tmp_path / "one")], check=True,
+                   env=env, capture_output=True)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(_free_port()), "-m", "serket_pyro", *tiny, "--distributed", "--output",
+                          str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("joint fit on") == 1 and "GMM module (recog): accuracy" in run.stdout
+
+    def files(d):
+        return sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs)
+
+    assert files(tmp_path / "one") == files(tmp_path / "two")
+    assert np.loadtxt(tmp_path / "two" / "module002_gmm" / "Pdz_recog.txt").shape == (200, 10)
+    assert np.loadtxt(tmp_path / "two" / "module003_mm" / "msg_recog.txt").shape == (200, 10)

@@ -75,7 +75,9 @@ def add_joint_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     """Flags of the joint recipe (``serket-pyro joint``, ``examples/joint_vae_gmm.py``): VaDE's
     settings (networks 784-500-500-2000-10, 150 pretraining epochs, batch 128)."""
     parser.add_argument("--mm", action="store_true", help="VAE+GMM+MM: the Markov model over the image sequence")
-    parser.add_argument("--n", type=positive_int, default=None, help="first n images only")
+    parser.add_argument("--n", "--n-points", dest="n", type=positive_int, default=None,
+                        help="first n images only (--n-points under torchrun, whose own flags --n... make --n "
+                             "ambiguous)")
     parser.add_argument("--init", default="gmm", choices=["gmm", "kmeans", "modules"],
                         help="gmm/kmeans: pretrain the networks, then a GMM module / k-means on the latents; "
                              "modules: run the message-passing system (--iterations outer iterations) and start "
@@ -104,4 +106,9 @@ def add_joint_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--device", default=None)
     parser.add_argument("--progress", action="store_true", help="a line per epoch")
     parser.add_argument("--output", default="output_joint")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel over the processes torchrun starts (torchrun --nproc_per_node N -m "
+                             "serket_pyro joint ... --distributed): each process holds only its block of the images "
+                             "(and their guide), rank 0 prints and writes the files; with --init gmm or kmeans; in "
+                             "one process an ordinary run")
     return parser

@@ -64,7 +64,15 @@ def _cmd_recog(args) -> int:
 def _cmd_joint(args) -> int:
     from .joint_run import run_joint
 
-    print("\n".join(run_joint(args)["lines"]))
+    from .. import distributed
+
+    try:
+        lines = run_joint(args)["lines"]
+        if distributed.rank() == 0:
+            print("\n".join(lines))
+    finally:
+        if getattr(args, "distributed", False):
+            distributed.destroy_process_group()
     return 0
 
 

@@ -15,6 +15,7 @@ import time
 import torch
 
 from .. import datasets
+from .. import distributed as _dist
 from ..joint import joint_model
 from ..metrics import accuracy
 from ..models import vae_gmm, vae_gmm_mm
@@ -40,6 +41,10 @@ def run_joint(args) -> dict:
     """
     if args.device is not None:
         check_torch_device(args.device)
+    distributed = bool(getattr(args, "distributed", False))
+    if distributed and args.init == "modules":
+        raise ValueError("serket-pyro joint: --distributed needs --init gmm or kmeans (--init modules runs the "
+                         "message-passing system first; use serket-pyro run --distributed for it)")
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     set_output_root(args.output)
@@ -47,6 +52,18 @@ def run_joint(args) -> dict:
     require_data_file(args.data_dir, "serket_tutorial.npz")
     d = datasets.load_tutorial(root=args.data_dir)  # 8-bit images: the joint model keeps them as bytes
     images, category, source = d.images[:args.n], d.category[:args.n], "serket_tutorial.npz"
+    rank, world = _dist.init_process_group() if distributed else (0, 1)
+    if world == 1:
+        return _run_joint(args, images, category, source)
+    N = len(images)  # each process keeps its block of rows of the images (and their labels)
+    a, b = _dist.shard_bounds(N, world, rank)
+    with _dist.sharded(N, seed=args.seed):
+        return _run_joint(args, images[a:b], category[a:b], source)
+
+
+def _run_joint(args, images, category, source) -> dict:
+    """:func:`run_joint` on ``images`` ``(n, D)``: all of them, or this process's rows inside
+    :func:`serket_pyro.distributed.sharded` (scores on every process's rows, gathered)."""
     lines = []
     build = vae_gmm_mm.build if args.mm else vae_gmm.build
     t0 = time.perf_counter()
@@ -67,7 +84,7 @@ def run_joint(args) -> dict:
            pretrain_kl_weight=0.0, pretrain_neighbour_weight=args.neighbour_weight,
            n_neighbours=args.neighbours, init=args.init, gmm_prior=args.gmm_prior, progress=args.progress)
     seconds = time.perf_counter() - t0
-    joint_acc = float(accuracy(category, jm.predict().argmax(-1).cpu().numpy()))
+    joint_acc = float(accuracy(_dist.gather_rows(category), _dist.gather_rows(jm.predict().argmax(-1).cpu().numpy())))
     lines.append(f"joint fit on {source}: {seconds:.1f} s, accuracy {joint_acc:.3f}")
 
     # hand the parameters back: the modules now recognise with the jointly learned networks/classes

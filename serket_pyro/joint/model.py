@@ -32,6 +32,7 @@ import torch
 
 from torch.distributions import kl_divergence
 
+from .. import distributed as _dist
 from ..modules.gmm import GMM
 from ..modules.mm import MarkovModel
 from ..module import Module, Observation, connected_modules
@@ -130,7 +131,8 @@ class JointModel:
                                     subgraph=[vae, gmm] + ([mm] if mm is not None else []),
                                     observations={obs: x} if x is not None else None, constraints=cons,
                                     entropy=entropy)
-        self.N = self.program.N
+        self.N = self.program.N              # this process's rows (all N outside a sharded fit)
+        self.N_global = self.program.N_global
         self.D = self.x.shape[1]
         self.K, self.L = gmm.K, vae.latent_dim
         data = obs.data if x is None else x
@@ -199,7 +201,13 @@ class JointModel:
         encoder means (:func:`~serket_pyro.joint.neighbour_embedding.neighbour_embedding_loss`,
         one random graph neighbour per point from the ``n_neighbours``-nearest-neighbour graph
         of the data, the minibatch as negatives with ``negative_weight``).  Returns the epoch
-        losses (mean per point)."""
+        losses (mean per point).
+
+        In a sharded fit (the program holds this process's rows, see
+        :mod:`serket_pyro.joint.data_parallel`) the minibatches are global, drawn alike on every
+        process; each process takes its members (weighted by their share, noise from its own
+        stream) and the networks' gradients are summed over the processes.  The neighbour graph
+        is then the ``n_neighbours``-nearest-neighbour graph within the process's shard."""
         vae = self.vae
         epochs = check_positive_int(epochs, "epochs", "joint", minimum=0)
         bs = check_positive_int(vae.batch_size if batch_size is None else batch_size, "batch_size", "joint")
@@ -215,30 +223,58 @@ class JointModel:
         nets = [p for net in vae.joint_networks([self.D]) for p in net.parameters()]
         opt = torch.optim.Adam(nets, lr=lr)
         losses = []
-        for _ in range(epochs):
-            total = 0.0
-            for i in torch.randperm(self.N).split(bs):
-                xb = self.program.observed(vae, 0, i)
-                q = vae.joint_guide({}, {}, [xb])
-                if kl_weight > 0:
-                    z = q.rsample()
-                    kl = kl_divergence(q, prior)
-                    loss = (-vae.joint_child_dist({}, z, 0).log_prob(xb) + kl_weight * kl).mean()
-                else:
-                    loss = -vae.joint_child_dist({}, q.mean, 0).log_prob(xb).mean()
-                if neighbour_weight > 0 and len(i) >= 2:
-                    j = nb[i, torch.randint(nb.shape[1], (len(i),))]
-                    loc_j = vae.joint_guide({}, {}, [self.program.observed(vae, 0, j)]).mean
-                    loss = loss + neighbour_weight * neighbour_embedding_loss(q.mean, loc_j, negative_weight)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(i)
-            losses.append(total / self.N)
+        with self.program._shard_context():
+            # sharded (a shard-holding program): the global minibatches over all N points, alike on
+            # every rank; each rank its members (weighted by their share), gradients summed
+            sharded = _dist.is_sharded()
+            n, first, stop, shift = self.program._ownership() if sharded else (self.N, 0, self.N, 0)
+            if sharded:
+                _dist.broadcast_(nets)
+            for _ in range(epochs):
+                total = 0.0
+                for b in torch.randperm(n).split(bs):
+                    i = b[(b >= first) & (b < stop)] - shift
+                    opt.zero_grad(set_to_none=True)
+                    value = 0.0
+                    if len(i):
+                        with _dist.local_rng():  # draws shaped by the shard: the rank's own stream
+                            loss = self._pretrain_loss(i, prior, kl_weight, neighbour_weight, nb if
+                                                       neighbour_weight > 0 else None, negative_weight)
+                        (loss * (len(i) / len(b))).backward()
+                        value = float(loss.detach()) * len(i)
+                    if sharded:
+                        for p in nets:
+                            if p.grad is None:
+                                p.grad = torch.zeros_like(p)
+                        summed = _dist.all_reduce_tensors([p.grad.double() for p in nets]
+                                                          + [torch.tensor([value], dtype=torch.float64)])
+                        for p, g in zip(nets, summed):
+                            p.grad = g.to(p.dtype)
+                        value = float(summed[-1][0])
+                    opt.step()
+                    total += value
+                losses.append(total / n)
             _log.log(logging.INFO if progress else logging.DEBUG, "pretrain epoch %d: loss %.2f",
                      len(losses), losses[-1])
         self.pretrain_history_.extend(losses)
         return losses
+
+    def _pretrain_loss(self, i, prior, kl_weight, neighbour_weight, nb, negative_weight) -> torch.Tensor:
+        """Mean pretraining loss of this process's rows ``i`` ``(B,)`` (:meth:`pretrain`)."""
+        vae = self.vae
+        xb = self.program.observed(vae, 0, i)
+        q = vae.joint_guide({}, {}, [xb])
+        if kl_weight > 0:
+            z = q.rsample()
+            kl = kl_divergence(q, prior)
+            loss = (-vae.joint_child_dist({}, z, 0).log_prob(xb) + kl_weight * kl).mean()
+        else:
+            loss = -vae.joint_child_dist({}, q.mean, 0).log_prob(xb).mean()
+        if nb is not None and len(i) >= 2:
+            j = nb[i, torch.randint(nb.shape[1], (len(i),))]
+            loc_j = vae.joint_guide({}, {}, [self.program.observed(vae, 0, j)]).mean
+            loss = loss + neighbour_weight * neighbour_embedding_loss(q.mean, loc_j, negative_weight)
+        return loss
 
     # ------------------------------------------------------------------ recipe: class start
     def _like_training(self, x) -> torch.Tensor:
@@ -296,8 +332,11 @@ class JointModel:
         ``E[Sigma_k] = 4 v I`` with ``v`` the mean squared distance per dimension between each
         latent and its 10 nearest latents, halved (the module's prior is centred on the
         latents' total variance, which after neighbour-embedding pretraining is mostly the
-        distance between classes: a broad class of scattered points is cheap)."""
-        K, L = self.K, self.L
+        distance between classes: a broad class of scattered points is cheap).
+
+        In a sharded fit (a program holding this process's rows) the start runs alike on every
+        process on the latents of every point, gathered in row order."""
+        K = self.K
         if method == "modules":
             self._init_from_modules()
             return
@@ -305,7 +344,18 @@ class JointModel:
             raise ValueError(f"joint: init must be 'kmeans', 'gmm' or 'modules', got {method!r}")
         if method == "gmm" and gmm_prior not in ("module", "neighbours"):
             raise ValueError(f"joint: gmm_prior must be 'module' or 'neighbours', got {gmm_prior!r}")
-        z = self.encode().double()
+        with self.program._shard_context():  # sharded: every rank's latents, gathered in row order
+            z = _dist.gather_rows(self.encode().double())
+        with _dist.suspended():  # every rank runs the same start on the same latents
+            lab = self._start_classes(z, method, gmm_prior, gmm_itr)
+        if self.mm is not None:
+            c = torch.bincount(lab[:-1] * K + lab[1:], minlength=K * K).reshape(K, K).double() + 1.0
+            self.program.set_param(self.mm, "trans_prob", c / c.sum(1, keepdim=True))
+
+    def _start_classes(self, z: torch.Tensor, method: str, gmm_prior: str, gmm_itr: int) -> torch.Tensor:
+        """:meth:`init_clusters` on the latents ``z`` ``(N, L)`` of every point: sets the class
+        Gaussians, returns the classes ``(N,)``."""
+        K, L = self.K, self.L
         if method == "kmeans":
             lab = kmeans(z, K, n_init=10, max_iter=20).labels
             counts = torch.bincount(lab, minlength=K).double()
@@ -321,7 +371,7 @@ class JointModel:
             if gmm_prior == "module":
                 prior = dict(nu0=g0.nu0, psi0=g0.psi0, prior_scale=g0.prior_scale)
             else:
-                nb = knn_graph(z, min(10, self.N - 1))
+                nb = knn_graph(z, min(10, z.shape[0] - 1))
                 v = float((z.unsqueeze(1) - z[nb]).pow(2).sum(-1).mean()) / (2 * L)
                 nu0 = L + 100
                 prior = dict(nu0=nu0, psi0=(nu0 - L - 1) * 4.0 * v, prior_scale="absolute")
@@ -331,9 +381,7 @@ class JointModel:
                 g.update()
                 lab = g.class_log_posterior(z).argmax(-1).cpu()
                 self.set_gaussians(g.means_, g.covariances_, g.weights_)
-        if self.mm is not None:
-            c = torch.bincount(lab[:-1] * K + lab[1:], minlength=K * K).reshape(K, K).double() + 1.0
-            self.program.set_param(self.mm, "trans_prob", c / c.sum(1, keepdim=True))
+        return lab
 
     def _init_from_modules(self) -> None:
         gmm, mm = self.gmm, self.mm
@@ -393,8 +441,10 @@ class JointModel:
         if init is not None:
             self.init_clusters(init, gmm_prior=gmm_prior)
 
-        def score():
-            return float(accuracy(category, self.predict().argmax(-1).cpu().numpy()))
+        def score():  # sharded: every rank's points (labels and classes gathered in row order)
+            with self.program._shard_context():
+                pred = _dist.gather_rows(self.predict().argmax(-1).cpu().numpy())
+                return float(accuracy(_dist.gather_rows(np.asarray(category)), pred))
 
         self.init_accuracy_ = score() if category is not None and eval_every else None
         if self.init_accuracy_ is not None:
