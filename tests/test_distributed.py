@@ -156,6 +156,26 @@ def _fit_joint_program(with_mm, rows=slice(None)):
     return params, post, losses, p.N
 
 
+def _pretrain_joint_model(rows=slice(None)):
+    """JointModel (VAE -> GMM -> MM, chunks of 10 rows) on ``rows`` of 90 binary 16-pixel images:
+    2 epochs of deterministic pretraining (an autoencoder on the encoder means, no noise) in
+    30-image minibatches; ``(losses, encoder parameters)``."""
+    from serket_pyro.joint import JointModel
+
+    rng = np.random.default_rng(2)
+    imgs = (rng.random((90, 16)) < np.repeat(rng.random((3, 16)), 30, axis=0)).astype(np.float64)
+    srk.reset_module_counter()
+    srk.set_seed(1)
+    v, g, m = srk.VAE(2, batch_size=30), srk.GMM(3), srk.MarkovModel()
+    v.connect(srk.Observation(imgs[rows]))
+    g.connect(v)
+    m.connect(g)
+    jm = JointModel(v, g, m, chunk_len=10)
+    srk.set_seed(7)
+    losses = jm.pretrain(2, 30, 1e-2, kl_weight=0.0)
+    return losses, [p.detach().clone() for p in v.encoder_.parameters()]
+
+
 def _joint_shard_worker(rank, world, port, tmp):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
@@ -168,6 +188,9 @@ def _joint_shard_worker(rank, world, port, tmp):
                 params, post, losses, n_rows = _fit_joint_program(with_mm, slice(a, b))
                 whole = sd.gather_output(post.numpy())
             out[with_mm] = (params, whole, losses, n_rows)
+        a, b = sd.shard_bounds(90, world, rank)
+        with sd.sharded(90, seed=0):
+            out["pretrain"] = _pretrain_joint_model(slice(a, b))
     finally:
         torch.save(out, os.path.join(tmp, f"joint{rank}.pt"))
         torch.distributed.destroy_process_group()
@@ -696,6 +719,18 @@ def test_collectives_route_tensors_to_the_nccl_device(monkeypatch):
     assert all(d.type == "meta" for _, d in seen), seen
     assert all(o.device.type == "cpu" for o in outs)
     assert back and all(src.type == "meta" and dst.type == "cpu" for src, dst in back)
+
+
+def test_two_process_joint_model_pretraining_follows_one_process(joint_shard_results):
+    """JointModel.pretrain on a shard-holding program (with a chain: the program's units are
+    chunks, the pretraining's are images): every rank's members of the same global minibatches,
+    network gradients summed: the 1-process pretraining to float32 rounding."""
+    losses, enc = _pretrain_joint_model()
+    for r in joint_shard_results:
+        l2, enc2 = r["pretrain"]
+        np.testing.assert_allclose(l2, losses, rtol=1e-5)
+        for p, q in zip(enc2, enc):
+            torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -113,7 +113,13 @@ class JointProgram(nn.Module):
             one-draw ``-log q(z)`` of :class:`~pyro.infer.Trace_ELBO` (same expectation).
 
     Attributes:
-        modules_: the graph's modules (top first); ``N``: data points.
+        modules_: the graph's modules (top first); ``N``: data points (rows) the program holds.
+        shard_holding: built inside :func:`serket_pyro.distributed.sharded` ``(N_global)`` on this
+            process's rows ``row_offset .. row_offset + N - 1`` of every observation
+            (:func:`~serket_pyro.distributed.shard_bounds`): it holds only them and their local
+            guide parameters; :meth:`fit` is then data-parallel over the processes
+            (:mod:`serket_pyro.joint.data_parallel`) and the posteriors are of its rows.
+        N_global, row_offset: the data's rows and this program's first (``N``, 0 otherwise).
         loss_history_: mean negative ELBO per point of every epoch of :meth:`fit`.
 
     The program's parameters are ``torch.nn.Parameter`` s in unconstrained space
@@ -479,13 +485,14 @@ class JointProgram(nn.Module):
             return _dist.sharded(self.N_global, seed=0)
         return contextlib.nullcontext()
 
-    def _ownership(self) -> tuple[int, int, int, int]:
+    def _ownership(self, n: int | None = None) -> tuple[int, int, int, int]:
         """``(global units, first, stop, shift)`` of a sharded fit: the global minibatch stream
         runs over ``global units``; this rank computes the members in ``[first, stop)``, at local
         index ``member - shift``.  A shard-holding program owns its own units (a chain's chunks
         are cut at the shard's edges), in rank order; a whole program (every rank holds all) the
-        rank's block of them (:func:`distributed.shard_bounds`)."""
-        n = self._n_units()
+        rank's block of them (:func:`distributed.shard_bounds`).  ``n``: this program's units
+        (default :meth:`_n_units`; its rows ``N`` for a loop over data points)."""
+        n = self._n_units() if n is None else n
         if not self.shard_holding:
             a, b = _dist.shard_bounds(n, _dist.world_size(), _dist.rank())
             return n, a, b, 0

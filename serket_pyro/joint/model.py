@@ -227,7 +227,7 @@ class JointModel:
             # sharded (a shard-holding program): the global minibatches over all N points, alike on
             # every rank; each rank its members (weighted by their share), gradients summed
             sharded = _dist.is_sharded()
-            n, first, stop, shift = self.program._ownership() if sharded else (self.N, 0, self.N, 0)
+            n, first, stop, shift = self.program._ownership(self.N) if sharded else (self.N, 0, self.N, 0)
             if sharded:
                 _dist.broadcast_(nets)
             for _ in range(epochs):
