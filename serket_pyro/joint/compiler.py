@@ -524,7 +524,11 @@ class JointProgram(nn.Module):
                 ``lr_local`` of the local guide parameters (default ``10 * lr``).
             callback: called as ``callback(epoch, loss)`` after every epoch (1-based; e.g. to
                 record an accuracy), with one optimiser kept over all epochs.
-        Returns the epoch losses (mean negative ELBO per point)."""
+
+        Inside :func:`serket_pyro.distributed.sharded` (or for a shard-holding program, see
+        :mod:`serket_pyro.joint.data_parallel`) the fit is data-parallel: ``batch_size`` is the
+        global minibatch, every process takes its members of each.
+        Returns the epoch losses (mean negative ELBO per point; of every process's points)."""
         epochs = check_positive_int(epochs, "epochs", "joint_program", minimum=0)
         bs = check_positive_int(self.N if batch_size is None else batch_size, "batch_size", "joint_program")
         lr = check_positive_float(lr, "lr", "joint_program")
