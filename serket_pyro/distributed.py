@@ -36,7 +36,7 @@ import torch.distributed as dist
 __all__ = ["torchrun_env", "init_process_group", "destroy_process_group", "shard_bounds", "shard_sizes",
            "sharded", "suspended", "is_sharded", "rank", "world_size", "is_writer", "local_rng", "all_reduce_sum",
            "all_reduce_tensors", "all_reduce_scalar", "all_reduce_max", "gather_rows", "global_mean",
-           "average_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows",
+           "average_gradients", "sum_gradients", "gather_output", "barrier", "bytes_reduced", "reset_bytes_reduced", "local_rows",
            "global_rows", "halo_rows", "all_gather_same", "comm_device", "broadcast_"]
 
 #: rank-specific streams are seeded by ``seed * _STREAM_STRIDE + rank + 1`` (never the global seed)
@@ -358,6 +358,20 @@ def average_gradients(params) -> None:
     summed = all_reduce_tensors([p.grad for p in params])
     for p, g in zip(params, summed):
         p.grad.copy_(g / _ACTIVE.world)
+
+
+def sum_gradients(params, value: float) -> float:
+    """Replace every parameter's gradient (zero where it has none) by its sum over the ranks and
+    return ``value`` summed over the ranks, in one all-reduce (in float64): the data-parallel step
+    of a loss whose ranks' shares are already weighted to add up to the global minibatch's."""
+    params = list(params)
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    summed = all_reduce_tensors([p.grad.double() for p in params] + [torch.tensor([value], dtype=torch.float64)])
+    for p, g in zip(params, summed):
+        p.grad = g.to(p.dtype)
+    return float(summed[-1][0])
 
 
 def gather_output(array: np.ndarray) -> np.ndarray | None:

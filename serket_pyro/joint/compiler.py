@@ -592,11 +592,7 @@ class JointProgram(nn.Module):
         for p in params:  # Adam steps every parameter, as one process does (zero outside the batch)
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        summed = _dist.all_reduce_tensors([p.grad.double() for p in reduced]
-                                          + [torch.tensor([value], dtype=torch.float64)])
-        for p, g in zip(reduced, summed):
-            p.grad = g.to(p.dtype)
-        return float(summed[-1][0])
+        return _dist.sum_gradients(reduced, value)
 
     def loss(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Negative ELBO per data point of the points (chunks with a chain) ``idx`` (default all),

@@ -243,14 +243,7 @@ class JointModel:
                         (loss * (len(i) / len(b))).backward()
                         value = float(loss.detach()) * len(i)
                     if sharded:
-                        for p in nets:
-                            if p.grad is None:
-                                p.grad = torch.zeros_like(p)
-                        summed = _dist.all_reduce_tensors([p.grad.double() for p in nets]
-                                                          + [torch.tensor([value], dtype=torch.float64)])
-                        for p, g in zip(nets, summed):
-                            p.grad = g.to(p.dtype)
-                        value = float(summed[-1][0])
+                        value = _dist.sum_gradients(nets, value)
                     opt.step()
                     total += value
                 losses.append(total / n)
