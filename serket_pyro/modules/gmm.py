@@ -287,13 +287,13 @@ def _kmeanspp_sharded(x: torch.Tensor, K: int, n_init: int, n_lloyd: int) -> tor
     return torch.cdist(x, centres).argmin(1)
 
 
-def _sharded_start(x: torch.Tensor, K: int):
-    """The joint program's class start in a sharded fit, from every rank's rows ``x`` ``(n, D)``:
-    the sharded k-means start, then the classes' counts, means and scatter all-reduced (one
-    all-reduce per pass).  Returns ``(weights (K,), means (K, D), covariances (K, D, D))``, the
-    same on every rank."""
+def _class_start(x: torch.Tensor, K: int):
+    """The joint program's class start from the rows ``x`` ``(n, D)``: a k-means start (the sharded
+    one in a sharded fit, so every rank's classes mean the same), then the classes' counts, means
+    and scatter summed over the ranks (no-ops in one process).  Returns ``(weights (K,), means
+    (K, D), covariances (K, D, D))``, the same on every rank."""
     D = x.shape[1]
-    lab = _kmeanspp(x, K)
+    lab = _kmeanspp_sharded(x, K, 10, 20) if _dist.is_sharded() else _kmeanspp(x, K)
     counts, sums, xsum = _dist.all_reduce_tensors([torch.bincount(lab, minlength=K).double(),
                                                    x.new_zeros(K, D).index_add_(0, lab, x), x.sum(0)])
     n = float(counts.sum())
@@ -600,19 +600,8 @@ class GMM(Module):
         x = child_values[0]
         if self.means_ is not None and tuple(self.means_.shape) == (K, D):
             w, means, cov = self.weights_.double().cpu(), self.means_.double().cpu(), self.covariances_.double().cpu()
-        elif x is not None and _dist.is_sharded() and _dist.global_rows(x.shape[0]) >= K:
-            w, means, cov = _sharded_start(torch.as_tensor(x, dtype=torch.float64).cpu(), K)
-        elif x is not None and x.shape[0] >= K:
-            x = torch.as_tensor(x, dtype=torch.float64).cpu()
-            lab = _kmeanspp(x, K)
-            counts = torch.bincount(lab, minlength=K).double()
-            means = torch.stack([x[lab == k].mean(0) if counts[k] > 0 else x.mean(0) for k in range(K)])
-            dev = x - means[lab]
-            scatter = torch.zeros(K, D, D, dtype=torch.float64).index_add_(0, lab, dev.unsqueeze(-1) * dev.unsqueeze(-2))
-            total = torch.cov(x.T).reshape(D, D) if x.shape[0] > 1 else torch.eye(D, dtype=torch.float64)
-            cov = torch.where(counts[:, None, None] > D, scatter / counts.clamp_min(1)[:, None, None], total)
-            cov = cov + 1e-4 * float(total.diagonal().mean().clamp_min(1e-12)) * torch.eye(D, dtype=torch.float64)
-            w = (counts + 1) / (counts.sum() + K)
+        elif x is not None and _dist.global_rows(x.shape[0]) >= K:
+            w, means, cov = _class_start(torch.as_tensor(x, dtype=torch.float64).cpu(), K)
         else:
             means = torch.randn(K, D, dtype=torch.float64)
             cov = torch.eye(D, dtype=torch.float64).expand(K, D, D)
