@@ -276,7 +276,7 @@ def test_nn_poisson_learns_the_class_rates(tmp_path):
     n1.update()
     want = np.stack([y[c == k].mean(0) for k in range(K)])
     got = np.exp(n1._means.numpy())
-    assert np.abs(got - want).max() < 5e-3, np.abs(got - want).max()
+    assert np.abs(got - want).max() < 1e-4, np.abs(got - want).max()  # converged (annealed rate)
     logm = y @ np.log(want).T - want.sum(1)
     logm -= logm.max(1, keepdims=True)
     logm -= np.log(np.exp(logm).sum(1, keepdims=True))

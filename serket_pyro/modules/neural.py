@@ -100,7 +100,8 @@ class NN(Module):
     mode : {'learn', 'recog'}, default 'learn'
         ``"recog"``: the network and ``sigma`` are frozen (learned or loaded).
     lr : float, default 0.001
-        Adam learning rate (the original's Adam default).
+        Adam learning rate (the original's Adam default); with ``backward="likelihood"`` it is
+        cosine-annealed to 0 over each update's ``itr1`` epochs, so the fit ends at the optimum.
     hidden : int, default 64
         Hidden width of the built-in network (:class:`StandardisedMLP`).
     backward : {'likelihood', 'original'}, default 'likelihood'
@@ -295,7 +296,8 @@ class NN(Module):
     def _infer(self, inputs, backward) -> None:
         """``backward="likelihood"``: EM for ``f`` and sigma, the first child's ``p`` as the prior of
         the classes: ``rounds = min(10, itr1)`` E-steps (responsibilities ``r``), each followed by
-        ``itr1 / rounds`` epochs of Adam on ``sum_k r_nk ||y_n - f(e_k)||^2`` and the maximum-likelihood
+        ``itr1 / rounds`` epochs of Adam (its rate cosine-annealed from ``lr`` to 0 over the ``itr1``
+        epochs) on ``sum_k r_nk ||y_n - f(e_k)||^2`` and the maximum-likelihood
         sigma.  ``"original"``: ``itr1`` epochs of the regression ``f(p_n) ~ y_n``."""
         p64, y64 = inputs
         N, K = p64.shape
@@ -312,7 +314,9 @@ class NN(Module):
         rounds = np.array_split(np.arange(self.itr1), min(10, self.itr1) if likelihood else 1)
         for epochs in rounds:
             r = self._responsibilities(p, y) if likelihood else None
-            for _ in epochs:
+            for epoch in epochs:
+                if likelihood:  # cosine-annealed to 0: Adam at a constant rate jitters around the optimum
+                    opt.param_groups[0]["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.itr1))
                 total = 0.0
                 for idx in self._batches(N, self.batch_size1):
                     if likelihood:
