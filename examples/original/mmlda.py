@@ -13,7 +13,9 @@ applies the top MLDA's message once per token (the rule before ``parent_weight``
 ``--top-weight`` tokens), which draws that MLDA's topic proportions; per-token topics and those
 drawn topics summed out, the topic proportions with a Dirichlet guide per object, the topic-word
 distributions point estimates.  ``--restarts`` random starts are fitted ``--restart-epochs``
-each and the one with the best ELBO goes on to ``--joint-epochs``; the modules then hold the
+each and the one with the best ELBO goes on to ``--joint-epochs`` (``--joint-start random``), or
+the program starts from the message-passing run's modules (``--joint-start mp``) and is fitted
+``--joint-epochs``; the modules then hold the
 joint fit (``to_modules``) and run their recognition update (files in ``<output>/seed<s>_joint``).
 Prints the joint accuracies beside message passing's.
 """
@@ -55,7 +57,7 @@ def run(data, args, seed):
         mlda1.update()
         mlda2.update()
         mlda3.update()
-    return mlda1.metrics_["accuracy"], mlda2.metrics_["accuracy"]
+    return mlda1.metrics_["accuracy"], mlda2.metrics_["accuracy"], (mlda1, mlda2, mlda3)
 
 
 def fit_joint(top, args):
@@ -72,10 +74,20 @@ def fit_joint(top, args):
     return best
 
 
-def run_joint(data, args, seed):
-    """The same graph fitted jointly; returns the joint object and motion accuracies."""
-    mlda1, mlda2, mlda3 = build(data, args, seed, os.path.join(args.output, f"seed{seed}_joint"))
-    program = fit_joint(mlda3, args)
+def run_joint(data, args, seed, fitted=None):
+    """The same graph fitted jointly; returns the joint object and motion accuracies.
+    ``fitted``: the message-passing run's modules, the one start (``--joint-start mp``, fitted
+    ``args.joint_epochs``); otherwise fresh modules and :func:`fit_joint`'s random starts."""
+    root = os.path.join(args.output, f"seed{seed}_joint")
+    if fitted is not None:
+        mlda1, mlda2, mlda3 = fitted
+        for m in fitted:
+            m.output_root = root
+        program = srk.joint_model(mlda3)
+        program.fit(args.joint_epochs, lr=args.joint_lr)
+    else:
+        mlda1, mlda2, mlda3 = build(data, args, seed, root)
+        program = fit_joint(mlda3, args)
     obj = float(accuracy(data.object_category, program.predict(mlda1)))
     mot = float(accuracy(data.motion_category, program.predict(mlda2)))
     program.to_modules()  # the modules hold the joint fit: their recognition update writes the usual files
@@ -93,13 +105,13 @@ def main(args):
         acc.update({"joint_object": [], "joint_motion": []})
     for seed in args.seeds:
         t = time.perf_counter()
-        obj, mot = run(data, args, seed)
+        obj, mot, modules = run(data, args, seed)
         acc["object"].append(obj)
         acc["motion"].append(mot)
         print(f"seed {seed}: object accuracy {obj:.2f}, motion accuracy {mot:.2f} ({time.perf_counter() - t:.0f} s)")
         if args.joint:
             t = time.perf_counter()
-            obj, mot = run_joint(data, args, seed)
+            obj, mot = run_joint(data, args, seed, modules if args.joint_start == "mp" else None)
             acc["joint_object"].append(obj)
             acc["joint_motion"].append(mot)
             print(f"seed {seed}: joint object accuracy {obj:.2f}, joint motion accuracy {mot:.2f} "
@@ -127,7 +139,9 @@ def parser():
                    help="how the lower MLDAs apply the top MLDA's message (MLDA(parent_weight=...))")
     p.add_argument("--joint", action="store_true", help="also fit the graph jointly (one Pyro program)")
     p.add_argument("--joint-epochs", type=int, default=2000, help="joint SVI epochs (full batch) in all")
-    p.add_argument("--restarts", type=int, default=4, help="random starts of the joint fit")
+    p.add_argument("--joint-start", choices=("random", "mp"), default="random",
+                   help="random: the best of --restarts random starts; mp: the message-passing run's modules")
+    p.add_argument("--restarts", type=int, default=4, help="random starts of the joint fit (--joint-start random)")
     p.add_argument("--restart-epochs", type=int, default=500, help="epochs of each start before choosing")
     p.add_argument("--joint-lr", type=float, default=0.01, help="Adam learning rate of the joint fit")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

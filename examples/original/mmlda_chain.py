@@ -9,8 +9,10 @@ Run ``python examples/original/mmlda_chain.py`` (the original's settings: K = 10
 ``--joint`` also fits the same chain (fresh modules, same seed) as ONE Pyro program
 (``srk.joint_model``): each MLDA draws one topic of the MLDA below per document (counted as
 ``--weight`` tokens), which draws that MLDA's topic proportions; the best of ``--restarts``
-random starts (ELBO after ``--restart-epochs``) is fitted on to ``--joint-epochs``, the modules
-then hold the fit (``to_modules``) and run their recognition update (files in
+random starts (ELBO after ``--restart-epochs``) is fitted on to ``--joint-epochs``
+(``--joint-start random``), or the program starts from the message-passing run's modules (their
+``phi_`` and ``theta_``; ``--joint-start mp``) and is fitted ``--joint-epochs``; the modules then
+hold the fit (``to_modules``) and run their recognition update (files in
 ``<output>/seed<s>_joint``).  Prints the joint accuracies beside message passing's.
 """
 
@@ -41,26 +43,36 @@ def build(data, args, seed, root):
 
 
 def run(data, args, seed):
-    """One run of the chain; returns the five MLDAs' accuracies."""
+    """One run of the chain; returns the five MLDAs' accuracies and the modules."""
     modules = build(data, args, seed, os.path.join(args.output, f"seed{seed}"))
     for _ in range(args.updates):
         for m in modules:
             m.update()
-    return [m.metrics_["accuracy"] for m in modules]
+    return [m.metrics_["accuracy"] for m in modules], modules
 
 
-def run_joint(data, args, seed):
-    """The same chain fitted jointly: the best of ``args.restarts`` random starts (mean loss of
-    their last ``restart_epochs // 10`` epochs) fitted on; returns the five MLDAs' accuracies."""
-    modules = build(data, args, seed, os.path.join(args.output, f"seed{seed}_joint"))
-    best, best_loss = None, float("inf")
-    for _ in range(args.restarts):
-        program = srk.joint_model(modules[-1])
-        losses = program.fit(args.restart_epochs, lr=args.joint_lr)
-        loss = float(np.mean(losses[-max(1, args.restart_epochs // 10):]))
-        if loss < best_loss:
-            best, best_loss = program, loss
-    best.fit(max(0, args.joint_epochs - args.restart_epochs), lr=args.joint_lr)
+def run_joint(data, args, seed, fitted=None):
+    """The same chain fitted jointly; returns the five MLDAs' accuracies.  ``fitted``: the
+    message-passing run's modules, the one start (``--joint-start mp``); otherwise fresh modules
+    and the best of ``args.restarts`` random starts (mean loss of their last
+    ``restart_epochs // 10`` epochs) fitted on."""
+    root = os.path.join(args.output, f"seed{seed}_joint")
+    if fitted is not None:
+        modules = fitted
+        for m in modules:
+            m.output_root = root
+        best = srk.joint_model(modules[-1])
+        best.fit(args.joint_epochs, lr=args.joint_lr)
+    else:
+        modules = build(data, args, seed, root)
+        best, best_loss = None, float("inf")
+        for _ in range(args.restarts):
+            program = srk.joint_model(modules[-1])
+            losses = program.fit(args.restart_epochs, lr=args.joint_lr)
+            loss = float(np.mean(losses[-max(1, args.restart_epochs // 10):]))
+            if loss < best_loss:
+                best, best_loss = program, loss
+        best.fit(max(0, args.joint_epochs - args.restart_epochs), lr=args.joint_lr)
     acc = [float(accuracy(data.category, best.predict(m))) for m in modules]
     best.to_modules()  # the modules hold the joint fit: their recognition update writes the usual files
     for m in modules:
@@ -75,12 +87,13 @@ def main(args):
     rows, joint = [], []
     for seed in args.seeds:
         t = time.perf_counter()
-        rows.append(run(data, args, seed))
+        acc, modules = run(data, args, seed)
+        rows.append(acc)
         print(f"seed {seed}: accuracy of MLDA1..MLDA{len(rows[-1])} "
               f"{' / '.join(f'{a:.2f}' for a in rows[-1])} ({time.perf_counter() - t:.0f} s)")
         if args.joint:
             t = time.perf_counter()
-            joint.append(run_joint(data, args, seed))
+            joint.append(run_joint(data, args, seed, modules if args.joint_start == "mp" else None))
             print(f"seed {seed}: joint accuracy of MLDA1..MLDA{len(joint[-1])} "
                   f"{' / '.join(f'{a:.2f}' for a in joint[-1])} ({time.perf_counter() - t:.0f} s)")
     acc = np.array(rows)
@@ -105,7 +118,9 @@ def parser():
                    help="how each MLDA applies its parent's message (MLDA(parent_weight=...))")
     p.add_argument("--joint", action="store_true", help="also fit the chain jointly (one Pyro program)")
     p.add_argument("--joint-epochs", type=int, default=2000, help="joint SVI epochs (full batch) in all")
-    p.add_argument("--restarts", type=int, default=4, help="random starts of the joint fit")
+    p.add_argument("--joint-start", choices=("random", "mp"), default="random",
+                   help="random: the best of --restarts random starts; mp: the message-passing run's modules")
+    p.add_argument("--restarts", type=int, default=4, help="random starts of the joint fit (--joint-start random)")
     p.add_argument("--restart-epochs", type=int, default=500, help="epochs of each start before choosing")
     p.add_argument("--joint-lr", type=float, default=0.01, help="Adam learning rate of the joint fit")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
