@@ -1,4 +1,5 @@
-"""The VAE+GMM+MM tutorial system data-parallel over several processes (torch.distributed).
+"""The VAE+GMM+MM tutorial system (or VAE+GMM+MLDA+MM on image/speech pairs) data-parallel over
+several processes (torch.distributed).
 
 Launch on one machine with 2 processes (``gloo`` on CPU, ``nccl`` on GPUs)::
 
@@ -8,6 +9,11 @@ or on several machines (the same command on each, ``--node_rank`` 0..nnodes-1, r
 
     torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 --master_addr HOST0 --master_port 29500 \\
         examples/distributed.py --data mnist --order cyclic
+
+``--system vae_gmm_mlda_mm --data pairs --n-points 30000`` is the four-module system on MNIST +
+Spoken Arabic Digit pairs in cyclic digit order (:func:`serket_pyro.paired_data.build_sad_pairs`,
+utterances reused where a digit has too few; ``--pairs-cache FILE`` keeps the built pairs in an
+``.npz`` so that the processes and later runs do not build them again).
 
 ``python examples/distributed.py ...`` (no torchrun) is the same run in one process.  Every process
 loads the data and keeps its contiguous block (:func:`serket_pyro.fit` with ``distributed=True``);
@@ -19,12 +25,41 @@ import argparse
 import json
 import time
 
+import os
+
 import numpy as np
 import torch
 
 import serket_pyro as srk
 from serket_pyro import distributed, gmm, mm, vae
 from serket_pyro.app.runner import add_tutorial_arguments, cyclic_order, load_inputs
+from serket_pyro.models import vae_gmm_mlda_mm
+
+
+def load_pairs(args):
+    """``(images, hac, labels, source)``: ``--n`` MNIST + Spoken Arabic Digit training pairs in cyclic
+    digit order, read from ``--pairs-cache`` when it holds them (rank 0 builds and writes it
+    otherwise, the other processes wait and read it)."""
+    n = 30000 if args.n is None else args.n
+    cache = args.pairs_cache
+    if cache is None or not os.path.exists(cache):
+        if distributed.rank() == 0 or cache is None:
+            from serket_pyro.paired_data import build_sad_pairs
+
+            train = build_sad_pairs(n, 10, order="cyclic", seed=args.seed, root=args.data_dir, reuse=True).train
+            if cache is not None:
+                tmp = cache + ".tmp.npz"
+                np.savez(tmp, images=train.images, hac=train.hac, category=train.category)
+                os.replace(tmp, cache)
+            arrays = (train.images, train.hac, train.category)
+        if cache is not None:
+            distributed.barrier()
+    if cache is not None:
+        with np.load(cache, allow_pickle=False) as f:
+            arrays = (f["images"], f["hac"], f["category"])
+        if len(arrays[0]) != n:
+            raise ValueError(f"--pairs-cache {cache} holds {len(arrays[0])} pairs, not --n {n}")
+    return (*arrays, f"{n} MNIST + Spoken Arabic Digit pairs (paired_data.build_sad_pairs)")
 
 
 def load_data(args):
@@ -51,22 +86,37 @@ def main(args):
     torch.set_num_threads(args.threads)
     rank, world = distributed.init_process_group()  # (0, 1) without torchrun
     srk.set_output_root(args.output)
-    images, labels, source = load_data(args)
+    if (args.system == "vae_gmm_mlda_mm") != (args.data == "pairs"):
+        raise ValueError("--system vae_gmm_mlda_mm goes with --data pairs (images and speech), and --data pairs "
+                         "with it")
+    if args.data == "pairs":
+        images, hac, labels, source = load_pairs(args)
+    else:
+        images, labels, source = load_data(args)
     if rank == 0:
-        print(f"data: {len(images)} points from {source} ({args.order} order), {world} process(es)")
+        order = "cyclic" if args.data == "pairs" else args.order
+        print(f"data: {len(images)} points from {source} ({order} order), {world} process(es)")
 
     srk.reset_module_counter()
-    obs = srk.Observation(images)
-    vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, deskew=args.deskew,
-                   device=args.device, progress=False)
-    gmm1 = gmm.GMM(args.classes, category=labels, device=args.device)
-    vae1.connect(obs)
-    gmm1.connect(vae1)
-    modules = [vae1, gmm1]
-    if args.system == "vae_gmm_mm":
-        mm1 = mm.MarkovModel(device=args.device)
-        mm1.connect(gmm1)
-        modules.append(mm1)
+    if args.system == "vae_gmm_mlda_mm":
+        system = vae_gmm_mlda_mm.build(images, hac, labels, latent_dim=args.latent_dim, epochs=args.epochs,
+                                       batch_size=args.batch_size, n_classes=args.classes, deskew=args.deskew,
+                                       device=args.device)
+        modules = [system[k] for k in ("vae", "gmm", "mlda", "mm")]
+        result_module = system["mlda"]
+    else:
+        obs = srk.Observation(images)
+        vae1 = vae.VAE(args.latent_dim, itr=args.epochs, batch_size=args.batch_size, deskew=args.deskew,
+                       device=args.device, progress=False)
+        gmm1 = gmm.GMM(args.classes, category=labels, device=args.device)
+        vae1.connect(obs)
+        gmm1.connect(vae1)
+        modules = [vae1, gmm1]
+        if args.system == "vae_gmm_mm":
+            mm1 = mm.MarkovModel(device=args.device)
+            mm1.connect(gmm1)
+            modules.append(mm1)
+        result_module = gmm1
 
     per_iter = []
     clock = [time.perf_counter(), time.process_time()]
@@ -104,7 +154,7 @@ def main(args):
     if world > 1:
         every = [None] * world
         torch.distributed.all_gather_object(every, per_iter)
-    scores = dict(gmm1.metrics_)
+    scores = dict(result_module.metrics_)
     result = {"processes": world, "n": len(images), "seconds": seconds, "accuracy": scores.get("accuracy"),
               "per_rank": every}
     if rank == 0:
@@ -118,7 +168,7 @@ def main(args):
                       f"{np.mean([i['bytes_reduced'] for i in its]) / 1e6:.3f} MB; CPU s by module "
                       + ", ".join(f"{k} {np.mean([i['cpu_by_module'].get(k, 0.0) for i in its]):.2f}"
                                   for k in its[0]["cpu_by_module"]))
-        print(f"files: {gmm1.output_dir} (class_learn.txt, acc_learn.txt, Pdz_learn.txt)")
+        print(f"files: {result_module.output_dir} (class_learn.txt, acc_learn.txt, Pdz_learn.txt)")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f)
@@ -128,9 +178,11 @@ def main(args):
 
 def parser():
     p = add_tutorial_arguments(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    p.add_argument("--system", default="vae_gmm_mm", choices=["vae_gmm", "vae_gmm_mm"])
-    p.add_argument("--data", default="tutorial", choices=["tutorial", "mnist"],
-                   help="the tutorial's 3000 MNIST digits (default) or MNIST's 70,000")
+    p.add_argument("--system", default="vae_gmm_mm", choices=["vae_gmm", "vae_gmm_mm", "vae_gmm_mlda_mm"])
+    p.add_argument("--data", default="tutorial", choices=["tutorial", "mnist", "pairs"],
+                   help="the tutorial's 3000 MNIST digits (default), MNIST's 70,000, or MNIST + Spoken Arabic "
+                        "Digit pairs (--system vae_gmm_mlda_mm; --n pairs, default 30,000)")
+    p.add_argument("--pairs-cache", default=None, help="--data pairs: .npz that keeps the built pairs")
     p.add_argument("--order", default="data", choices=["data", "cyclic"],
                    help="the data's order (the tutorial's is already cyclic) or cyclic digit order 0..9, 0..9, ...")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")

@@ -400,6 +400,25 @@ def test_distributed_example_runs_in_one_process(tmp_path, data_dir, capsys):
     assert (tmp_path / "ck" / "iter_001" / "checkpoint.json").exists()
 
 
+def test_distributed_example_pairs_system(tmp_path, data_dir, capsys):
+    """``--system vae_gmm_mlda_mm --data pairs``: MNIST + Spoken Arabic Digit pairs built once into
+    ``--pairs-cache`` and read from it by the next run (same pairs: same accuracy)."""
+    example = load_example("distributed")
+    cache = tmp_path / "pairs.npz"
+    tiny = ["--system", "vae_gmm_mlda_mm", "--data", "pairs", "--n-points", "100", "--epochs", "2", "--iterations",
+            "1", "--no-progress", "--data-dir", data_dir, "--pairs-cache", str(cache)]
+    first = example.main(example.parser().parse_args(tiny + ["--output", str(tmp_path / "a")]))
+    assert cache.exists() and first["n"] == 100 and 0.0 < first["accuracy"] <= 1.0
+    with np.load(cache) as f:
+        assert f["hac"].shape[0] == 100 and (f["category"] == np.arange(100) % 10).all()
+    again = example.main(example.parser().parse_args(tiny + ["--output", str(tmp_path / "b")]))
+    assert again["accuracy"] == first["accuracy"]
+    assert "vae_gmm_mlda_mm: 1 outer iterations" in capsys.readouterr().out
+    assert (tmp_path / "b" / "module004_mlda" / "acc_learn.txt").exists()
+    with pytest.raises(ValueError, match="--system vae_gmm_mlda_mm goes with --data pairs"):
+        example.main(example.parser().parse_args(["--system", "vae_gmm_mlda_mm", "--data-dir", data_dir]))
+
+
 @pytest.mark.slow
 def test_distributed_example_under_torchrun_two_processes(tmp_path, data_dir):
     """2 processes (gloo) write the same files as 1 process (the fast 2-process checks are in
@@ -447,7 +466,7 @@ EXAMPLE_TESTS = {
     "recognition.py": ["test_recognition_example_runs"],
     "speech_pairs.py": ["test_speech_pairs_example_runs"],
     "custom_module.py": ["test_custom_module_example_learns_checkpoints_resumes_saves_and_recognises"],
-    "distributed.py": ["test_distributed_example_runs_in_one_process",
+    "distributed.py": ["test_distributed_example_runs_in_one_process", "test_distributed_example_pairs_system",
                        "test_distributed_example_under_torchrun_two_processes"],
     os.path.join("original", "hac_lda.py"): ["test_original_hac_lda_example_runs"],
     os.path.join("original", "number_recog.py"): ["test_original_number_recog_example_runs"],
