@@ -3,6 +3,7 @@ forward-backward, and a 2-process gloo fit against the 1-process one (spawned he
 
 import os
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -191,6 +192,7 @@ def _joint_shard_worker(rank, world, port, tmp):
         a, b = sd.shard_bounds(90, world, rank)
         with sd.sharded(90, seed=0):
             out["pretrain"] = _pretrain_joint_model(slice(a, b))
+        out["complete"] = True
     finally:
         torch.save(out, os.path.join(tmp, f"joint{rank}.pt"))
         torch.distributed.destroy_process_group()
@@ -241,6 +243,23 @@ def test_sharded_forward_backward_equals_unsharded(bounds):
 
 
 # --------------------------------------------------------------------- two processes
+def _spawn(worker, tmp, prefix):
+    """``mp.spawn`` of 2 ranks that save ``<tmp>/<prefix><rank>.pt``; their results.  A rank killed by
+    a signal AFTER both saved complete results (an abort in gloo's teardown at exit, seen once in
+    9 runs) is a warning; any other failure, or a result without ``complete``, fails."""
+    files = [os.path.join(tmp, f"{prefix}{r}.pt") for r in range(2)]
+    try:
+        mp.spawn(worker, args=(2, _free_port(), tmp), nprocs=2, join=True)
+    except mp.ProcessExitedException as e:
+        done = all(os.path.exists(f) and torch.load(f, weights_only=False).get("complete") for f in files)
+        if e.signal_name is None or not done:
+            raise
+        warnings.warn(f"rank {e.error_index} was killed by {e.signal_name} after saving its results", stacklevel=2)
+    res = [torch.load(f, weights_only=False) for f in files]
+    assert all(r.get("complete") for r in res), "a rank did not finish"
+    return res
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -401,6 +420,7 @@ def _worker(rank, world, port, tmp):
         gv.connect(v)
         srk.fit(v, gv, n_iter=2, seed=1, progress=False, distributed=True)
         out["vae_params"] = [p.detach().clone() for p in v.encoder_.parameters()]
+        out["complete"] = True
     finally:
         torch.save(out, os.path.join(tmp, f"rank{rank}.pt"))
         torch.distributed.destroy_process_group()
@@ -409,8 +429,7 @@ def _worker(rank, world, port, tmp):
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("dist2"))
-    mp.spawn(_worker, args=(2, _free_port(), tmp), nprocs=2, join=True)
-    return tmp, [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(2)]
+    return tmp, _spawn(_worker, tmp, "rank")
 
 
 def test_all_reduced_gmm_statistics_equal_one_process(two_process_results):
@@ -648,8 +667,7 @@ def test_two_process_kmeans_start_sees_every_cluster_of_ordered_data(two_process
 @pytest.fixture(scope="module")
 def joint_shard_results(tmp_path_factory):
     tmp = str(tmp_path_factory.mktemp("joint2"))
-    mp.spawn(_joint_shard_worker, args=(2, _free_port(), tmp), nprocs=2, join=True)
-    return [torch.load(os.path.join(tmp, f"joint{r}.pt"), weights_only=False) for r in range(2)]
+    return _spawn(_joint_shard_worker, tmp, "joint")
 
 
 @pytest.mark.parametrize("with_mm", [True, False], ids=["gmm_chain", "gmm_uneven_shards"])
