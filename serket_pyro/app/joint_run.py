@@ -42,9 +42,6 @@ def run_joint(args) -> dict:
     if args.device is not None:
         check_torch_device(args.device)
     distributed = bool(getattr(args, "distributed", False))
-    if distributed and args.init == "modules":
-        raise ValueError("serket-pyro joint: --distributed needs --init gmm or kmeans (--init modules runs the "
-                         "message-passing system first; use serket-pyro run --distributed for it)")
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     set_output_root(args.output)
@@ -53,25 +50,38 @@ def run_joint(args) -> dict:
     d = datasets.load_tutorial(root=args.data_dir)  # 8-bit images: the joint model keeps them as bytes
     images, category, source = d.images[:args.n], d.category[:args.n], "serket_tutorial.npz"
     rank, world = _dist.init_process_group() if distributed else (0, 1)
+    t0 = time.perf_counter()
     if world == 1:
-        return _run_joint(args, images, category, source)
+        return _run_joint(args, images, category, source, t0, _message_passing(args, images, category, False))
     N = len(images)  # each process keeps its block of rows of the images (and their labels)
     a, b = _dist.shard_bounds(N, world, rank)
+    images, category = images[a:b], category[a:b]
+    start = _message_passing(args, images, category, "shards")  # (its own data-parallel fit)
     with _dist.sharded(N, seed=args.seed):
-        return _run_joint(args, images[a:b], category[a:b], source)
+        return _run_joint(args, images, category, source, t0, start)
 
 
-def _run_joint(args, images, category, source) -> dict:
+def _message_passing(args, images, category, distributed):
+    """``--init modules``: the tutorial system fitted by message passing (``--iterations`` outer
+    iterations; data-parallel on this process's rows with ``distributed="shards"``), the joint
+    fit's start; ``(system, accuracy)``.  ``None`` for the other starts."""
+    if args.init != "modules":
+        return None
+    system = (vae_gmm_mm.build if args.mm else vae_gmm.build)(images, category, device=args.device)
+    system.fit(n_iter=args.iterations, seed=args.seed, progress=args.progress and _dist.rank() == 0,
+               distributed=distributed)
+    return system, system["gmm"].metrics_.get("accuracy")
+
+
+def _run_joint(args, images, category, source, t0, start) -> dict:
     """:func:`run_joint` on ``images`` ``(n, D)``: all of them, or this process's rows inside
-    :func:`serket_pyro.distributed.sharded` (scores on every process's rows, gathered)."""
+    :func:`serket_pyro.distributed.sharded` (scores on every process's rows, gathered);
+    ``start``: :func:`_message_passing`'s result."""
     lines = []
     build = vae_gmm_mm.build if args.mm else vae_gmm.build
-    t0 = time.perf_counter()
     mp_acc = None
-    if args.init == "modules":                                # message passing as pre-training
-        system = build(images, category, device=args.device)  # the tutorial's modules
-        system.fit(n_iter=args.iterations, seed=args.seed, progress=args.progress)
-        mp_acc = system["gmm"].metrics_.get("accuracy")
+    if start is not None:                                     # message passing as pre-training
+        system, mp_acc = start
         lines.append(f"message passing: accuracy {mp_acc:.3f}")
     else:                                                     # the same modules, VaDE's networks
         encoder, decoder = mlp_networks(images.shape[1], args.latent_dim)
