@@ -99,7 +99,8 @@ class Module:
     ``_forward_message``; as needed ``_read_inputs``, ``_read_backward``, ``_recognise``,
     ``_backward_messages``, ``_class_probs``, ``_write_outputs`` and ``_metrics``; and the class
     attribute ``_fitted``, the names of the learned attributes (arrays or tensors, lists or dicts
-    of them, or floats), e.g. ``_fitted = ("weights_", "means_")``.
+    of them, or floats), e.g. ``_fitted = ("weights_", "means_")``, and ``_row_state``, those of
+    them with one row per data point (a data-parallel run holds only its rows of them).
 
     **What you get for free.**  ``mode`` (``"learn"``/``"recog"``) and :meth:`_check_choice`;
     the iteration folders and files; ``metrics_`` and the history of :func:`serket_pyro.fit`;
@@ -183,6 +184,9 @@ class Module:
     """
 
     _fitted: tuple = ()
+    #: the ``_fitted`` attributes with one row per data point (first axis), e.g. a GMM's
+    #: ``assignments_``: ``save_graph(..., distributed=True)`` gathers them from every process
+    _row_state: tuple = ()
     #: checks :meth:`load_state_dict` applies to loaded ``_fitted`` values, ``{attribute: rule}``;
     #: rule ``"probabilities"``: finite, non-negative, every row (last axis) summing to 1
     _state_rules: dict = {}

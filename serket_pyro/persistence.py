@@ -48,6 +48,7 @@ as saved and restores their state.  Two uses:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -109,9 +110,17 @@ def _modules_of(target) -> tuple[list[Module], dict | None]:
     return connected_modules(*mods), None
 
 
-def save_graph(folder, graph) -> str:
+def save_graph(folder, graph, *, distributed: bool = False) -> str:
     """Save the whole graph connected to ``graph`` (a :class:`~serket_pyro.system.System`, a
     module or a list of modules) to ``folder`` (created if needed; existing files replaced).
+
+    ``distributed=True`` after ``fit(..., distributed=True)`` under ``torchrun`` (every process
+    calls it, a collective): each process holds only its block of rows, so the rows of the
+    observations, of the messages and of each module's ``_row_state`` are gathered in rank order
+    and rank 0 writes the same folder one process would (the others write nothing).  A state
+    entry with a row per point that differs between the processes but is not in ``_row_state``
+    is refused (``ValueError`` naming the module), rather than saved as rank 0's block.  In one
+    process it is the plain save.
 
     Returns the folder path.  Raises ``ValueError`` for a config that is not JSON-serialisable.
     """
@@ -121,6 +130,62 @@ def save_graph(folder, graph) -> str:
         raise ValueError(f"save_graph(): module names are not unique: {names}")
     for n in names:  # load_graph refuses other names: refuse to write a graph it cannot read
         safe_name(n, "module name", "save_graph()")
+    from . import distributed as _dist
+
+    if distributed and _dist.world_size() > 1 and not _dist.is_sharded():
+        with _dist.sharded(_global_rows(modules)):
+            return _save_graph(folder, modules, system, _dist)
+    return _save_graph(folder, modules, system, _dist if distributed and _dist.is_sharded() else None)
+
+
+def _global_rows(modules) -> int:
+    """The data's rows over every process (each holds the block ``shard_bounds`` of them)."""
+    from . import distributed as _dist
+
+    local = {int(m.forward_msg.N) for m in modules if isinstance(m, Observation) and not m.missing}
+    if len(local) != 1:
+        raise ValueError(f"save_graph(distributed=True): the observations hold different numbers of rows {sorted(local)}")
+    n_local = _dist._to_comm(torch.tensor([local.pop()], dtype=torch.int64))
+    parts = [torch.zeros_like(n_local) for _ in range(_dist.world_size())]
+    torch.distributed.all_gather(parts, n_local)  # (before the sharded context: its sizes come from here)
+    sizes = [int(t[0]) for t in parts]
+    n = int(sum(sizes))
+    if tuple(sizes) != _dist.shard_sizes(n, len(sizes)):
+        raise ValueError(f"save_graph(distributed=True): the processes hold {sizes} rows, not the blocks "
+                         f"{_dist.shard_sizes(n, len(sizes))} of a data-parallel fit of {n}")
+    return n
+
+
+def _row_key(m: Module, key: str) -> bool:
+    """Whether ``key`` (a :meth:`~serket_pyro.module.Module.full_state_dict` key) has a row per
+    data point: a message, or a ``_row_state`` attribute's entry."""
+    if not key.startswith("state/"):
+        return True  # forward/..., backward<i>/...: messages, (N, ...)
+    k = key[len("state/"):]
+    bases = [a.strip("_") for a in m._row_state]
+    return any(k == b or k.startswith(b + ".") or k.startswith(b + "/") for b in bases)
+
+
+def _gathered(m: Module, key: str, v: torch.Tensor, dist_mod) -> torch.Tensor:
+    """``v`` with every process's rows (rank order) if it has a row per point, else as it is;
+    refuses an undeclared state entry that has a row per point and differs between the processes."""
+    if _row_key(m, key):
+        return dist_mod.gather_rows(v)
+    sizes = dist_mod._ACTIVE.sizes
+    raw = v.detach().cpu().contiguous().numpy().tobytes()
+    digest = torch.tensor([int.from_bytes(hashlib.sha256(raw).digest()[:7], "little")], dtype=torch.int64)
+    shape_ok = torch.tensor([int(v.ndim >= 1 and v.shape[0] == sizes[dist_mod.rank()])], dtype=torch.int64)
+    info = dist_mod.all_gather_same(torch.cat([digest, shape_ok]))
+    if bool(info[:, 1].all()) and len(set(info[:, 0].tolist())) > 1:
+        raise ValueError(f"save_graph(distributed=True): {m.name}: state entry {key[len('state/'):]!r} has a row per "
+                         f"data point and differs between the processes; name its attribute in "
+                         f"{type(m).__name__}._row_state so that its rows are gathered")
+    return v
+
+
+def _save_graph(folder, modules, system, dist_mod) -> str:
+    """:func:`save_graph` of checked ``modules``; ``dist_mod``: :mod:`serket_pyro.distributed`
+    inside a sharded context (gather the rows, rank 0 writes) or ``None``."""
     entries, state = [], {}
     for m in modules:
         e = {"name": m.name, "short_name": _short_name(m), "index": m.index, "class": _class_path(m),
@@ -131,7 +196,10 @@ def save_graph(folder, graph) -> str:
         elif isinstance(m, Observation):
             msg = m.forward_msg
             first = next(iter(message_to_tensors(msg).values()))
-            e["observation"] = {"kind": type(msg).__name__, "N": int(msg.N), "shape": [int(s) for s in first.shape],
+            shape = [int(s) for s in first.shape]
+            if dist_mod is not None:
+                shape[0] = dist_mod.global_rows(shape[0])
+            e["observation"] = {"kind": type(msg).__name__, "N": shape[0], "shape": shape,
                                 "input": getattr(m, "input_kind", "array")}
             if m._fitted:  # an observation computed by a fitted extractor: its settings, to apply it again
                 e["config"] = m.get_config()
@@ -144,8 +212,13 @@ def save_graph(folder, graph) -> str:
             if not isinstance(v, torch.Tensor):
                 raise ValueError(  # noqa: TRY004 - the project reports bad inputs as ValueError
                     f"save_graph(): {m.name} state entry {k!r} is a {type(v).__name__}, not a tensor")
+            if dist_mod is not None:
+                v = _gathered(m, k, v, dist_mod)
             state[f"{m.name}/{k}"] = v.detach().cpu().contiguous()
     state.update({f"rng/{k}": v for k, v in get_rng_state().items()})
+    if dist_mod is not None and not dist_mod.is_writer():
+        dist_mod.barrier()  # rank 0 writes the folder; the others return once it is complete
+        return os.fspath(folder)
 
     data, record = tensor_file_bytes(state)
     info = {"format": _FORMAT, "version": _VERSION, "modules": entries, "system": system,
@@ -158,6 +231,8 @@ def save_graph(folder, graph) -> str:
     os.makedirs(folder, exist_ok=True)
     atomic_write_bytes(os.path.join(folder, STATE_FILE), data)
     atomic_save_json(os.path.join(folder, GRAPH_FILE), info)
+    if dist_mod is not None:
+        dist_mod.barrier()
     return folder
 
 

@@ -1,6 +1,7 @@
 """Data-parallel runs (serket_pyro.distributed): sharding, exact all-reduced statistics, the sharded
 forward-backward, and a 2-process gloo fit against the 1-process one (spawned here, CPU only)."""
 
+import json
 import os
 import socket
 import warnings
@@ -409,6 +410,15 @@ def _worker(rank, world, port, tmp):
         # split-merge moves on (their statistics all-reduced: every rank accepts the same move)
         srk.fit(ml, n_iter=2, seed=3, progress=False, distributed=True)
         out["mlda_fit"] = ([p.clone() for p in ml.phi_], ml.metrics_["accuracy"], ml.split_merge_accepted_)
+        # 5d. its graph saved: every rank's rows gathered, rank 0 writes; per-point state that the
+        # module does not declare in _row_state is refused, not saved as rank 0's block
+        srk.save_graph(os.path.join(tmp, "mlda_saved"), ml, distributed=True)
+        out["mlda_rows"] = (torch.as_tensor(np.asarray(ml.theta_)).clone(), sd.shard_bounds(61, world, rank))
+        ml._row_state = ()
+        try:
+            srk.save_graph(os.path.join(tmp, "mlda_bad"), ml, distributed=True)
+        except ValueError as e:
+            out["mlda_undeclared"] = str(e)
         # 6. a VAE under a GMM: averaged gradients keep the networks identical on every rank
         srk.reset_module_counter()
         srk.set_output_root(os.path.join(tmp, "vae_out"))
@@ -532,14 +542,27 @@ def test_two_process_vae_networks_stay_identical(two_process_results):
     assert z.shape == (90, 2)
 
 
-def test_cli_distributed_refuses_save_before_any_work(tmp_path, capsys):
-    from serket_pyro import cli
-
-    rc = cli.main(["run", "vae_gmm", "--n", "50", "--distributed", "--save", str(tmp_path / "g"),
-                   "--output", str(tmp_path / "out")])
-    assert rc != 0
-    assert "--save is not available with --distributed" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+def test_two_process_saved_graph_holds_every_row(two_process_results):
+    """save_graph(distributed=True): rank 0 writes one graph with every process's rows (the
+    observations' shapes, the messages, MLDA's theta_ in rank order), which loads in one process
+    and recognises; a per-point entry missing from _row_state is refused by name on every rank."""
+    tmp, res = two_process_results
+    docs, _ = _topic_docs()
+    info = json.load(open(os.path.join(tmp, "mlda_saved", "graph.json")))
+    assert [e["observation"]["shape"] for e in info["modules"] if "observation" in e] == [list(d.shape) for d in docs]
+    g = srk.load_graph(os.path.join(tmp, "mlda_saved"), [docs[0], docs[1]])
+    ml = [m for m in g.modules.values() if isinstance(m, srk.MLDA)][0]
+    whole = torch.cat([r["mlda_rows"][0] for r in res])
+    assert [r["mlda_rows"][1] for r in res] == [(0, 31), (31, 61)]
+    np.testing.assert_array_equal(np.asarray(ml.theta_), whole.numpy())
+    assert ml.forward_msg.N == 61
+    rec = srk.load_graph(os.path.join(tmp, "mlda_saved"), [docs[0], docs[1]], mode="recog",
+                         output_root=os.path.join(tmp, "mlda_recog"))
+    rec.fit(n_iter=1, seed=0, progress=False)
+    assert not os.path.exists(os.path.join(tmp, "mlda_bad"))
+    for r in res:
+        assert "state entry 'theta' has a row per data point" in r["mlda_undeclared"]
+        assert "MLDA._row_state" in r["mlda_undeclared"]
 
 
 def test_two_process_fit_of_shards_loaded_by_each_process(two_process_results):

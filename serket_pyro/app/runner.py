@@ -246,9 +246,6 @@ def run_system(name: str, args) -> tuple:
     """
     resume = bool(getattr(args, "resume", False))
     distributed = bool(getattr(args, "distributed", False))
-    if distributed and getattr(args, "save", None):
-        raise ValueError("--save is not available with --distributed (each process holds only its block of the "
-                         "documents' state); run recognition from the model files in the output folder instead")
     if resume and args.checkpoint_dir is None:
         raise ValueError("--resume needs --checkpoint-dir (the folder of the interrupted run's checkpoints)")
     check_torch_device(args.device)
@@ -306,7 +303,7 @@ def run_system(name: str, args) -> tuple:
     if getattr(args, "save", None):
         from ..persistence import save_graph
 
-        save_graph(args.save, system)
+        save_graph(args.save, system, distributed=distributed)  # (distributed: rows gathered, rank 0 writes)
     return system, seconds, source
 
 

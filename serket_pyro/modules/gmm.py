@@ -401,6 +401,7 @@ class GMM(Module):
 
     input_kinds = (PointMessage, GaussianMessage)
     _fitted = ("weights_", "means_", "covariances_", "assignments_", "last_sample_")
+    _row_state = ("assignments_",)
     test_args = {"K": 2, "itr": 3, "n_init": 1}
     _original_api = GMM_API  # also GMM(K, itr, name, category, load_dir | mode), the original's order
     _model_params = ("K",)

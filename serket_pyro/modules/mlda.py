@@ -587,6 +587,7 @@ class MLDA(Module):
     #: (mixtures over this module's topics), applied once per document by an MLDA child
     class_message_scope = "document"
     _fitted = ("theta_", "phi_", "_theta_draw", "_phi_draw")
+    _row_state = ("theta_", "_theta_draw")
     _state_rules = dict.fromkeys(_fitted, "probabilities")
     #: an observation read only by MLDA modules may be left out at recognition (all-zero counts)
     accepts_missing_observation = True
