@@ -390,3 +390,31 @@ def test_run_on_the_users_own_data(tmp_path, data_dir, capsys):
     assert not (tmp_path / "bad").exists()
     rc = cli.main([*base, "--data", str(tmp_path / "x.npy"), "--output", str(tmp_path / "bad")])
     assert rc == 2 and "second --data file of counts" in capsys.readouterr().err
+
+
+def test_user_data_block_of_a_data_parallel_run(tmp_path, monkeypatch):
+    """load_user_inputs(rows=...): a process of a data-parallel run gets only its block of the
+    images and speech (a .npy memory-mapped, checked in chunks), decided on every row: the 8-bit
+    scaling from the whole file, a NaN outside the block still refused; the labels whole."""
+    from serket_pyro.app import runner
+
+    monkeypatch.setattr(runner, "_CHECK_ROWS", 7)  # several chunks
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 2, (40, 16)).astype(np.float64)
+    img[5, 0] = 255.0  # only the first block shows that the pixels are 8-bit
+    speech = rng.integers(0, 5, (40, 6))
+    np.save(tmp_path / "img.npy", img)
+    np.save(tmp_path / "sp.npy", speech)
+    np.save(tmp_path / "lab.npy", np.arange(40) % 4)
+    specs = [str(tmp_path / "img.npy"), str(tmp_path / "sp.npy")]
+    im, sp, cat, _ = runner.load_user_inputs(specs, str(tmp_path / "lab.npy"), n=30, deskew=True,
+                                             rows=lambda n: slice(n // 2, n))
+    np.testing.assert_array_equal(im, (img[15:30] / 255.0).astype(np.float32))
+    np.testing.assert_array_equal(sp, speech[15:30])
+    assert len(cat) == 30
+    whole, _, _, _ = runner.load_user_inputs(specs, None, deskew=True)
+    np.testing.assert_array_equal(whole[15:30], (img[15:30] / 255.0).astype(np.float32))
+    img[2, 3] = np.nan
+    np.save(tmp_path / "img.npy", img)
+    with pytest.raises(ValueError, match="holds NaN"):
+        runner.load_user_inputs(specs, None, deskew=True, rows=lambda n: slice(n // 2, n))

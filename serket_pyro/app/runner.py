@@ -137,14 +137,19 @@ def speech_observation(data_dir=None, n=None, seed: int = 0):
     return HACFeatureExtractor(utt if n is None else utt[:n], [20, 20, 20], [5, 2], seed=seed)
 
 
-def load_user_inputs(specs, category_path=None, n=None, deskew: bool = True):
+def load_user_inputs(specs, category_path=None, n=None, deskew: bool = True, rows=None):
     """``serket-pyro run MODEL --data PATH [--data PATH]``: the user's own data, the same way as
     :func:`load_inputs` returns the tutorial's (``images, speech, category, description``).
 
     The first file is the VAE's input (``(N, D)`` or ``(N, H, W)`` in [0, 1], or 8-bit 0..255,
     scaled), the second the speech counts of the MLDA systems (``(N, V)`` non-negative integers);
     ``.npy``, single-array ``.npz`` or text.  ``category_path``: true labels ``(N,)`` to score.
-    Every check happens before anything is written.
+    Every check happens before anything is written, on every row (of the first ``n``).
+
+    ``rows``: a function of the number of points (after ``n``) giving the ``slice`` of them to
+    return (a data-parallel run: this process's block); images and speech are then that block
+    only, and a ``.npy`` file is memory-mapped and checked in chunks, so that no more than the
+    block is held (the labels, small, are returned whole).
     """
     if not 1 <= len(specs) <= 2:
         raise ValueError(f"--data: give one file (images) or two (images, speech counts), got {len(specs)}")
@@ -152,44 +157,55 @@ def load_user_inputs(specs, category_path=None, n=None, deskew: bool = True):
     for i, path in enumerate(specs):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--data {path}: no such file")
-        a = np.asarray(_read_array(path))
+        a = np.load(path, mmap_mode="r", allow_pickle=False) if path.endswith(".npy") else np.asarray(_read_array(path))
         if a.ndim == 3 and i == 0:
             a = a.reshape(len(a), -1)
         if a.ndim != 2 or len(a) == 0:
             raise ValueError(f"--data {path}: need a 2-D array (points x features), got shape {a.shape}")
-        if not np.isfinite(a).all():
-            raise ValueError(f"--data {path}: holds NaN or infinite values")
         arrays.append(a)
-    images = arrays[0].astype(np.float32)
-    if images.min() < 0 or images.max() > 1:
-        if images.min() >= 0 and images.max() <= 255 and (images == np.round(images)).all():
-            images = images / 255.0  # 8-bit pixels
+    if len(arrays) == 2 and len(arrays[1]) != len(arrays[0]):
+        raise ValueError(f"--data: {specs[0]} has {len(arrays[0])} points, {specs[1]} has {len(arrays[1])}")
+    N = len(arrays[0]) if n is None else min(len(arrays[0]), n)
+    lo = hi = None
+    eight_bit = True
+    for a0 in range(0, N, _CHECK_ROWS):  # every row checked, a chunk at a time (a memory-mapped file stays on disk)
+        chunk = [np.asarray(a[a0:min(N, a0 + _CHECK_ROWS)]) for a in arrays]
+        for path, c in zip(specs, chunk):
+            if not np.isfinite(c).all():
+                raise ValueError(f"--data {path}: holds NaN or infinite values")
+        lo = chunk[0].min() if lo is None else min(lo, chunk[0].min())
+        hi = chunk[0].max() if hi is None else max(hi, chunk[0].max())
+        eight_bit = eight_bit and bool((chunk[0] == np.round(chunk[0])).all())
+        if len(chunk) == 2 and ((chunk[1] < 0).any() or (chunk[1] != np.round(chunk[1])).any()):
+            raise ValueError(f"--data {specs[1]}: the MLDA's input must be counts (non-negative integers)")
+    scaled = False
+    if lo < 0 or hi > 1:
+        if lo >= 0 and hi <= 255 and eight_bit:
+            scaled = True  # 8-bit pixels
         else:
             raise ValueError(f"--data {specs[0]}: the VAE's input must lie in [0, 1] (or be 8-bit 0..255), "
-                             f"got values in [{images.min():.4g}, {images.max():.4g}]; scale it first")
-    side = int(round(np.sqrt(images.shape[1])))
-    if deskew and side * side != images.shape[1]:
-        raise ValueError(f"--data {specs[0]}: {images.shape[1]} features per point are not a square image, "
+                             f"got values in [{lo:.4g}, {hi:.4g}]; scale it first")
+    side = int(round(np.sqrt(arrays[0].shape[1])))
+    if deskew and side * side != arrays[0].shape[1]:
+        raise ValueError(f"--data {specs[0]}: {arrays[0].shape[1]} features per point are not a square image, "
                          "which deskewing needs; pass --no-deskew")
-    speech = None
-    if len(arrays) == 2:
-        speech = arrays[1]
-        if (speech < 0).any() or (speech != np.round(speech)).any():
-            raise ValueError(f"--data {specs[1]}: the MLDA's input must be counts (non-negative integers)")
-        if len(speech) != len(images):
-            raise ValueError(f"--data: {specs[0]} has {len(images)} points, {specs[1]} has {len(speech)}")
     category = None
     if category_path is not None:
         category = np.asarray(_read_array(category_path)).reshape(-1)
-        if len(category) != len(images) or (category != np.round(category)).any():
-            raise ValueError(f"--category {category_path}: need {len(images)} integer labels, "
+        if len(category) != len(arrays[0]) or (category != np.round(category)).any():
+            raise ValueError(f"--category {category_path}: need {len(arrays[0])} integer labels, "
                              f"got {len(category)} values")
-        category = category.astype(np.int64)
-    if n is not None:
-        images = images[:n]
-        speech = None if speech is None else speech[:n]
-        category = None if category is None else category[:n]
+        category = category.astype(np.int64)[:N]
+    block = slice(0, N) if rows is None else rows(N)
+    images = np.asarray(arrays[0][block], dtype=np.float32)
+    if scaled:
+        images = images / 255.0
+    speech = np.array(arrays[1][block]) if len(arrays) == 2 else None
     return images, speech, category, ", ".join(os.path.basename(p) for p in specs)
+
+
+#: rows per chunk when :func:`load_user_inputs` checks the data
+_CHECK_ROWS = 65536
 
 
 def build_system(name: str, images, speech, category, args):
@@ -253,13 +269,27 @@ def run_system(name: str, args) -> tuple:
     set_output_root(args.output)
     set_run_id(None)  # a new run (resuming takes the checkpoint's id below)
     set_seed(args.seed)
+    from .. import distributed as _dist
+
+    rank, world = _dist.init_process_group() if distributed else (0, 1)
+    # a data-parallel run keeps only this process's block of rows (a .npy file is memory-mapped and
+    # read for that block only); --speech ours computes the speech from the whole data, so there
+    # every process loads it all and fit(distributed=True) cuts the blocks
+    shards = world > 1 and getattr(args, "speech", "tutorial") != "ours"
+    block = (lambda n: slice(*_dist.shard_bounds(n, world, rank))) if shards else None
     if getattr(args, "data", None):
         images, speech, category, source = load_user_inputs(args.data, args.category, args.n,
-                                                            bool(getattr(args, "deskew", True)))
+                                                            bool(getattr(args, "deskew", True)), rows=block)
     else:
         if getattr(args, "category", None) is not None:
             raise ValueError("--category goes with --data (the tutorial data bring their labels)")
         images, speech, category, source = load_inputs(args.data_dir, args.n)
+        if shards:
+            b = block(len(images))
+            images, speech = images[b], None if speech is None else speech[b]
+    all_category = category  # every label (rank 0's report); the modules score on their block
+    if shards and category is not None:
+        category = category[block(len(category))]
     reset_module_counter()  # the same folder names (module001_...) as a fresh process
     speech_kind = getattr(args, "speech", "tutorial")
     if speech_kind == "ours":
@@ -285,20 +315,17 @@ def run_system(name: str, args) -> tuple:
             # fit() restores the same checkpoint again below
             load_checkpoint(ckpt, [m for m in connected_modules(*system.modules.values()) if m.learnable], settings)
     t0 = time.perf_counter()
-    from .. import distributed as _dist
-
-    if distributed:
-        _dist.init_process_group()
-    if _dist.rank() == 0:
+    if rank == 0:
         write_run_info(args.output, {"command": "run", "model": name, "mode": "learn",
                                      "result": system.result_module.name,
                                      "checkpoint_dir": None if args.checkpoint_dir is None
                                      else os.path.abspath(args.checkpoint_dir),
                                      "data_dir": args.data_dir, "n": args.n, "seed": args.seed, "source": source,
                                      "deskew": bool(getattr(args, "deskew", True))},
-                       category, images)
+                       all_category, images)
     system.fit(n_iter=args.iterations, seed=args.seed, progress=not args.no_progress,
-               checkpoint_dir=args.checkpoint_dir, resume=resume, settings=settings, distributed=distributed)
+               checkpoint_dir=args.checkpoint_dir, resume=resume, settings=settings,
+               distributed="shards" if shards else distributed)
     seconds = time.perf_counter() - t0
     if getattr(args, "save", None):
         from ..persistence import save_graph
