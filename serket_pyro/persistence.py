@@ -171,10 +171,10 @@ def _gathered(m: Module, key: str, v: torch.Tensor, dist_mod) -> torch.Tensor:
     refuses an undeclared state entry that has a row per point and differs between the processes."""
     if _row_key(m, key):
         return dist_mod.gather_rows(v)
-    sizes = dist_mod._ACTIVE.sizes
+    rows = dist_mod.local_rows()
     raw = v.detach().cpu().contiguous().numpy().tobytes()
     digest = torch.tensor([int.from_bytes(hashlib.sha256(raw).digest()[:7], "little")], dtype=torch.int64)
-    shape_ok = torch.tensor([int(v.ndim >= 1 and v.shape[0] == sizes[dist_mod.rank()])], dtype=torch.int64)
+    shape_ok = torch.tensor([int(v.ndim >= 1 and v.shape[0] == rows.stop - rows.start)], dtype=torch.int64)
     info = dist_mod.all_gather_same(torch.cat([digest, shape_ok]))
     if bool(info[:, 1].all()) and len(set(info[:, 0].tolist())) > 1:
         raise ValueError(f"save_graph(distributed=True): {m.name}: state entry {key[len('state/'):]!r} has a row per "
