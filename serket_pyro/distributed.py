@@ -117,6 +117,23 @@ def shard_bounds(n: int, world: int, r: int) -> tuple[int, int]:
     return start, start + q + (r < m)
 
 
+def blocks_total(n_local: int, what: str) -> int:
+    """The rows over every process, each holding its block ``shard_bounds(N, world, rank)`` of
+    ``n_local`` rows (collective; before a sharded context, whose sizes come from here).
+    ``ValueError`` naming ``what`` when the blocks are not those of a data-parallel fit."""
+    if world_size() == 1:
+        return int(n_local)
+    local = _to_comm(torch.tensor([int(n_local)], dtype=torch.int64))
+    parts = [torch.zeros_like(local) for _ in range(world_size())]
+    dist.all_gather(parts, local)
+    got = tuple(int(v[0]) for v in parts)
+    n = sum(got)
+    if got != shard_sizes(n, len(got)):
+        raise ValueError(f"{what}: the processes hold {got} data points; the blocks of N={n} must be "
+                         f"{shard_sizes(n, len(got))} (rows shard_bounds(N, world, rank))")
+    return n
+
+
 def shard_sizes(n: int, world: int) -> tuple[int, ...]:
     """Rows per rank (:func:`shard_bounds`)."""
     return tuple(b - a for a, b in (shard_bounds(n, world, r) for r in range(world)))

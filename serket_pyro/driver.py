@@ -343,16 +343,7 @@ def fit_sharded(*modules: Module, seed: int | None = None, progress: bool = True
         raise ValueError(f"fit(distributed=True): the observations have different numbers of data points {sorted(sizes)}")
     N = sizes.pop()
     if data_sharded:
-        import torch
-
-        local = torch.tensor([N], dtype=torch.int64)
-        got = [torch.zeros_like(local) for _ in range(world)]
-        torch.distributed.all_gather(got, local)
-        got = tuple(int(v) for v in got)
-        N = sum(got)
-        if got != _dist.shard_sizes(N, world):
-            raise ValueError(f"fit(distributed='shards'): the processes hold {got} data points; the blocks of "
-                             f"N={N} must be {_dist.shard_sizes(N, world)} (rows shard_bounds(N, world, rank))")
+        N = _dist.blocks_total(N, "fit(distributed='shards')")
     if seed is None:
         import torch
 

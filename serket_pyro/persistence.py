@@ -145,15 +145,7 @@ def _global_rows(modules) -> int:
     local = {int(m.forward_msg.N) for m in modules if isinstance(m, Observation) and not m.missing}
     if len(local) != 1:
         raise ValueError(f"save_graph(distributed=True): the observations hold different numbers of rows {sorted(local)}")
-    n_local = _dist._to_comm(torch.tensor([local.pop()], dtype=torch.int64))
-    parts = [torch.zeros_like(n_local) for _ in range(_dist.world_size())]
-    torch.distributed.all_gather(parts, n_local)  # (before the sharded context: its sizes come from here)
-    sizes = [int(t[0]) for t in parts]
-    n = int(sum(sizes))
-    if tuple(sizes) != _dist.shard_sizes(n, len(sizes)):
-        raise ValueError(f"save_graph(distributed=True): the processes hold {sizes} rows, not the blocks "
-                         f"{_dist.shard_sizes(n, len(sizes))} of a data-parallel fit of {n}")
-    return n
+    return _dist.blocks_total(local.pop(), "save_graph(distributed=True)")
 
 
 def _row_key(m: Module, key: str) -> bool:
