@@ -535,6 +535,27 @@ def test_deskew_option_is_the_vae_on_deskewed_images(images, tmp_path):
     m.update()  # rectangular images with their shape
 
 
+def test_joint_observed_in_row_blocks_is_update_s_data(images, monkeypatch):
+    """The joint program's data (converted a block of rows at a time, so that full MNIST never
+    exists in float64 at once) are the floats update() trains on, whatever the block size; 8-bit
+    or float pixels alike; non-integral data above 1 are refused for the Bernoulli likelihood."""
+    x, _ = images
+    x8 = torch.from_numpy(np.asarray(x[:101], dtype=np.uint8))
+    for deskew in (True, False):
+        v = vae.VAE(4, deskew=deskew)
+        v.connect(srk.Observation(x8.numpy()))
+        want, scale = v._read_inputs()
+        for rows in (7, 100, 8192):
+            monkeypatch.setattr(vae.VAE, "_JOINT_ROWS", rows)
+            for data in (x8, x8.double()):
+                got = v.joint_observed(0, data)
+                assert got.dtype == torch.float32 and torch.equal(got, want), (deskew, rows, data.dtype)
+            assert v._joint_data_scale == scale == 1.0 / 255.0
+    monkeypatch.setattr(vae.VAE, "_JOINT_ROWS", 7)
+    with pytest.raises(ValueError, match="8-bit integers"):
+        vae.VAE(4).joint_observed(0, x8.double() + 0.5)
+
+
 def test_deskew_runs_once_per_input(images, tmp_path, monkeypatch):
     """The observation's unchanged images are deskewed at the first update only; new data are
     deskewed again."""
