@@ -310,6 +310,39 @@ def test_mlda_under_mlda_log_joint_equals_the_mldas_models_and_marginal_equals_b
     assert got == pytest.approx(float(brute), rel=1e-10)
 
 
+def test_class_log_posterior_of_the_states_a_parent_mlda_draws():
+    """class_log_posterior()["<child>.state"]: the topic of each lower MLDA that the top MLDA drew
+    for each document, p(s | theta_top, theta_low) ~ (theta_top phi)[s]^weights Dir(theta_low |
+    conc[s]), at the guide means (brute force per document and state, non-default weights)."""
+    N, K1, K2, K = 5, 3, 2, 2
+    low1 = MLDA(K1, alpha=0.7)
+    low1.connect(srk.Observation(_mlda_counts(N, 5, 31)))
+    low2 = MLDA(K2, alpha=1.3)
+    low2.connect(srk.Observation(_mlda_counts(N, 4, 32)))
+    top = MLDA(K, weights=[3, 2], alpha=0.8)
+    top.connect(low1, low2)
+    p = joint_program(top)
+    torch.manual_seed(33)
+    rows = lambda n, k: torch.distributions.Dirichlet(torch.ones(k, dtype=torch.float64)).sample((n,))  # noqa: E731
+    phit = {low1: rows(K, K1), low2: rows(K, K2)}
+    conc = {low1: 0.3 + 3.0 * torch.rand(K1, K1, dtype=torch.float64),
+            low2: 0.3 + 3.0 * torch.rand(K2, K2, dtype=torch.float64)}
+    p.set_param(top, "phi_0", phit[low1])
+    p.set_param(top, "phi_1", phit[low2])
+    for low in (low1, low2):
+        p.set_param(low, "state_concentration", conc[low])
+    means = p.latent_means()
+    got = p.class_log_posterior()
+    for low, w in ((low1, 3), (low2, 2)):
+        lp = got[f"{low.name}.state"]
+        assert lp.shape == (N, low.K) and torch.allclose(lp.exp().sum(-1), torch.ones(N, dtype=torch.float64))
+        for n in range(N):
+            q = means[top.name][n].double() @ phit[low]
+            u = torch.stack([w * q[j].log() + dist.Dirichlet(conc[low][j]).log_prob(means[low.name][n].double())
+                             for j in range(low.K)])
+            assert torch.allclose(lp[n], u - u.logsumexp(0), atol=1e-10)
+
+
 def test_mlda_chain_of_three_enumerates_each_state_and_fits():
     """MLDA3 -> MLDA2 -> MLDA1 (the mMLDA chain's shape): MLDA2 has a lower MLDA and words; the
     two states are summed independently; a few SVI steps fit and write back."""

@@ -658,9 +658,11 @@ class JointProgram(nn.Module):
 
     @torch.no_grad()
     def class_log_posterior(self) -> dict[str, torch.Tensor]:
-        """``log p(class | data)`` ``(N, K)`` float64 of every ``"class"`` module and of the chain
-        (its states), with the continuous latents at their guide means; a chain by
-        forward-backward over the whole sequence."""
+        """``log p(class | data)`` ``(N, K)`` float64 of every ``"class"`` module, of the chain
+        (its states) and of every ``"<child>.state"`` site (the state a continuous parent draws
+        for its child, e.g. which topic of a lower MLDA its parent MLDA drew; keyed by the site's
+        name), with the continuous latents at their guide means; a chain by forward-backward
+        over the whole sequence."""
         P = self.params()
         means = self.latent_means()
         out = {}
@@ -696,6 +698,16 @@ class JointProgram(nn.Module):
                 lp = lp + d.log_prob(states.unsqueeze(-1)).T.double()
             if m.joint_role == "class":
                 out[m.name] = lp - lp.logsumexp(-1, keepdim=True)
+        for c in self.modules_:
+            if c not in self._state_children:
+                continue
+            parent = next(p for p in c.parents if p in self.modules_)
+            states = torch.arange(c.joint_size())
+            # p(s | parent's site) p(child's site | s), both sites at their guide means
+            d = parent.joint_child_dist(P[parent.name], means[parent.name], list(parent.children).index(c))
+            lp = (d.log_prob(states.unsqueeze(-1)).T.double()
+                  + c.joint_state_dist(P[c.name], states).log_prob(means[c.name].unsqueeze(-2)).double())
+            out[f"{c.name}.state"] = lp - lp.logsumexp(-1, keepdim=True)
         return out
 
     @torch.no_grad()
