@@ -365,3 +365,13 @@ def test_diagonal_start_from_modules_keeps_the_class_variances():
     full = joint_model([jm.vae.children[0], v, g], covariance="full")
     full.init_clusters("modules")
     assert torch.allclose(full.covariances().double(), cov, rtol=1e-5, atol=1e-6)
+
+
+def test_pretrain_logs_every_epoch_and_takes_zero_epochs(caplog):
+    jm, _ = _tiny(N=12)
+    with caplog.at_level("INFO", logger="serket_pyro"):
+        losses = jm.pretrain(3, batch_size=4, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("pretrain epoch")]
+    assert [line.split(":")[0] for line in lines] == ["pretrain epoch 1", "pretrain epoch 2", "pretrain epoch 3"]
+    assert [float(line.split()[-1]) for line in lines] == pytest.approx(losses, abs=0.006)
+    assert jm.pretrain(0) == [] and jm.pretrain_history_ == losses

@@ -247,8 +247,8 @@ class JointModel:
                     opt.step()
                     total += value
                 losses.append(total / n)
-            _log.log(logging.INFO if progress else logging.DEBUG, "pretrain epoch %d: loss %.2f",
-                     len(losses), losses[-1])
+                _log.log(logging.INFO if progress else logging.DEBUG, "pretrain epoch %d: loss %.2f",
+                         len(losses), losses[-1])
         self.pretrain_history_.extend(losses)
         return losses
 
