@@ -13,7 +13,9 @@ the old hand-written ``JointModel`` (commit ``9b2d555^``, detected by its ``log_
     PYTHONPATH=../old python benchmarks/joint_start_swap.py pretrain --seed 0 --out start_old.pt
     python benchmarks/joint_start_swap.py joint --start start_old.pt          # and the other 3
 
-``--n-points`` takes the first images only (tests).
+``joint --init-classes`` keeps the saved networks and starts the classes anew with the code's
+GMM start (separates the pretraining from the class start).  ``--n-points`` takes the first
+images only (tests).
 """
 
 import argparse
@@ -101,14 +103,18 @@ def main(args):
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
             return {"step": "pretrain", "code": code, "seed": args.seed, "start_accuracy": acc}
         set_start(jm, torch.load(args.start, weights_only=True))
-        acc0 = float(accuracy(y, jm.predict().argmax(-1).cpu().numpy()))
         pyro.set_rng_seed(args.seed)
+        if args.init_classes:  # the saved networks, this code's class start (GMM module on the latents)
+            jm.init_clusters("gmm")
+        acc0 = float(accuracy(y, jm.predict().argmax(-1).cpu().numpy()))
         jm.fit(args.epochs, init=None, lr=1e-3, category=y, eval_every=1, progress=args.progress)
     rec = {"step": "joint", "code": code, "start": args.start, "seed": args.seed, "start_accuracy": acc0,
+           "init_classes": args.init_classes,
            "accuracy_history": jm.accuracy_history_, "loss_history": jm.loss_history_,
            "seconds": time.perf_counter() - t0,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    print(f"joint ({code}) from {args.start}, seed {args.seed}: {acc0:.4f} -> "
+    print(f"joint ({code}) from {args.start}{' (classes anew)' if args.init_classes else ''}, seed {args.seed}: "
+          f"{acc0:.4f} -> "
           + " ".join(f"{a:.4f}" for a in rec["accuracy_history"])
           + f"; loss {rec['loss_history'][-1]:.3f}; {rec['seconds']:.0f} s", flush=True)
     if args.json:
@@ -125,6 +131,8 @@ def parser():
     p.add_argument("--start", help="joint: a start saved by pretrain")
     p.add_argument("--pretrain-epochs", type=int, default=20)
     p.add_argument("--epochs", type=int, default=10, help="joint epochs")
+    p.add_argument("--init-classes", action="store_true",
+                   help="joint: start the classes anew with this code's GMM start (the saved networks kept)")
     p.add_argument("--n-points", type=int, default=None, help="first images only")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir", default=None)

@@ -37,6 +37,9 @@ def test_a_saved_start_is_restored_exactly(tmp_path, data_dir):
         assert torch.allclose(back[k], st[k], rtol=1e-9, atol=1e-12), k
     for k, v in st["enc"].items():
         assert torch.equal(back["enc"][k], v)
+    # --init-classes: the saved networks, the classes started anew (the GMM start on their latents)
+    anew = run("joint", *tiny, "--epochs", 1, "--start", tmp_path / "s.pt", "--init-classes")
+    assert anew["init_classes"] and 0 < anew["start_accuracy"] <= 1 and len(anew["accuracy_history"]) == 1
     with pytest.raises(SystemExit, match="joint takes --start"):
         run("joint", *tiny)
 
