@@ -86,10 +86,13 @@ def main(args):
     if (args.step == "pretrain") != (args.out is not None) or (args.step == "joint") != (args.start is not None):
         raise SystemExit("joint_start_swap: pretrain takes --out, joint takes --start")
     torch.set_num_threads(args.threads)
-    tr, te = load_mnist("train", root=args.data_dir), load_mnist("test", root=args.data_dir)
-    x, y = np.concatenate([tr.images, te.images]), np.concatenate([tr.labels, te.labels])
+    tr = load_mnist("train", root=args.data_dir)
+    x, y = tr.images, tr.labels
+    if not args.n_points or args.n_points > len(x):  # all 70,000: the test images follow
+        te = load_mnist("test", root=args.data_dir)
+        x, y = np.concatenate([x, te.images]), np.concatenate([y, te.labels])
     if args.n_points:
-        x, y = x[:args.n_points], y[:args.n_points]
+        x, y = x[:args.n_points].copy(), y[:args.n_points].copy()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         jm = build(x, y, args.seed, tmp)
