@@ -38,7 +38,10 @@ from serket_pyro.modules.vae import mlp_networks
 
 
 def build(x, y, seed, output_root, latent_dim=10):
-    """``JointModel`` of VAE (VaDE networks, deskewed) -> GMM on 8-bit images ``x`` (as benchmarks/joint.py)."""
+    """``JointModel`` of VAE (VaDE networks, deskewed) -> GMM on 8-bit images ``x``, as
+    ``benchmarks/joint.py`` builds it.  Written out here rather than imported from there: this
+    script also runs against the old ``JointModel`` (commit ``9b2d555^``), whose ``joint_model``
+    takes none of the options (``entropy``) that ``benchmarks/joint.py`` now passes."""
     srk.reset_module_counter()
     pyro.set_rng_seed(seed)
     system = vae_gmm.build(x[:2], y[:2], latent_dim=latent_dim, batch_size=256, n_classes=10, deskew=True,
