@@ -375,3 +375,82 @@ def test_pretrain_logs_every_epoch_and_takes_zero_epochs(caplog):
     assert [line.split(":")[0] for line in lines] == ["pretrain epoch 1", "pretrain epoch 2", "pretrain epoch 3"]
     assert [float(line.split()[-1]) for line in lines] == pytest.approx(losses, abs=0.006)
     assert jm.pretrain(0) == [] and jm.pretrain_history_ == losses
+
+
+def _linear_gaussian_vae_gmm(N=400, D=8, L=3, s=0.5, tau=(0.3, 0.6, 1.2), seed=0):
+    """JointModel of x = W z + s eps (a linear decoder with fixed noise ``s``) under one class
+    ``N(0, diag tau^2)``, the encoder's log-variance weights zero (a common variance per
+    dimension); returns it and the ELBO-optimal scales ``1 / sqrt((W^T W)_dd / s^2 + 1 / tau_d^2)``."""
+    from torch import nn
+
+    from serket_pyro.modules.vae import Encoder, FixedScaleDecoder
+
+    torch.manual_seed(seed)
+    W = torch.randn(D, L) * 0.4
+    lin = nn.Linear(L, D)
+    with torch.no_grad():
+        lin.weight.copy_(W)
+        lin.bias.zero_()
+    obs = srk.Observation(torch.randn(N, D))
+    v = VAE(latent_dim=L, encoder=Encoder(D, L, 16), decoder=FixedScaleDecoder(lin, s), likelihood="gaussian",
+            batch_size=200)
+    g = GMM(1)
+    v.connect(obs)
+    g.connect(v)
+    jm = joint_model([obs, v, g], covariance="diag")
+    tau = torch.tensor(tau, dtype=torch.float64)
+    jm.set_gaussians(torch.zeros(1, L, dtype=torch.float64), torch.diag_embed(tau ** 2)[None],
+                     torch.ones(1, dtype=torch.float64))
+    with torch.no_grad():
+        jm.vae.encoder_.fc_logvar.weight.zero_()
+    best = 1.0 / ((W * W).sum(0).double() / s ** 2 + 1.0 / tau ** 2).sqrt()
+    return jm, best
+
+
+def test_encoder_scale_start_finds_the_elbo_optimal_scale():
+    """For a linear-Gaussian decoder under one Gaussian class, the ELBO of q = N(mu(x), diag
+    sigma^2) is maximised at 1 / sigma_d^2 = (W^T W)_dd / s^2 + 1 / tau_d^2 whatever mu(x):
+    start_encoder_scale must find it (without the entropy sigma goes to 0; without the prior
+    term it is 1.07-1.9 times larger), and leave every other parameter as it was."""
+    jm, best = _linear_gaussian_vae_gmm()
+    bias = jm.vae.encoder_scale_bias()
+    others = {n: p.detach().clone() for n, p in jm.program.named_parameters() if p is not bias}
+    losses = jm.start_encoder_scale(batch_size=200)
+    sigma = (0.5 * bias.detach().double()).exp()
+    assert len(losses) == 400 and np.mean(losses[-20:]) < losses[0]
+    assert torch.allclose(sigma, best, rtol=0.03), (sigma, best)
+    assert all(torch.equal(p, others[n]) for n, p in jm.program.named_parameters() if p is not bias)
+    assert all(p.requires_grad for p in jm.program.parameters())
+
+
+def test_fit_starts_the_encoder_scale_after_an_autoencoder_pretraining(monkeypatch, caplog):
+    from torch import nn
+
+    from serket_pyro.joint.model import JointModel
+    from serket_pyro.modules.vae import LogVarEncoder
+
+    calls = []
+    real = JointModel.start_encoder_scale
+    monkeypatch.setattr(JointModel, "start_encoder_scale", lambda self, *a, **k: calls.append(k) or real(self, *a, **k))
+    jm, _ = _tiny(N=12)
+    jm.fit(0, pretrain_epochs=1, pretrain_kl_weight=1.0, init="kmeans", batch_size=4)
+    assert calls == []  # a VAE's pretraining trains the scale too
+    jm.fit(0, pretrain_epochs=1, pretrain_kl_weight=0.0, init="kmeans", batch_size=4)
+    assert calls == [{"batch_size": 4}]
+    jm.fit(1, init=None, batch_size=4)
+    assert len(calls) == 1  # once after each autoencoder pretraining
+
+    class Net(nn.Module):  # a user's (mu, log_var) network: its scale layer is not reachable
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 4)
+
+        def forward(self, x):
+            return self.lin(x).chunk(2, -1)
+
+    torch.manual_seed(0)
+    mods = _graph(torch.rand(12, 6), 3, False, latent_dim=2, hidden=5, batch_size=4, encoder=LogVarEncoder(Net()))
+    jm = joint_model(mods)
+    with caplog.at_level("WARNING", logger="serket_pyro"):
+        jm.fit(0, pretrain_epochs=1, pretrain_kl_weight=0.0, init="kmeans", batch_size=4)
+    assert "has no log-variance layer" in caplog.text and calls[-1] == {"batch_size": 4}

@@ -574,6 +574,55 @@ class JointProgram(nn.Module):
         self.loss_history_.extend(losses)
         return losses
 
+    def fit_parameters(self, params, steps: int, *, batch_size: int | None = None, lr: float = 0.05) -> list[float]:
+        """Maximise the ELBO with Adam over ``params`` alone, every other parameter and network
+        of the program held fixed, for ``steps`` minibatches drawn as in :meth:`fit`
+        (data-parallel when sharded), e.g. one layer's bias.  The learning rate falls linearly
+        from ``lr`` to 0 over the steps, so that the last steps settle rather than jitter by
+        about ``lr`` around the optimum.
+
+        Args:
+            params: tensors of the program (``requires_grad``) to fit.
+            steps: minibatches (Adam steps); the data are passed over as often as needed.
+            batch_size: points per minibatch (chunks with a chain; default all); ``lr``: Adam's.
+        Returns the loss of every minibatch (mean negative ELBO per point)."""
+        steps = check_positive_int(steps, "steps", "joint_program")
+        bs = check_positive_int(self.N if batch_size is None else batch_size, "batch_size", "joint_program")
+        lr = check_positive_float(lr, "lr", "joint_program")
+        params = list(params)
+        if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
+            raise ValueError("joint_program: fit_parameters needs tensors that require gradients")
+        self._claim_param_store()
+        ids = {id(p) for p in params}
+        held = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        opt, elbo, losses = torch.optim.Adam(params, lr=lr), self.loss_fn(), []
+        decay = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / steps)
+        try:
+            for p in held:
+                p.requires_grad_(False)
+            with self._shard_context():
+                sharded = _dist.is_sharded()
+                n_units, own = self._n_units(), None
+                if sharded:
+                    n_units, *own = self._ownership()
+                    self._check_ranks_agree(params)
+                while len(losses) < steps:
+                    for b in self._batches(bs, n_units)[:steps - len(losses)]:
+                        opt.zero_grad(set_to_none=True)
+                        if sharded:
+                            value = self._data_parallel_step(elbo, b, own, params, params) / len(b)
+                        else:
+                            loss = elbo.differentiable_loss(self.model, self.guide, b, None)
+                            loss.backward()
+                            value = float(loss.detach())
+                        opt.step()
+                        decay.step()
+                        losses.append(value)
+        finally:
+            for p in held:
+                p.requires_grad_(True)
+        return losses
+
     def _data_parallel_step(self, elbo, b: torch.Tensor, own, params: list, reduced: list) -> float:
         """Gradients of one global minibatch ``b`` (``(B,)`` global unit indices) in a sharded
         fit: the ELBO of this rank's members of ``b`` (``own = (first, stop, shift)``, see

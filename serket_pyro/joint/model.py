@@ -142,6 +142,7 @@ class JointModel:
         self.accuracy_history_: list[float] = []
         self.init_accuracy_: float | None = None
         self.neighbours_: torch.Tensor | None = None
+        self._scale_untrained = False  # after an autoencoder pretraining: start_encoder_scale() is due
 
     # ------------------------------------------------------------------ data and parameters
     @property
@@ -250,6 +251,32 @@ class JointModel:
                 _log.log(logging.INFO if progress else logging.DEBUG, "pretrain epoch %d: loss %.2f",
                          len(losses), losses[-1])
         self.pretrain_history_.extend(losses)
+        if epochs:
+            self._scale_untrained = kl_weight == 0  # the mean alone was trained
+        return losses
+
+    def start_encoder_scale(self, steps: int = 400, batch_size: int | None = None, lr: float = 0.1) -> list[float]:
+        """Recipe step: fit the bias of the encoder's log-variance layer
+        (:meth:`~serket_pyro.modules.vae.VAE.encoder_scale_bias`) to the ELBO, everything else
+        fixed (:meth:`JointProgram.fit_parameters`, ``steps`` minibatches, Adam ``lr``).
+
+        An autoencoder pretraining (``kl_weight=0``) trains the encoder's mean only, so its scale
+        is still its initial value (about 1) whatever the latents' scale; after the
+        neighbour-embedding pretraining the classes are several times narrower than that, and
+        draws of ``z`` from such a ``q`` blur them: the first joint steps then merge classes.  The
+        optimal common shift of ``log q``'s variances, given the start, removes that blur before
+        the joint epochs.  :meth:`fit` runs this after the class start when the pretraining was an
+        autoencoder's.  With an encoder whose scale layer is unknown (a user's network) nothing is
+        fitted and a warning says so.  Returns the minibatch losses (mean negative ELBO per point)."""
+        bias = self.vae.encoder_scale_bias()
+        self._scale_untrained = False
+        if bias is None:
+            _log.warning("joint: %s's encoder (%s) has no log-variance layer that serket_pyro knows; its scale "
+                         "starts as the pretraining left it", self.vae.name, type(self.vae.encoder_).__name__)
+            return []
+        bs = check_positive_int(self.vae.batch_size if batch_size is None else batch_size, "batch_size", "joint")
+        losses = self.program.fit_parameters([bias], steps, batch_size=bs, lr=lr)
+        _log.debug("joint: encoder scale start exp(bias / 2) = %s", (0.5 * bias.detach()).exp().tolist())
         return losses
 
     def _pretrain_loss(self, i, prior, kl_weight, neighbour_weight, nb, negative_weight) -> torch.Tensor:
@@ -396,12 +423,14 @@ class JointModel:
             batch_size: int | None = None, lr: float | None = None, lr_global: float | None = None,
             pretrain_kl_weight: float = 1.0, pretrain_neighbour_weight: float = 0.0, n_neighbours: int = 10,
             gmm_prior: str = "module", category=None, eval_every: int = 0, progress: bool = False) -> list[float]:
-        """The recipe: pretraining, class start, then the program's joint epochs.
+        """The recipe: pretraining, class start (and the encoder's scale after an autoencoder's
+        pretraining), then the program's joint epochs.
 
         Args:
             epochs: joint epochs (passes over the data) of :meth:`JointProgram.fit`.
             pretrain_epochs: epochs of the VAE alone first (:meth:`pretrain`, with
-                ``pretrain_kl_weight``; 0 pretrains a plain autoencoder as VaDE).
+                ``pretrain_kl_weight``; 0 pretrains a plain autoencoder as VaDE, and the encoder's
+                scale is then fitted after the class start: :meth:`start_encoder_scale`).
             pretrain_neighbour_weight, n_neighbours: neighbour-embedding term of the pretraining
                 (:meth:`pretrain`'s ``neighbour_weight``; 0, the default, is VaDE's pretraining).
             gmm_prior: covariance prior of the ``init="gmm"`` start (:meth:`init_clusters`).
@@ -433,6 +462,8 @@ class JointModel:
                           neighbour_weight=pretrain_neighbour_weight, n_neighbours=n_neighbours)
         if init is not None:
             self.init_clusters(init, gmm_prior=gmm_prior)
+        if self._scale_untrained:  # an autoencoder's pretraining left the encoder's scale untrained
+            self.start_encoder_scale(batch_size=bs)
 
         def score():  # sharded: every rank's points (labels and classes gathered in row order)
             with self.program._shard_context():

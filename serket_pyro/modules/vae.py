@@ -542,6 +542,18 @@ class VAE(Module):
         loc, scale = self.encoder_(observed[0].to(next(self.encoder_.parameters()).dtype))
         return dist.Normal(loc.double(), scale.double()).to_event(1)
 
+    def encoder_scale_bias(self) -> torch.nn.Parameter | None:
+        """The bias of the encoder's log-variance layer (``Encoder.fc_logvar``,
+        ``MLPEncoder.logvar``), ``(L,)``: it shifts ``log q(z | x)``'s variances alike for every
+        input.  ``None`` for another encoder (a user's network: its scale is not reachable).
+
+        Why: an autoencoder pretraining (``kl_weight=0``) trains the encoder's mean only; its
+        scale output stays at its initial value whatever the latents' scale
+        (:meth:`serket_pyro.joint.JointModel.start_encoder_scale` fits this bias)."""
+        layer = getattr(self.encoder_, "logvar", None) if isinstance(self.encoder_, MLPEncoder) else (
+            getattr(self.encoder_, "fc_logvar", None) if isinstance(self.encoder_, Encoder) else None)
+        return None if layer is None else layer.bias
+
     #: rows converted at once by :meth:`joint_observed` (bounds its float64 working memory)
     _JOINT_ROWS = 8192
 
