@@ -194,6 +194,13 @@ def _joint_shard_worker(rank, world, port, tmp):
         a, b = sd.shard_bounds(90, world, rank)
         with sd.sharded(90, seed=0):
             out["pretrain"] = _pretrain_joint_model(slice(a, b))
+        from test_joint import _linear_gaussian_vae_gmm
+
+        a, b = sd.shard_bounds(400, world, rank)
+        with sd.sharded(400, seed=0):
+            jm, best = _linear_gaussian_vae_gmm(rows=slice(a, b))
+            jm.start_encoder_scale(batch_size=200)
+            out["scale"] = ((0.5 * jm.vae.encoder_scale_bias().detach().double()).exp(), best, jm.N)
         out["complete"] = True
     finally:
         torch.save(out, os.path.join(tmp, f"joint{rank}.pt"))
@@ -796,6 +803,14 @@ def test_two_process_joint_model_pretraining_follows_one_process(joint_shard_res
         np.testing.assert_allclose(l2, losses, rtol=1e-5)
         for p, q in zip(enc2, enc):
             torch.testing.assert_close(p, q, rtol=0, atol=1e-5)
+
+
+def test_encoder_scale_start_data_parallel(joint_shard_results):
+    """JointModel.start_encoder_scale on shard-holding programs (each rank half of 400 points):
+    the ranks end with the same scale, the ELBO optimum of test_joint's linear-Gaussian model."""
+    (s0, best, n0), (s1, _, n1) = (r["scale"] for r in joint_shard_results)
+    assert (n0, n1) == (200, 200) and torch.equal(s0, s1)
+    torch.testing.assert_close(s0, best, rtol=0.03, atol=0)
 
 
 @pytest.mark.slow

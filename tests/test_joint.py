@@ -377,10 +377,11 @@ def test_pretrain_logs_every_epoch_and_takes_zero_epochs(caplog):
     assert jm.pretrain(0) == [] and jm.pretrain_history_ == losses
 
 
-def _linear_gaussian_vae_gmm(N=400, D=8, L=3, s=0.5, tau=(0.3, 0.6, 1.2), seed=0):
+def _linear_gaussian_vae_gmm(N=400, D=8, L=3, s=0.5, tau=(0.3, 0.6, 1.2), seed=0, rows=slice(None)):
     """JointModel of x = W z + s eps (a linear decoder with fixed noise ``s``) under one class
     ``N(0, diag tau^2)``, the encoder's log-variance weights zero (a common variance per
-    dimension); returns it and the ELBO-optimal scales ``1 / sqrt((W^T W)_dd / s^2 + 1 / tau_d^2)``."""
+    dimension), on ``rows`` of ``N`` random points; returns it and the ELBO-optimal scales
+    ``1 / sqrt((W^T W)_dd / s^2 + 1 / tau_d^2)`` (whatever the data)."""
     from torch import nn
 
     from serket_pyro.modules.vae import Encoder, FixedScaleDecoder
@@ -391,7 +392,7 @@ def _linear_gaussian_vae_gmm(N=400, D=8, L=3, s=0.5, tau=(0.3, 0.6, 1.2), seed=0
     with torch.no_grad():
         lin.weight.copy_(W)
         lin.bias.zero_()
-    obs = srk.Observation(torch.randn(N, D))
+    obs = srk.Observation(torch.randn(N, D)[rows])
     v = VAE(latent_dim=L, encoder=Encoder(D, L, 16), decoder=FixedScaleDecoder(lin, s), likelihood="gaussian",
             batch_size=200)
     g = GMM(1)
