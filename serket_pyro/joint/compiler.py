@@ -557,14 +557,7 @@ class JointProgram(nn.Module):
                 total = 0.0
                 batches = self._batches(bs, n_units)
                 for b in batches:
-                    opt.zero_grad(set_to_none=True)
-                    if not sharded:
-                        loss = elbo.differentiable_loss(self.model, self.guide, b, None)
-                        loss.backward()
-                        total += float(loss.detach()) * len(b)
-                    else:
-                        total += self._data_parallel_step(elbo, b, own, params, reduced)
-                    opt.step()
+                    total += self._step(opt, elbo, b, own if sharded else None, params, reduced)
                 n = sum(len(b) for b in batches)
                 losses.append(total / n)
                 _log.log(logging.INFO if progress else logging.DEBUG, "joint epoch %d: loss %.3f", ep + 1,
@@ -608,20 +601,26 @@ class JointProgram(nn.Module):
                     self._check_ranks_agree(params)
                 while len(losses) < steps:
                     for b in self._batches(bs, n_units)[:steps - len(losses)]:
-                        opt.zero_grad(set_to_none=True)
-                        if sharded:
-                            value = self._data_parallel_step(elbo, b, own, params, params) / len(b)
-                        else:
-                            loss = elbo.differentiable_loss(self.model, self.guide, b, None)
-                            loss.backward()
-                            value = float(loss.detach())
-                        opt.step()
+                        losses.append(self._step(opt, elbo, b, own if sharded else None, params, params) / len(b))
                         decay.step()
-                        losses.append(value)
         finally:
             for p in held:
                 p.requires_grad_(True)
         return losses
+
+    def _step(self, opt, elbo, b: torch.Tensor, own, params: list, reduced: list) -> float:
+        """One Adam step on the minibatch ``b``: its ELBO's gradients (data-parallel over the
+        ranks when ``own`` is given, :meth:`_data_parallel_step`), then ``opt.step()``.  Returns
+        the minibatch's summed loss."""
+        opt.zero_grad(set_to_none=True)
+        if own is not None:
+            value = self._data_parallel_step(elbo, b, own, params, reduced)
+        else:
+            loss = elbo.differentiable_loss(self.model, self.guide, b, None)
+            loss.backward()
+            value = float(loss.detach()) * len(b)
+        opt.step()
+        return value
 
     def _data_parallel_step(self, elbo, b: torch.Tensor, own, params: list, reduced: list) -> float:
         """Gradients of one global minibatch ``b`` (``(B,)`` global unit indices) in a sharded
