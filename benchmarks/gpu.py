@@ -29,7 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 JOINT_RECIPE = ["--data", "mnist", "--arch", "vade", "--latent-dim", "10", "--batch-size", "256",
                 "--pretrain-epochs", "20", "--pretrain-kl-weight", "0", "--pretrain-neighbour-weight", "10",
-                "--neighbours", "10", "--init", "gmm", "--epochs", "10", "--eval-every", "2", "--skip-mp"]
+                "--neighbours", "10", "--covariance", "full", "--init", "gmm", "--epochs", "10", "--eval-every", "1",
+                "--skip-mp"]
 TINY_TUTORIAL = ["--n", "200", "--epochs", "1", "--iterations", "1"]
 TINY_JOINT = ["--data", "tutorial", "--n", "200", "--latent-dim", "4", "--batch-size", "100",
               "--pretrain-epochs", "1", "--epochs", "1", "--eval-every", "1", "--skip-mp"]
